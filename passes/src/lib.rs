@@ -1,0 +1,1 @@
+//! Rewrites (fusion) and planning: the middle of the compiler.
