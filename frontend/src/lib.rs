@@ -1,0 +1,14 @@
+//! gemma4c frontend: Hugging Face Gemma 4 checkpoints and configs to graph IR.
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod gemma4;
+pub mod model;
+pub mod summary;
+
+pub use checkpoint::Checkpoint;
+pub use config::{Gemma4Config, LayerConfig, LayerType};
+pub use error::FrontendError;
+pub use gemma4::{build, BuildOptions, LogitRows};
+pub use model::Model;
