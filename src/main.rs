@@ -1,1 +1,40 @@
-fn main() {}
+//! `gemma4c`: compile and run Google's Gemma 4 models.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "gemma4c", version, about = "A compiler for Google's Gemma 4 language models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Config summary, layer table, parameter count and bytes per decoded token.
+    Inspect(commands::inspect::Args),
+    /// Print the IR of the decode step (or a prefill of S tokens).
+    Ir(commands::ir::Args),
+    /// Generate text or token ids from a checkpoint.
+    Run(commands::run::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => commands::inspect::run(a),
+        Command::Ir(a) => commands::ir::run(a),
+        Command::Run(a) => commands::run::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,139 @@
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use gemma4c_frontend::Model;
+use gemma4c_runtime::npy::write_npy_f32;
+use gemma4c_runtime::sampler::{Sampler, SamplingParams};
+use gemma4c_runtime::tokenizer::{TextStream, Tokenizer};
+use gemma4c_runtime::{generate, Generation, ReferenceSession};
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Stream decoded text to stdout.
+    Text,
+    /// Print the generated ids, space-separated, on one line.
+    Ids,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// Prompt text (tokenized with the model's tokenizer.json; BOS is added).
+    #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
+    prompt: Option<String>,
+    /// Prompt as token ids, e.g. 2,17,301 (used as given: include BOS yourself).
+    #[arg(long, value_delimiter = ',')]
+    prompt_ids: Option<Vec<u32>>,
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f32>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+    /// Write the logits of every generated step as float32 .npy [steps, vocab].
+    #[arg(long, value_name = "FILE.npy")]
+    logits_out: Option<PathBuf>,
+    /// Longest prompt chunk fed in one call (default: the sliding window).
+    #[arg(long)]
+    prefill_chunk: Option<usize>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let model = Model::open(&args.model)?;
+    let cfg = &model.config;
+    let tokenizer_path = args.model.join("tokenizer.json");
+    let tokenizer = if args.prompt.is_some() || args.output == OutputFormat::Text {
+        if !tokenizer_path.exists() {
+            bail!(
+                "{}: no tokenizer.json (needed for --prompt and --output text; use --prompt-ids and --output ids)",
+                args.model.display()
+            );
+        }
+        Some(Tokenizer::from_file(&tokenizer_path)?)
+    } else {
+        None
+    };
+    let prompt: Vec<u32> = match (&args.prompt, &args.prompt_ids, &tokenizer) {
+        (Some(text), _, Some(tok)) => tok.encode(text, Some(cfg.bos_token_id))?,
+        (None, Some(ids), _) => ids.clone(),
+        _ => bail!("give --prompt TEXT or --prompt-ids IDS"),
+    };
+    if prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let max_context = prompt.len() + args.max_new_tokens;
+    if max_context > cfg.max_position_embeddings {
+        bail!(
+            "prompt ({} tokens) + --max-new-tokens {} = {max_context} exceeds max_position_embeddings = {} ({})",
+            prompt.len(),
+            args.max_new_tokens,
+            cfg.max_position_embeddings,
+            cfg.path.display()
+        );
+    }
+    let chunk = args.prefill_chunk.unwrap_or(cfg.sliding_window);
+    if chunk == 0 {
+        bail!("--prefill-chunk must be at least 1");
+    }
+    let mut sampler = Sampler::new(SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+    })?;
+    let mut session = ReferenceSession::new(&model, max_context, chunk)?;
+
+    let mut all_logits: Vec<f32> = Vec::new();
+    let mut steps = 0usize;
+    let mut stream = tokenizer.as_ref().map(TextStream::new);
+    let stdout = std::io::stdout();
+    let text_out = args.output == OutputFormat::Text;
+    let generated = generate(
+        &mut session,
+        &Generation {
+            prompt: &prompt,
+            max_new_tokens: args.max_new_tokens,
+            eos_token_ids: &cfg.eos_token_ids,
+        },
+        &mut sampler,
+        &mut |token, logits| {
+            if args.logits_out.is_some() {
+                all_logits.extend_from_slice(logits);
+                steps += 1;
+            }
+            if let (true, Some(s)) = (text_out, stream.as_mut()) {
+                let delta = s.push(token).map_err(|e| gemma4c_runtime::RuntimeError::Other(e.to_string()))?;
+                if let Some(delta) = delta {
+                    let mut out = stdout.lock();
+                    let _ = out.write_all(delta.as_bytes());
+                    let _ = out.flush();
+                }
+            }
+            Ok(())
+        },
+    )?;
+    if text_out {
+        if let Some(rest) = stream.as_mut().and_then(|s| s.finish()) {
+            print!("{rest}");
+        }
+        println!();
+    } else {
+        let ids: Vec<String> = generated.iter().map(u32::to_string).collect();
+        println!("{}", ids.join(" "));
+    }
+    if let Some(path) = &args.logits_out {
+        write_npy_f32(path, &[steps, cfg.vocab_size], &all_logits)
+            .with_context(|| format!("writing --logits-out {}", path.display()))?;
+    }
+    Ok(())
+}

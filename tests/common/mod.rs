@@ -1,0 +1,105 @@
+//! Shared helpers for integration tests: fixture discovery, Hugging Face
+//! reference outputs, running the CLI.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use safetensors::{Dtype, SafeTensors};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every committed fixture directory (those with a reference.safetensors).
+pub fn fixtures() -> Vec<PathBuf> {
+    let dir = repo_root().join("tests/fixtures");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("reference.safetensors").exists())
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no fixtures under {}", dir.display());
+    out
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures").join(name)
+}
+
+/// A float tensor from the reference file.
+pub struct RefTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// HF outputs recorded by tools/make_tiny_gemma4.py.
+pub struct Reference {
+    pub tensors: HashMap<String, RefTensor>,
+    pub ints: HashMap<String, Vec<i64>>,
+}
+
+impl Reference {
+    pub fn load(dir: &Path) -> Reference {
+        let bytes = std::fs::read(dir.join("reference.safetensors")).expect("reference.safetensors");
+        let st = SafeTensors::deserialize(&bytes).expect("valid reference.safetensors");
+        let mut tensors = HashMap::new();
+        let mut ints = HashMap::new();
+        for (name, view) in st.tensors() {
+            let data = view.data();
+            match view.dtype() {
+                Dtype::F32 => {
+                    let v = data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                    tensors.insert(name, RefTensor { shape: view.shape().to_vec(), data: v });
+                }
+                Dtype::I64 => {
+                    let v = data
+                        .chunks_exact(8)
+                        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                        .collect();
+                    ints.insert(name, v);
+                }
+                other => panic!("unexpected dtype {other:?} for {name}"),
+            }
+        }
+        Reference { tensors, ints }
+    }
+
+    pub fn prompt(&self) -> Vec<u32> {
+        self.ints["prompt_ids"].iter().map(|&x| x as u32).collect()
+    }
+
+    pub fn generated(&self) -> Vec<u32> {
+        self.ints["generated_ids"].iter().map(|&x| x as u32).collect()
+    }
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn gemma4c(args: &[&str]) -> CliOutput {
+    let out = Command::new(env!("CARGO_BIN_EXE_gemma4c"))
+        .args(args)
+        .output()
+        .expect("run gemma4c");
+    CliOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn ids_csv(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
