@@ -194,7 +194,9 @@ fn parse_npy_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
         .descr
         .ok_or_else(|| "header has no 'descr' entry".to_string())?;
     if descr != "<f4" {
-        return Err(format!("dtype is '{descr}', expected '<f4' (little-endian float32)"));
+        return Err(format!(
+            "dtype is '{descr}', expected '<f4' (little-endian float32)"
+        ));
     }
     match fields.fortran_order {
         Some(false) => {}
@@ -262,7 +264,10 @@ fn parse_header_dict(header: &str) -> Result<HeaderFields, String> {
     }
     p.skip_ws();
     if !p.rest.is_empty() {
-        return Err(format!("unexpected text after the header dict: {:?}", p.rest));
+        return Err(format!(
+            "unexpected text after the header dict: {:?}",
+            p.rest
+        ));
     }
     Ok(fields)
 }
@@ -293,7 +298,10 @@ impl Cursor<'_> {
         if self.eat(c) {
             Ok(())
         } else {
-            Err(format!("malformed header: expected '{c}' at {:?}", self.rest))
+            Err(format!(
+                "malformed header: expected '{c}' at {:?}",
+                self.rest
+            ))
         }
     }
 
@@ -303,7 +311,12 @@ impl Cursor<'_> {
         self.skip_ws();
         let quote = match self.rest.chars().next() {
             Some(q @ ('\'' | '"')) => q,
-            _ => return Err(format!("malformed header: expected a string at {:?}", self.rest)),
+            _ => {
+                return Err(format!(
+                    "malformed header: expected a string at {:?}",
+                    self.rest
+                ))
+            }
         };
         let body = &self.rest[1..];
         let end = body
@@ -322,7 +335,10 @@ impl Cursor<'_> {
                 return Ok(value);
             }
         }
-        Err(format!("malformed header: expected True or False at {:?}", self.rest))
+        Err(format!(
+            "malformed header: expected True or False at {:?}",
+            self.rest
+        ))
     }
 
     /// `()`, `(3,)`, `(2, 3)` or `(2, 3,)`.
@@ -402,9 +418,15 @@ mod tests {
         let cases: Vec<(Vec<usize>, Vec<f32>)> = vec![
             (vec![], vec![3.5]),
             (vec![0], vec![]),
-            (vec![5], vec![1.0, -2.5, f32::INFINITY, f32::MIN_POSITIVE, -0.0]),
+            (
+                vec![5],
+                vec![1.0, -2.5, f32::INFINITY, f32::MIN_POSITIVE, -0.0],
+            ),
             (vec![2, 3], (0..6).map(|i| i as f32 * 0.25).collect()),
-            (vec![2, 1, 4, 3], (0..24).map(|i| (i as f32).sin()).collect()),
+            (
+                vec![2, 1, 4, 3],
+                (0..24).map(|i| (i as f32).sin()).collect(),
+            ),
             (vec![1, 262_144], (0..262_144).map(|i| i as f32).collect()),
         ];
         for (shape, data) in cases {
@@ -436,12 +458,22 @@ mod tests {
         let (_dir, path) = temp_path("bad.npy");
         let err = write_npy_f32(&path, &[2, 3], &[1.0; 5]);
         assert!(
-            matches!(err, Err(NpyError::ShapeMismatch { expected: 6, actual: 5, .. })),
+            matches!(
+                err,
+                Err(NpyError::ShapeMismatch {
+                    expected: 6,
+                    actual: 5,
+                    ..
+                })
+            ),
             "{err:?}"
         );
         assert!(!path.exists(), "nothing should be written on a bad shape");
         let err = write_npy_f32(&path, &[usize::MAX, 2], &[]);
-        assert!(matches!(err, Err(NpyError::ShapeOverflow { .. })), "{err:?}");
+        assert!(
+            matches!(err, Err(NpyError::ShapeOverflow { .. })),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -476,19 +508,37 @@ mod tests {
             (b"not numpy at all".to_vec(), "magic"),
             (header(good, 9), "version 9.0"),
             (
-                header("{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }", 1),
+                header(
+                    "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }",
+                    1,
+                ),
                 "'<f8'",
             ),
             (
-                header("{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }", 1),
+                header(
+                    "{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }",
+                    1,
+                ),
                 "'>f4'",
             ),
             (
-                header("{'descr': '<f4', 'fortran_order': True, 'shape': (1,), }", 1),
+                header(
+                    "{'descr': '<f4', 'fortran_order': True, 'shape': (1,), }",
+                    1,
+                ),
                 "Fortran",
             ),
-            (header("{'descr': '<f4', 'shape': (1,), }", 1), "fortran_order"),
-            (header("{'descr': '<f4', 'fortran_order': False, 'shape': (1,x), }", 1), "malformed"),
+            (
+                header("{'descr': '<f4', 'shape': (1,), }", 1),
+                "fortran_order",
+            ),
+            (
+                header(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (1,x), }",
+                    1,
+                ),
+                "malformed",
+            ),
             // Header is fine but the 4 data bytes are missing.
             (header(good, 1), "needs 1 float32"),
         ];

@@ -366,15 +366,15 @@ mod tests {
         assert_eq!(
             pieces,
             vec![
-                None,                  // <bos> is special: no text
+                None, // <bos> is special: no text
                 Some("hi".into()),
                 Some(" yo".into()),
                 Some(" ".into()),
-                None,                  // 0xE2 alone: incomplete '€'
-                None,                  // 0xE2 0x82: still incomplete
-                Some("€".into()),      // completed: emitted whole
+                None,             // 0xE2 alone: incomplete '€'
+                None,             // 0xE2 0x82: still incomplete
+                Some("€".into()), // completed: emitted whole
                 Some(" yo".into()),
-                None,                  // <eos> is special
+                None, // <eos> is special
             ]
         );
         assert_eq!(stream.finish(), None);
