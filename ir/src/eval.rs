@@ -60,14 +60,41 @@ pub fn eval(op: &Op, operands: &[&Tensor]) -> Result<Vec<Tensor>, String> {
             }
             one(Tensor::f32(shape0(), x))
         }
-        Op::KvWrite => {
+        Op::KvWrite | Op::RopeKvWrite { .. } | Op::NormKvWrite { .. } => {
             let mut cache = operands[0].clone();
-            kv_write(&mut cache, operands[1], operands[2])?;
+            update_cache(op, &mut cache, &operands[1..])?;
             one(cache)
         }
         Op::Attention { window, scale } => attention(operands, *window, *scale).map(|t| vec![t]),
         Op::MoeRoute { top_k } => moe_route(f(0)?, f(1)?, operands[0].shape[1], *top_k),
         Op::MoeExperts => moe_experts(operands).map(|t| vec![t]),
+        // Fused ops are defined as their unfused chains, so a rewrite can never
+        // change the meaning of a graph.
+        Op::GeluMul => {
+            let g = eval(&Op::GeluTanh, &operands[..1])?.remove(0);
+            eval(&Op::Mul, &[&g, operands[1]])
+        }
+        Op::AddRmsNorm { eps } => {
+            let sum = eval(&Op::Add, &operands[..2])?.remove(0);
+            let normed = eval(&Op::RmsNorm { eps: *eps }, &[&sum, operands[2]])?.remove(0);
+            Ok(vec![normed, sum])
+        }
+        Op::NormAddNorm { eps } => {
+            let branch = eval(&Op::RmsNorm { eps: *eps }, &[operands[1], operands[2]])?.remove(0);
+            eval(&Op::AddRmsNorm { eps: *eps }, &[operands[0], &branch, operands[3]])
+        }
+        Op::NormRope { eps, rope } => {
+            let normed = eval(&Op::RmsNorm { eps: *eps }, &operands[..2])?.remove(0);
+            eval(&Op::Rope { rope: rope.clone() }, &[&normed, operands[2]])
+        }
+        Op::LogitsHead { eps, cap } => {
+            let normed = eval(&Op::RmsNorm { eps: *eps }, &operands[..2])?.remove(0);
+            let logits = eval(&Op::MatMul, &[&normed, operands[2]])?.remove(0);
+            match cap {
+                Some(c) => eval(&Op::Softcap { cap: *c }, &[&logits]),
+                None => Ok(vec![logits]),
+            }
+        }
     }
 }
 
@@ -181,6 +208,23 @@ pub fn rotate(row: &mut [f32], cos: &[f32], sin: &[f32]) {
         let (a, b) = (row[i], row[i + half]);
         row[i] = a * cos[i] - b * sin[i];
         row[i + half] = b * cos[i] + a * sin[i];
+    }
+}
+
+/// The cache-writing ops (`kv_write` and its fused forms) applied in place:
+/// `cache` is operand 0, `rest` the other operands.
+pub fn update_cache(op: &Op, cache: &mut Tensor, rest: &[&Tensor]) -> Result<(), String> {
+    match op {
+        Op::KvWrite => kv_write(cache, rest[0], rest[1]),
+        Op::RopeKvWrite { eps, rope } => {
+            let k = eval(&Op::NormRope { eps: *eps, rope: rope.clone() }, rest)?.remove(0);
+            kv_write(cache, &k, rest[2])
+        }
+        Op::NormKvWrite { eps } => {
+            let v = eval(&Op::RmsNorm { eps: *eps }, &rest[..1])?.remove(0);
+            kv_write(cache, &v, rest[1])
+        }
+        other => Err(format!("{other} does not update a cache")),
     }
 }
 

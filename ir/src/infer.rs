@@ -229,5 +229,54 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<Vec<TensorType>, Strin
             }
             Ok(vec![TensorType::f32([s, h])])
         }
+        Op::GeluMul => {
+            arity(2)?;
+            same_shape(operands[0], operands[1])?;
+            Ok(vec![TensorType::f32(operands[0].shape.clone())])
+        }
+        Op::AddRmsNorm { eps } => {
+            arity(3)?;
+            same_shape(operands[0], operands[1])?;
+            let sum = infer(&Op::Add, &operands[..2])?.remove(0);
+            let normed = infer(&Op::RmsNorm { eps: *eps }, &[&sum, operands[2]])?.remove(0);
+            Ok(vec![normed, sum])
+        }
+        Op::NormAddNorm { eps } => {
+            arity(4)?;
+            let branch = infer(&Op::RmsNorm { eps: *eps }, &[operands[1], operands[2]])?.remove(0);
+            infer(&Op::AddRmsNorm { eps: *eps }, &[operands[0], &branch, operands[3]])
+        }
+        Op::NormRope { eps, rope } => {
+            arity(3)?;
+            let normed = infer(&Op::RmsNorm { eps: *eps }, &[operands[0], operands[1]])?.remove(0);
+            infer(&Op::Rope { rope: rope.clone() }, &[&normed, operands[2]])
+        }
+        Op::RopeKvWrite { eps, rope } => {
+            arity(4)?;
+            let k = infer(&Op::NormRope { eps: *eps, rope: rope.clone() }, &operands[1..])?.remove(0);
+            infer(&Op::KvWrite, &[operands[0], &k, operands[3]])
+        }
+        Op::NormKvWrite { eps } => {
+            arity(3)?;
+            let v = infer(&Op::RmsNorm { eps: *eps }, &[operands[1]])?.remove(0);
+            infer(&Op::KvWrite, &[operands[0], &v, operands[2]])
+        }
+        Op::LogitsHead { eps, cap } => {
+            arity(3)?;
+            let normed = infer(&Op::RmsNorm { eps: *eps }, &[operands[0], operands[1]])?.remove(0);
+            let logits = infer(&Op::MatMul, &[&normed, operands[2]])?.remove(0);
+            match cap {
+                Some(c) => infer(&Op::Softcap { cap: *c }, &[&logits]),
+                None => Ok(vec![logits]),
+            }
+        }
+    }
+}
+
+fn same_shape(a: &TensorType, b: &TensorType) -> Result<(), String> {
+    if a.shape == b.shape {
+        Ok(())
+    } else {
+        Err(format!("operands {a} and {b} must have the same shape"))
     }
 }

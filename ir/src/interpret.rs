@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use crate::error::IrError;
-use crate::eval::{eval, kv_write};
+use crate::eval::{eval, update_cache};
 use crate::graph::{Graph, Node, NodeId};
 use crate::op::Op;
 use crate::tensor::Tensor;
@@ -88,16 +88,16 @@ pub fn interpret<'w>(
             _ => {}
         }
         let operands = graph.operands(id);
-        let results = if matches!(node.op, Op::KvWrite) && last_use[operands[0].node.index()] == i {
+        let results = if node.op.updates_cache() && last_use[operands[0].node.index()] == i {
             // The cache dies here: take it and write in place.
             let mut cache = match std::mem::replace(&mut slots[operands[0].node.index()], Slot::Empty) {
                 Slot::Owned(mut v) if v.len() == 1 => v.remove(0),
                 Slot::Borrowed(t) => t.clone(),
                 _ => return Err(eval_err(node, "cache value is missing".to_string())),
             };
-            let new = fetch(&slots, operands[1]).ok_or_else(|| eval_err(node, "missing operand".into()))?;
-            let pos = fetch(&slots, operands[2]).ok_or_else(|| eval_err(node, "missing operand".into()))?;
-            kv_write(&mut cache, new, pos).map_err(|m| eval_err(node, m))?;
+            let rest: Option<Vec<&Tensor>> = operands[1..].iter().map(|v| fetch(&slots, *v)).collect();
+            let rest = rest.ok_or_else(|| eval_err(node, "missing operand".to_string()))?;
+            update_cache(&node.op, &mut cache, &rest).map_err(|m| eval_err(node, m))?;
             vec![cache]
         } else {
             let args: Option<Vec<&Tensor>> = operands.iter().map(|v| fetch(&slots, *v)).collect();

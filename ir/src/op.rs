@@ -118,6 +118,29 @@ pub enum Op {
     /// gate_up [E, 2I, H], down [E, H, I])` → `f32[S, H]` =
     /// `sum_k weights_k * down_e(gelu_tanh(gate_e x) * up_e x)`.
     MoeExperts,
+
+    // ---- fused ops: created only by passes; each equals the unfused chain ----
+    /// `gelu_tanh(a) * b` (MLP gate·up and the PLE gate·per-layer input).
+    GeluMul,
+    /// `(a, b, w)` → `(rms_norm(a + b) * w, a + b)`: the normed value and the sum,
+    /// which is the next residual.
+    AddRmsNorm { eps: f32 },
+    /// The Gemma sandwich `post_norm → add → pre_norm`:
+    /// `(residual, x, w_post, w_pre)` → `(rms_norm(s) * w_pre, s)` with
+    /// `s = residual + rms_norm(x) * w_post`.
+    NormAddNorm { eps: f32 },
+    /// q/k RMSNorm then RoPE: `(x [S, heads, D], w [D], pos)` → `rope(rms_norm(x) * w)`.
+    NormRope { eps: f32, rope: RopeSpec },
+    /// K path into the cache in one op: `(cache, k [S, kv_heads, D], w [D], pos)` →
+    /// cache with `rope(rms_norm(k) * w)` written at `pos` (the rotated K is never
+    /// materialized on its own).
+    RopeKvWrite { eps: f32, rope: RopeSpec },
+    /// V path into the cache: `(cache, v, pos)` → cache with `rms_norm(v)` (no
+    /// weight) written at `pos`.
+    NormKvWrite { eps: f32 },
+    /// Final norm, tied LM head and soft-cap: `(x, w_norm, table [V, H])` →
+    /// `softcap(rms_norm(x) * w_norm @ table^T)`.
+    LogitsHead { eps: f32, cap: Option<f32> },
 }
 
 impl Op {
@@ -141,12 +164,38 @@ impl Op {
             Op::Attention { .. } => "attention",
             Op::MoeRoute { .. } => "moe_route",
             Op::MoeExperts => "moe_experts",
+            Op::GeluMul => "gelu_mul",
+            Op::AddRmsNorm { .. } => "add_rms_norm",
+            Op::NormAddNorm { .. } => "norm_add_norm",
+            Op::NormRope { .. } => "norm_rope",
+            Op::RopeKvWrite { .. } => "rope_kv_write",
+            Op::NormKvWrite { .. } => "norm_kv_write",
+            Op::LogitsHead { .. } => "logits_head",
         }
     }
 
     /// Leaves have no operands and cost no kernel launch.
     pub fn is_leaf(&self) -> bool {
         matches!(self, Op::Input { .. } | Op::Weight { .. })
+    }
+
+    /// Ops that only passes create.
+    pub fn is_fused(&self) -> bool {
+        matches!(
+            self,
+            Op::GeluMul
+                | Op::AddRmsNorm { .. }
+                | Op::NormAddNorm { .. }
+                | Op::NormRope { .. }
+                | Op::RopeKvWrite { .. }
+                | Op::NormKvWrite { .. }
+                | Op::LogitsHead { .. }
+        )
+    }
+
+    /// Ops whose result is operand 0 (a KV cache) updated in place.
+    pub fn updates_cache(&self) -> bool {
+        matches!(self, Op::KvWrite | Op::RopeKvWrite { .. } | Op::NormKvWrite { .. })
     }
 
     /// Ops that only reinterpret memory (no kernel on any target).
@@ -167,14 +216,17 @@ impl fmt::Display for Op {
             Op::Reshape { shape } => write!(f, "[shape={shape:?}]"),
             Op::Slice { axis, start, end } => write!(f, "[axis={axis},{start}..{end}]"),
             Op::RmsNorm { eps } => write!(f, "[eps={}]", fmt_f32(*eps)),
-            Op::Rope { rope } => write!(
-                f,
-                "[theta={},pairs={}/{},factor={}]",
-                rope.theta,
-                rope.rotated_pairs,
-                rope.head_dim / 2,
-                rope.factor
-            ),
+            Op::Rope { rope } => write!(f, "[{}]", rope_attrs(rope)),
+            Op::AddRmsNorm { eps } | Op::NormAddNorm { eps } | Op::NormKvWrite { eps } => {
+                write!(f, "[eps={}]", fmt_f32(*eps))
+            }
+            Op::NormRope { eps, rope } | Op::RopeKvWrite { eps, rope } => {
+                write!(f, "[eps={},{}]", fmt_f32(*eps), rope_attrs(rope))
+            }
+            Op::LogitsHead { eps, cap } => match cap {
+                Some(c) => write!(f, "[eps={},cap={}]", fmt_f32(*eps), fmt_f32(*c)),
+                None => write!(f, "[eps={}]", fmt_f32(*eps)),
+            },
             Op::Attention { window, scale } => match window {
                 Some(w) => write!(f, "[window={w},scale={}]", fmt_f32(*scale)),
                 None => write!(f, "[causal,scale={}]", fmt_f32(*scale)),
@@ -183,6 +235,16 @@ impl fmt::Display for Op {
             _ => Ok(()),
         }
     }
+}
+
+fn rope_attrs(rope: &RopeSpec) -> String {
+    format!(
+        "theta={},pairs={}/{},factor={}",
+        rope.theta,
+        rope.rotated_pairs,
+        rope.head_dim / 2,
+        rope.factor
+    )
 }
 
 fn role_name(role: &InputRole) -> &'static str {

@@ -1,0 +1,72 @@
+//! Fusion with equality saturation (`egg`).
+//!
+//! The graph goes into an e-graph; rules add fused alternatives next to the
+//! unfused chains; a DAG-aware extractor picks, per target cost model, what to
+//! keep. The run is bounded by iteration, node and time limits.
+
+mod extract;
+mod lang;
+pub mod rules;
+
+use std::time::Duration;
+
+use egg::{Runner, SimpleScheduler};
+use gemma4c_ir::{Graph, IrError};
+
+use crate::cost::CostModel;
+
+/// Saturation limits. A 42-layer graph saturates in a few iterations (each rule
+/// can only fire once per site), so these are guards, not tuning knobs.
+pub struct Limits {
+    pub iterations: usize,
+    pub nodes: usize,
+    pub time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            iterations: 12,
+            nodes: 500_000,
+            time: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a fusion run did.
+#[derive(Debug, Clone)]
+pub struct FusionReport {
+    pub iterations: usize,
+    pub egraph_nodes: usize,
+    pub stop_reason: String,
+}
+
+/// Fuses `graph` with every rule for the given cost model.
+pub fn fuse(graph: &Graph, model: &CostModel, limits: &Limits) -> Result<(Graph, FusionReport), IrError> {
+    fuse_with(graph, model, limits, &rules::all_rules())
+}
+
+/// Fuses with a chosen subset of rules (tests use single rules).
+pub fn fuse_with(
+    graph: &Graph,
+    model: &CostModel,
+    limits: &Limits,
+    specs: &[rules::RuleSpec],
+) -> Result<(Graph, FusionReport), IrError> {
+    let (egraph, roots) = lang::to_egraph(graph);
+    let original_attrs = egraph.analysis.attrs.len();
+    let runner = Runner::default()
+        .with_egraph(egraph)
+        .with_iter_limit(limits.iterations)
+        .with_node_limit(limits.nodes)
+        .with_time_limit(limits.time)
+        .with_scheduler(SimpleScheduler)
+        .run(&rules::to_rewrites(specs));
+    let report = FusionReport {
+        iterations: runner.iterations.len(),
+        egraph_nodes: runner.egraph.total_number_of_nodes(),
+        stop_reason: format!("{:?}", runner.stop_reason),
+    };
+    let fused = extract::extract(&runner.egraph, &roots, graph, original_attrs, model)?;
+    Ok((fused, report))
+}
