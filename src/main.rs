@@ -19,8 +19,10 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Print the IR of the decode step (or a prefill of S tokens).
     Ir(commands::ir::Args),
-    /// Generate text or token ids from a checkpoint.
+    /// Generate text or token ids from a checkpoint or a compiled plan.
     Run(commands::run::Args),
+    /// Compile a checkpoint (or config) for a target into an artifact directory.
+    Compile(commands::compile::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Ir(a) => commands::ir::run(a),
         Command::Run(a) => commands::run::run(a),
+        Command::Compile(a) => commands::compile::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

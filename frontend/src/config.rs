@@ -123,6 +123,20 @@ impl Gemma4Config {
         }
     }
 
+    /// A digest of everything that shapes the model (not the file it came from),
+    /// so a compiled plan can tell whether a checkpoint is the one it was built for.
+    pub fn fingerprint(&self) -> String {
+        let mut canonical = self.clone();
+        canonical.path = PathBuf::new();
+        // FNV-1a, 64 bit: stable across builds and platforms.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in format!("{canonical:?}").bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+
     /// Index of the first KV-sharing consumer layer.
     pub fn first_shared_layer(&self) -> usize {
         self.num_hidden_layers - self.num_kv_shared_layers

@@ -3,6 +3,7 @@
 pub mod error;
 pub mod generate;
 pub mod npy;
+pub mod plan_session;
 pub mod sampler;
 pub mod session;
 pub mod tokenizer;
@@ -10,4 +11,5 @@ pub mod weights;
 
 pub use error::RuntimeError;
 pub use generate::{generate, Generation};
+pub use plan_session::PlanSession;
 pub use session::{Executor, ReferenceSession};

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod compile;
 pub mod inspect;
 pub mod ir;
 pub mod run;

@@ -1,12 +1,13 @@
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use gemma4c_frontend::Model;
 use gemma4c_runtime::npy::write_npy_f32;
 use gemma4c_runtime::sampler::{Sampler, SamplingParams};
 use gemma4c_runtime::tokenizer::{TextStream, Tokenizer};
-use gemma4c_runtime::{generate, Generation, ReferenceSession};
+use gemma4c_passes::plan::{Plan, PLAN_FORMAT};
+use gemma4c_runtime::{generate, Executor, Generation, PlanSession, ReferenceSession};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -19,8 +20,12 @@ pub enum OutputFormat {
 #[derive(clap::Args)]
 pub struct Args {
     /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json).
+    /// With --plan: the checkpoint to bind (default: the one the plan was compiled from).
+    #[arg(long, required_unless_present = "plan")]
+    model: Option<PathBuf>,
+    /// A compiled artifact directory (from `gemma4c compile`).
     #[arg(long)]
-    model: PathBuf,
+    plan: Option<PathBuf>,
     /// Prompt text (tokenized with the model's tokenizer.json; BOS is added).
     #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
     prompt: Option<String>,
@@ -48,15 +53,40 @@ pub struct Args {
     prefill_chunk: Option<usize>,
 }
 
+/// Reads and checks `DIR/plan.json`.
+fn read_plan(dir: &Path) -> Result<Plan> {
+    let path = dir.join("plan.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let plan: Plan =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not a valid gemma4c plan: {e}", path.display()))?;
+    if plan.format != PLAN_FORMAT {
+        bail!(
+            "{}: plan format {} is not supported (this gemma4c reads format {PLAN_FORMAT}); recompile",
+            path.display(),
+            plan.format
+        );
+    }
+    Ok(plan)
+}
+
 pub fn run(args: Args) -> Result<()> {
-    let model = Model::open(&args.model)?;
+    let plan = args.plan.as_deref().map(read_plan).transpose()?;
+    let model_dir: PathBuf = match (&args.model, &plan) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(p)) => match &p.model.source {
+            Some(src) => PathBuf::from(src),
+            None => bail!("the plan was compiled from a config alone: give --model DIR to bind weights"),
+        },
+        (None, None) => bail!("give --model DIR or --plan DIR"),
+    };
+    let model = Model::open(&model_dir)?;
     let cfg = &model.config;
-    let tokenizer_path = args.model.join("tokenizer.json");
+    let tokenizer_path = model_dir.join("tokenizer.json");
     let tokenizer = if args.prompt.is_some() || args.output == OutputFormat::Text {
         if !tokenizer_path.exists() {
             bail!(
                 "{}: no tokenizer.json (needed for --prompt and --output text; use --prompt-ids and --output ids)",
-                args.model.display()
+                model_dir.display()
             );
         }
         Some(Tokenizer::from_file(&tokenizer_path)?)
@@ -91,7 +121,10 @@ pub fn run(args: Args) -> Result<()> {
         top_p: args.top_p,
         seed: args.seed,
     })?;
-    let mut session = ReferenceSession::new(&model, max_context, chunk)?;
+    let mut session: Box<dyn Executor + '_> = match plan {
+        Some(plan) => Box::new(PlanSession::new(plan, &model)?),
+        None => Box::new(ReferenceSession::new(&model, max_context, chunk)?),
+    };
 
     let mut all_logits: Vec<f32> = Vec::new();
     let mut steps = 0usize;
@@ -99,7 +132,7 @@ pub fn run(args: Args) -> Result<()> {
     let stdout = std::io::stdout();
     let text_out = args.output == OutputFormat::Text;
     let generated = generate(
-        &mut session,
+        session.as_mut(),
         &Generation {
             prompt: &prompt,
             max_new_tokens: args.max_new_tokens,
