@@ -746,6 +746,20 @@ def main():
         checks["reload_vs_ref_prefill_max_abs_diff"] = float((lr - ref["prefill_logits"]).abs().max())
         checks["reload_class"] = LoadClass.__name__
         del reloaded
+        bf16_info = None
+        if args.dtype == "bfloat16":
+            # Informational: what HF computes when the bf16 checkpoint is run in bf16 (not the reference).
+            mb = LoadClass.from_pretrained(
+                args.out_dir, attn_implementation="eager", experts_implementation="eager", dtype=torch.bfloat16).eval()
+            gb = mb.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=n_new, min_new_tokens=n_new,
+                             pad_token_id=0)[0, len(prompt):].tolist()
+            lb = mb(input_ids=full, use_cache=False).logits[0].float()
+            bf16_info = dict(
+                generated_ids=gb,
+                greedy_matches_f32_reference=gb == gen,
+                teacher_forced_logits_max_abs_diff_vs_f32=float((lb[len(prompt) - 1:] - ref["decode_logits"]).abs().max()),
+            )
+            del mb
         pre = ref["prefill.pre_softcap_logits"]
         checks["pre_softcap_abs_max"] = float(pre.abs().max())
         checks["post_softcap_abs_max"] = float(ref["prefill_logits"].abs().max())
@@ -785,6 +799,7 @@ def main():
         generated_text=txt(gen),
         new_tokens=n_new,
         eos_token_ids=eos_ids,
+        hf_bf16_compute=bf16_info,  # bf16 weights only: HF run in bf16 (informational, not the reference)
         kv_sharing_modes=cfg.kv_sharing_modes,
         layers=layer_table(cfg),
         tokenizer_sha256=sha256(os.path.join(args.out_dir, "tokenizer.json")),
