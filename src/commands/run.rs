@@ -17,6 +17,13 @@ pub enum OutputFormat {
     Ids,
 }
 
+/// How a model or plan is executed.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorKind {
+    /// The IR's reference semantics (f32, on the host).
+    Reference,
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json).
@@ -48,6 +55,9 @@ pub struct Args {
     /// Write the logits of every generated step as float32 .npy [steps, vocab].
     #[arg(long, value_name = "FILE.npy")]
     logits_out: Option<PathBuf>,
+    /// Which executor runs the model.
+    #[arg(long, value_enum, default_value_t = ExecutorKind::Reference)]
+    executor: ExecutorKind,
     /// Longest prompt chunk fed in one call (default: the sliding window).
     #[arg(long)]
     prefill_chunk: Option<usize>,
