@@ -88,18 +88,22 @@ fn released_geometry_and_scales() {
     let c26 = config("gemma-4-26b-a4b.json");
     let full = &c26.layers[5];
     assert_eq!((full.head_dim, full.num_kv_heads, full.k_eq_v), (512, 2, true));
-    // Embedding scale rounded to bf16: 39.25 / 50.5 / 73.5 / 53.0.
-    for (file, scale) in [
-        ("gemma-4-e2b.json", "39.25"),
-        ("gemma-4-e4b.json", "50.5"),
-        ("gemma-4-31b.json", "73.5"),
-        ("gemma-4-26b-a4b.json", "53.0"),
+    // Embedding scale sqrt(H) in the activation dtype: bf16 39.25 / 50.5 / 73.5 / 53.0,
+    // f32 sqrt(H) as is.
+    for (file, bf16, f32) in [
+        ("gemma-4-e2b.json", "39.25", "39.191837"),
+        ("gemma-4-e4b.json", "50.5", "50.596443"),
+        ("gemma-4-31b.json", "73.5", "73.32121"),
+        ("gemma-4-26b-a4b.json", "53.0", "53.065998"),
     ] {
-        let text = print(&decode_graph(&config(file)));
-        assert!(
-            text.contains(&format!("scale[factor={scale}](%")) && text.contains("# embed_tokens.scale"),
-            "{file}: embedding scale {scale}"
-        );
+        let cfg = config(file);
+        let mut opts = BuildOptions::new(&cfg, 1, 64, 1);
+        let f32_text = print(&build(&cfg, &opts, &|_| cfg.dtype).expect("builds"));
+        opts.activation_dtype = gemma4c_ir::DType::BF16;
+        let bf16_text = print(&build(&cfg, &opts, &|_| cfg.dtype).expect("builds"));
+        let line = |text: &str| text.lines().find(|l| l.ends_with("# embed_tokens.scale")).expect("scale node").to_string();
+        assert!(line(&bf16_text).contains(&format!("scale[factor={bf16}](")), "{file}: {}", line(&bf16_text));
+        assert!(line(&f32_text).contains(&format!("scale[factor={f32}")), "{file}: {}", line(&f32_text));
     }
 }
 

@@ -120,7 +120,7 @@ fn prefill_intermediates_match_hf_layer_by_layer() {
         }
         for l in 0..cfg.num_hidden_layers {
             if cfg.moe.is_some() {
-                pairs.push((format!("layers.{l}.mlp.router"), format!("prefill.router_topk_weight.{l}")));
+                pairs.push((format!("layers.{l}.router"), format!("prefill.router_topk_weight.{l}")));
             }
             pairs.push((format!("layers.{l}"), format!("prefill.layer_out.{l}")));
         }

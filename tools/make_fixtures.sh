@@ -14,7 +14,7 @@ PY="${1:-${PYTHON:-python3}}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 GEN="$ROOT/tools/make_tiny_gemma4.py"
 FIX="$ROOT/tests/fixtures"
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 
 "$PY" - <<'PYEOF'
 import sys

@@ -632,6 +632,9 @@ def main():
         "(the released hub configs carry them; transformers 5.23 itself writes per_layer_config)",
     )
     args = ap.parse_args()
+    # Single-threaded CPU math: some kernels (the MoE expert path) round differently with other thread
+    # counts, and the reference files must be byte-identical wherever they are regenerated.
+    torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     os.makedirs(args.out_dir, exist_ok=True)
     for fn in os.listdir(args.out_dir):  # stale outputs of an earlier run (e.g. other shard count)

@@ -31,6 +31,11 @@ pub struct BuildOptions {
     /// one of its queries still sees.
     pub sliding_capacity: usize,
     pub logits: LogitRows,
+    /// The dtype activations are computed in. Hugging Face multiplies embeddings
+    /// by `sqrt(H)` cast to the *weight* dtype of the running model, so a bf16
+    /// run scales by 39.25 (E2B) where an f32 run of the same checkpoint scales
+    /// by 39.1918. gemma4c's executors compute in f32.
+    pub activation_dtype: DType,
 }
 
 impl BuildOptions {
@@ -43,6 +48,7 @@ impl BuildOptions {
             full_capacity: max_context,
             sliding_capacity: max_context.min(cfg.sliding_window - 1 + max_chunk.max(seq_len)),
             logits: LogitRows::Last,
+            activation_dtype: DType::F32,
         }
     }
 
@@ -122,9 +128,10 @@ impl ModelBuilder<'_> {
         self.b.matmul(x, w, module)
     }
 
-    /// `sqrt(dim)` rounded to the table's dtype, as `Gemma4ScaledWordEmbedding` does.
-    fn embed_scale(&self, key: &str, dim: usize) -> f32 {
-        (self.dtype_of)(key).round_f32((dim as f32).sqrt())
+    /// `sqrt(dim)` rounded to the dtype the model runs in, as
+    /// `Gemma4ScaledWordEmbedding` does (`embed_scale.to(weight.dtype)`).
+    fn embed_scale(&self, dim: usize) -> f32 {
+        self.opts.activation_dtype.round_f32((dim as f32).sqrt())
     }
 
     fn forward(&mut self) -> Result<(), IrError> {
@@ -145,7 +152,7 @@ impl ModelBuilder<'_> {
         // Token embedding, scaled by sqrt(H) in the weight dtype.
         let table = self.w("embed_tokens.weight", &[cfg.vocab_size, h]);
         let x = self.b.embedding(table, ids, "embed_tokens")?;
-        let scale = self.embed_scale("embed_tokens.weight", h);
+        let scale = self.embed_scale(h);
         let mut x = self.b.scale(x, scale, "embed_tokens.scale")?;
 
         let ple = match cfg.ple {
@@ -191,7 +198,7 @@ impl ModelBuilder<'_> {
         let (s, l, p) = (self.opts.seq_len, cfg.num_hidden_layers, ple.hidden);
         let table = self.w("embed_tokens_per_layer.weight", &[ple.vocab, l * p]);
         let tok = self.b.embedding(table, ids, "embed_tokens_per_layer")?;
-        let tok = self.b.scale(tok, self.embed_scale("embed_tokens_per_layer.weight", p), "embed_tokens_per_layer.scale")?;
+        let tok = self.b.scale(tok, self.embed_scale(p), "embed_tokens_per_layer.scale")?;
         let tok = self.b.reshape(tok, &[s, l, p], "embed_tokens_per_layer.reshape")?;
 
         let ctx = self.linear(x0, "per_layer_model_projection", l * p)?;
