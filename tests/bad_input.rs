@@ -37,7 +37,11 @@ fn run_ids(dir: &Path, ids: &str, new_tokens: &str) -> CliOutput {
 
 fn assert_clean_error(out: &CliOutput, needles: &[&str]) {
     assert_ne!(out.code, 0, "expected failure, got stdout {}", out.stdout);
-    assert!(!out.stderr.contains("panicked"), "panic instead of an error:\n{}", out.stderr);
+    assert!(
+        !out.stderr.contains("panicked"),
+        "panic instead of an error:\n{}",
+        out.stderr
+    );
     for n in needles {
         assert!(out.stderr.contains(n), "error should mention `{n}`:\n{}", out.stderr);
     }
@@ -63,7 +67,12 @@ fn edit_tensors(dir: &Path, edit: impl Fn(&str, Dtype, Vec<usize>, Vec<u8>) -> O
     }
     let views: Vec<(String, safetensors::tensor::TensorView)> = owned
         .iter()
-        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).expect("view")))
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).expect("view"),
+            )
+        })
         .collect();
     let out = safetensors::serialize(views, None).expect("serialize");
     std::fs::write(&path, out).expect("write");
@@ -98,8 +107,13 @@ fn truncated_safetensors() {
 #[test]
 fn missing_tensor() {
     let (_t, dir) = copy_fixture();
-    edit_tensors(&dir, |name, d, s, b| (!name.ends_with("layers.2.self_attn.q_norm.weight")).then_some((d, s, b)));
-    assert_clean_error(&run_ids(&dir, IDS, "2"), &["layers.2.self_attn.q_norm.weight", "missing"]);
+    edit_tensors(&dir, |name, d, s, b| {
+        (!name.ends_with("layers.2.self_attn.q_norm.weight")).then_some((d, s, b))
+    });
+    assert_clean_error(
+        &run_ids(&dir, IDS, "2"),
+        &["layers.2.self_attn.q_norm.weight", "missing"],
+    );
 }
 
 #[test]
@@ -145,7 +159,10 @@ fn config_field_with_wrong_type() {
     edit_config(&dir, |c| {
         c.insert("num_attention_heads".into(), Value::String("four".into()));
     });
-    assert_clean_error(&run_ids(&dir, IDS, "2"), &["config.json", "num_attention_heads", "integer"]);
+    assert_clean_error(
+        &run_ids(&dir, IDS, "2"),
+        &["config.json", "num_attention_heads", "integer"],
+    );
 }
 
 #[test]
@@ -156,7 +173,10 @@ fn layer_types_length_mismatch() {
             a.pop();
         }
     });
-    assert_clean_error(&run_ids(&dir, IDS, "2"), &["config.json", "layer_types", "num_hidden_layers"]);
+    assert_clean_error(
+        &run_ids(&dir, IDS, "2"),
+        &["config.json", "layer_types", "num_hidden_layers"],
+    );
 }
 
 #[test]

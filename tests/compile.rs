@@ -84,8 +84,14 @@ fn fused_ops_appear_at_every_site() {
         // The attention sandwich in every layer, plus the MoE output sandwich.
         assert_eq!(ops["norm_add_norm"], layers * (1 + moe), "{name}");
         assert_eq!(ops["norm_rope"], layers, "{name}: q norm+rope in every layer");
-        assert_eq!(ops["rope_kv_write"], cached, "{name}: one K write per cache-owning layer");
-        assert_eq!(ops["norm_kv_write"], cached, "{name}: one V write per cache-owning layer");
+        assert_eq!(
+            ops["rope_kv_write"], cached,
+            "{name}: one K write per cache-owning layer"
+        );
+        assert_eq!(
+            ops["norm_kv_write"], cached,
+            "{name}: one V write per cache-owning layer"
+        );
         assert_eq!(ops["logits_head"], 1, "{name}");
         assert!(ops.get("gelu_tanh").is_none(), "{name}: no unfused gelu left");
         assert!(ops.get("kv_write").is_none() && ops.get("rope").is_none(), "{name}");
@@ -124,7 +130,11 @@ fn released_configs_compile_from_config_alone() {
         ]);
         assert_eq!(out.code, 0, "{file}: {}", out.stderr);
         let s = stats(tmp.path());
-        assert_eq!(s["ops"]["gelu_mul"].as_u64(), Some(2 * layers), "{file}: MLP + PLE in every layer");
+        assert_eq!(
+            s["ops"]["gelu_mul"].as_u64(),
+            Some(2 * layers),
+            "{file}: MLP + PLE in every layer"
+        );
         assert!(s["launches_per_token"].as_u64() < s["launches_per_token_unfused"].as_u64());
     }
 }
@@ -142,7 +152,11 @@ fn unknown_target_is_a_clear_error() {
         tmp.path().to_str().expect("utf-8"),
     ]);
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("unknown target `tpu-v5`") && out.stderr.contains("cpu"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown target `tpu-v5`") && out.stderr.contains("cpu"),
+        "{}",
+        out.stderr
+    );
     assert!(!out.stderr.contains("panicked"));
     for t in ["cuda-sm90", "metal"] {
         let out = gemma4c(&[
@@ -186,8 +200,20 @@ fn corrupt_plan_is_rejected() {
     let plan = tmp.path().join("plan.json");
     let text = std::fs::read_to_string(&plan).expect("plan");
     std::fs::write(&plan, &text[..text.len() / 2]).expect("truncate");
-    let out = gemma4c(&["run", "--plan", tmp.path().to_str().expect("utf-8"), "--prompt-ids", "2,17", "--output", "ids"]);
+    let out = gemma4c(&[
+        "run",
+        "--plan",
+        tmp.path().to_str().expect("utf-8"),
+        "--prompt-ids",
+        "2,17",
+        "--output",
+        "ids",
+    ]);
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("plan.json") && out.stderr.contains("not a valid gemma4c plan"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("plan.json") && out.stderr.contains("not a valid gemma4c plan"),
+        "{}",
+        out.stderr
+    );
     assert!(!out.stderr.contains("panicked"));
 }

@@ -34,7 +34,14 @@ fn released_configs_build_from_config_alone() {
         assert_eq!(cfg.num_hidden_layers, layers, "{file}");
         let g = decode_graph(&cfg);
         verify(&g).expect("verifies");
-        let caches = count(&g, |op| matches!(op, Op::Input { role: InputRole::KvCache }));
+        let caches = count(&g, |op| {
+            matches!(
+                op,
+                Op::Input {
+                    role: InputRole::KvCache
+                }
+            )
+        });
         assert_eq!(caches, 2 * cached, "{file}: K and V cache per cache-owning layer");
         assert_eq!(count(&g, |op| matches!(op, Op::KvWrite)), 2 * cached, "{file}");
         assert_eq!(count(&g, |op| matches!(op, Op::Attention { .. })), layers, "{file}");
@@ -59,14 +66,22 @@ fn released_configs_build_from_config_alone() {
 fn kv_sharing_donors_of_released_configs() {
     let e2b = config("gemma-4-e2b.json");
     for l in &e2b.layers[15..] {
-        let want = if l.layer_type == gemma4c_frontend::LayerType::Full { 14 } else { 13 };
+        let want = if l.layer_type == gemma4c_frontend::LayerType::Full {
+            14
+        } else {
+            13
+        };
         assert_eq!(l.kv_source, want, "E2B layer {}", l.index);
         assert_eq!(l.mlp_width, 12288, "E2B double-wide MLP on consumer {}", l.index);
     }
     assert!(e2b.layers[..15].iter().all(|l| !l.shares_kv() && l.mlp_width == 6144));
     let e4b = config("gemma-4-e4b.json");
     for l in &e4b.layers[24..] {
-        let want = if l.layer_type == gemma4c_frontend::LayerType::Full { 23 } else { 22 };
+        let want = if l.layer_type == gemma4c_frontend::LayerType::Full {
+            23
+        } else {
+            22
+        };
         assert_eq!(l.kv_source, want, "E4B layer {}", l.index);
         assert_eq!(l.mlp_width, 10240);
     }
@@ -82,7 +97,11 @@ fn kv_sharing_donors_of_released_configs() {
 #[test]
 fn released_geometry_and_scales() {
     let c31 = config("gemma-4-31b.json");
-    let full = c31.layers.iter().find(|l| l.layer_type == gemma4c_frontend::LayerType::Full).expect("full layer");
+    let full = c31
+        .layers
+        .iter()
+        .find(|l| l.layer_type == gemma4c_frontend::LayerType::Full)
+        .expect("full layer");
     assert_eq!((full.head_dim, full.num_kv_heads, full.k_eq_v), (512, 4, true));
     assert_eq!((c31.layers[0].head_dim, c31.layers[0].num_kv_heads), (256, 16));
     let c26 = config("gemma-4-26b-a4b.json");
@@ -101,15 +120,33 @@ fn released_geometry_and_scales() {
         let f32_text = print(&build(&cfg, &opts, &|_| cfg.dtype).expect("builds"));
         opts.activation_dtype = gemma4c_ir::DType::BF16;
         let bf16_text = print(&build(&cfg, &opts, &|_| cfg.dtype).expect("builds"));
-        let line = |text: &str| text.lines().find(|l| l.ends_with("# embed_tokens.scale")).expect("scale node").to_string();
-        assert!(line(&bf16_text).contains(&format!("scale[factor={bf16}](")), "{file}: {}", line(&bf16_text));
-        assert!(line(&f32_text).contains(&format!("scale[factor={f32}")), "{file}: {}", line(&f32_text));
+        let line = |text: &str| {
+            text.lines()
+                .find(|l| l.ends_with("# embed_tokens.scale"))
+                .expect("scale node")
+                .to_string()
+        };
+        assert!(
+            line(&bf16_text).contains(&format!("scale[factor={bf16}](")),
+            "{file}: {}",
+            line(&bf16_text)
+        );
+        assert!(
+            line(&f32_text).contains(&format!("scale[factor={f32}")),
+            "{file}: {}",
+            line(&f32_text)
+        );
     }
 }
 
 #[test]
 fn ir_cli_works_for_released_configs() {
-    for file in ["gemma-4-e2b.json", "gemma-4-e4b.json", "gemma-4-31b.json", "gemma-4-26b-a4b.json"] {
+    for file in [
+        "gemma-4-e2b.json",
+        "gemma-4-e4b.json",
+        "gemma-4-31b.json",
+        "gemma-4-26b-a4b.json",
+    ] {
         let path = repo_root().join("tests/configs").join(file);
         let out = gemma4c(&["ir", "--config", path.to_str().expect("utf-8")]);
         assert_eq!(out.code, 0, "{file}: {}", out.stderr);

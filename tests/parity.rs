@@ -40,11 +40,7 @@ fn cli_greedy_ids_and_logits_match_hf_on_every_fixture() {
             npy.to_str().expect("utf-8 path"),
         ]);
         assert_eq!(out.code, 0, "{}: {}", dir.display(), out.stderr);
-        let got: Vec<u32> = out
-            .stdout
-            .split_whitespace()
-            .map(|t| t.parse().expect("id"))
-            .collect();
+        let got: Vec<u32> = out.stdout.split_whitespace().map(|t| t.parse().expect("id")).collect();
         assert_eq!(got, want, "{}: greedy ids differ from HF", dir.display());
         assert!(want.len() >= 12, "fixture must cover at least 12 new tokens");
 

@@ -181,7 +181,11 @@ impl Checkpoint {
         self.get(key).ok_or_else(|| FrontendError::MissingTensor {
             dir: self.dir.clone(),
             key: key.to_string(),
-            tried: PREFIXES.iter().map(|p| format!("{p}{key}")).collect::<Vec<_>>().join("` or `"),
+            tried: PREFIXES
+                .iter()
+                .map(|p| format!("{p}{key}"))
+                .collect::<Vec<_>>()
+                .join("` or `"),
         })
     }
 }

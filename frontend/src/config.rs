@@ -322,7 +322,10 @@ fn resolve(f: &Fields) -> Result<Gemma4Config, FrontendError> {
         }
     }
 
-    let activation = f.get("hidden_activation").and_then(Value::as_str).unwrap_or("gelu_pytorch_tanh");
+    let activation = f
+        .get("hidden_activation")
+        .and_then(Value::as_str)
+        .unwrap_or("gelu_pytorch_tanh");
     if activation != "gelu_pytorch_tanh" {
         return Err(f.err(
             "hidden_activation",
@@ -379,12 +382,17 @@ fn resolve(f: &Fields) -> Result<Gemma4Config, FrontendError> {
             nkv = ov.1.unwrap_or(nkv);
         }
         if hd == 0 || hd % 2 != 0 {
-            return Err(f.err("head_dim", format!("layer {index} has head_dim {hd}; expected a positive even number")));
+            return Err(f.err(
+                "head_dim",
+                format!("layer {index} has head_dim {hd}; expected a positive even number"),
+            ));
         }
         if nkv == 0 || num_attention_heads % nkv != 0 {
             return Err(f.err(
                 "num_key_value_heads",
-                format!("layer {index} has {nkv} kv heads, which must divide num_attention_heads = {num_attention_heads}"),
+                format!(
+                    "layer {index} has {nkv} kv heads, which must divide num_attention_heads = {num_attention_heads}"
+                ),
             ));
         }
         let kv_source = if index < first_shared {
@@ -443,7 +451,10 @@ fn resolve(f: &Fields) -> Result<Gemma4Config, FrontendError> {
         let top_k = f.usize_req("top_k_experts")?;
         let intermediate = f.usize_req("moe_intermediate_size")?;
         if top_k == 0 || top_k > num_experts {
-            return Err(f.err("top_k_experts", format!("{top_k} must be in 1..={num_experts} (num_experts)")));
+            return Err(f.err(
+                "top_k_experts",
+                format!("{top_k} must be in 1..={num_experts} (num_experts)"),
+            ));
         }
         if intermediate == 0 {
             return Err(f.err("moe_intermediate_size", "must be positive"));
@@ -479,7 +490,7 @@ fn resolve(f: &Fields) -> Result<Gemma4Config, FrontendError> {
     };
     let max_position_embeddings = f.usize_or("max_position_embeddings", 131_072)?;
     let rms_norm_eps = f.f64_or("rms_norm_eps", 1e-6)? as f32;
-    if !(rms_norm_eps > 0.0) {
+    if !is_positive(rms_norm_eps as f64) {
         return Err(f.err("rms_norm_eps", "must be a positive number"));
     }
     Ok(Gemma4Config {
@@ -512,7 +523,13 @@ fn parse_layer_types(f: &Fields, n: usize) -> Result<Vec<LayerType>, FrontendErr
     let mut types = match f.get("layer_types") {
         // transformers' default: every 6th layer is full attention.
         None => (0..n)
-            .map(|i| if (i + 1) % 6 == 0 { LayerType::Full } else { LayerType::Sliding })
+            .map(|i| {
+                if (i + 1) % 6 == 0 {
+                    LayerType::Full
+                } else {
+                    LayerType::Sliding
+                }
+            })
             .collect(),
         Some(Value::Array(items)) => {
             if items.len() != n {
@@ -550,15 +567,16 @@ fn parse_per_layer_config(f: &Fields, n: usize) -> Result<Option<Overrides>, Fro
     let Some(v) = f.get("per_layer_config") else {
         return Ok(None);
     };
-    let obj = v
-        .as_object()
-        .ok_or_else(|| f.err("per_layer_config", format!("expected an object keyed by layer index, got {v}")))?;
+    let obj = v.as_object().ok_or_else(|| {
+        f.err(
+            "per_layer_config",
+            format!("expected an object keyed by layer index, got {v}"),
+        )
+    })?;
     let mut out: Overrides = vec![None; n];
     for (key, entry) in obj {
         let field = format!("per_layer_config.{key}");
-        let idx: usize = key
-            .parse()
-            .map_err(|_| f.err(&field, "key must be a layer index"))?;
+        let idx: usize = key.parse().map_err(|_| f.err(&field, "key must be a layer index"))?;
         if idx >= n {
             return Err(f.err(&field, format!("layer {idx} does not exist (num_hidden_layers is {n})")));
         }
@@ -566,7 +584,9 @@ fn parse_per_layer_config(f: &Fields, n: usize) -> Result<Option<Overrides>, Fro
             .as_object()
             .ok_or_else(|| f.err(&field, format!("expected an object, got {entry}")))?;
         let sub = Fields::new(f.path, "", e.clone());
-        let hd = sub.usize_opt("head_dim").map_err(|_| f.err(&field, "head_dim must be an integer"))?;
+        let hd = sub
+            .usize_opt("head_dim")
+            .map_err(|_| f.err(&field, "head_dim must be an integer"))?;
         let kv = sub
             .usize_opt("num_key_value_heads")
             .map_err(|_| f.err(&field, "num_key_value_heads must be an integer"))?;
@@ -601,28 +621,44 @@ fn parse_rope(f: &Fields) -> Result<(RopeParams, RopeParams), FrontendError> {
         let Some(p) = all.get(t.hf_name()) else {
             return Ok(default_for(t));
         };
-        let p = p
-            .as_object()
-            .ok_or_else(|| f.err(&field, "expected an object"))?;
+        let p = p.as_object().ok_or_else(|| f.err(&field, "expected an object"))?;
         let sub = Fields::new(f.path, "", p.clone());
-        let rope_type = sub.get("rope_type").and_then(Value::as_str).unwrap_or("default").to_string();
+        let rope_type = sub
+            .get("rope_type")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string();
         if rope_type != "default" && rope_type != "proportional" {
             return Err(f.err(
                 &format!("{field}.rope_type"),
                 format!("`{rope_type}` is not supported (expected `default` or `proportional`)"),
             ));
         }
-        let num = |k: &str, d: f64| sub.f64_or(k, d).map_err(|_| f.err(&format!("{field}.{k}"), "expected a number"));
+        let num = |k: &str, d: f64| {
+            sub.f64_or(k, d)
+                .map_err(|_| f.err(&format!("{field}.{k}"), "expected a number"))
+        };
         let params = RopeParams {
             theta: num("rope_theta", 10_000.0)?,
             partial_rotary_factor: num("partial_rotary_factor", 1.0)?,
             factor: num("factor", 1.0)?,
             rope_type,
         };
-        if !(params.theta > 0.0) || !(params.factor > 0.0) || !(0.0..=1.0).contains(&params.partial_rotary_factor) {
-            return Err(f.err(&field, "rope_theta and factor must be positive and partial_rotary_factor in [0, 1]"));
+        if !is_positive(params.theta)
+            || !is_positive(params.factor)
+            || !(0.0..=1.0).contains(&params.partial_rotary_factor)
+        {
+            return Err(f.err(
+                &field,
+                "rope_theta and factor must be positive and partial_rotary_factor in [0, 1]",
+            ));
         }
         Ok(params)
     };
     Ok((one(LayerType::Sliding)?, one(LayerType::Full)?))
+}
+
+/// True for finite-or-infinite positive numbers; false for zero, negatives and NaN.
+fn is_positive(x: f64) -> bool {
+    x > 0.0
 }

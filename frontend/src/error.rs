@@ -25,11 +25,7 @@ pub enum FrontendError {
     Safetensors { path: PathBuf, message: String },
     /// A tensor that the model needs is not in the checkpoint.
     #[error("{dir}: tensor `{key}` is missing (looked for `{tried}`)")]
-    MissingTensor {
-        dir: PathBuf,
-        key: String,
-        tried: String,
-    },
+    MissingTensor { dir: PathBuf, key: String, tried: String },
     /// A tensor whose shape or dtype differs from what the config implies.
     #[error("{path}: tensor `{key}` is {found}, expected {expected}")]
     TensorMismatch {

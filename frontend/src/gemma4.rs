@@ -84,7 +84,11 @@ pub fn weight_manifest(cfg: &Gemma4Config) -> Result<Vec<(String, Vec<usize>)>, 
 /// Builds the call graph. `dtype_of` gives each checkpoint tensor's dtype (from
 /// the checkpoint, or the config's `dtype` when compiling from config alone).
 pub fn build(cfg: &Gemma4Config, opts: &BuildOptions, dtype_of: &dyn Fn(&str) -> DType) -> Result<Graph, IrError> {
-    let name = if opts.seq_len == 1 { "gemma4_decode".to_string() } else { format!("gemma4_prefill_{}", opts.seq_len) };
+    let name = if opts.seq_len == 1 {
+        "gemma4_decode".to_string()
+    } else {
+        format!("gemma4_prefill_{}", opts.seq_len)
+    };
     let mut m = ModelBuilder {
         b: GraphBuilder::new(&name),
         cfg,
@@ -202,9 +206,17 @@ impl ModelBuilder<'_> {
         let tok = self.b.reshape(tok, &[s, l, p], "embed_tokens_per_layer.reshape")?;
 
         let ctx = self.linear(x0, "per_layer_model_projection", l * p)?;
-        let ctx = self.b.scale(ctx, (cfg.hidden_size as f32).powf(-0.5), "per_layer_model_projection.scale")?;
+        let ctx = self.b.scale(
+            ctx,
+            (cfg.hidden_size as f32).powf(-0.5),
+            "per_layer_model_projection.scale",
+        )?;
         let ctx = self.b.reshape(ctx, &[s, l, p], "per_layer_model_projection.reshape")?;
-        let ctx = self.norm(ctx, Some("per_layer_projection_norm.weight"), "per_layer_projection_norm")?;
+        let ctx = self.norm(
+            ctx,
+            Some("per_layer_projection_norm.weight"),
+            "per_layer_projection_norm",
+        )?;
         let sum = self.b.add(ctx, tok, "per_layer_inputs.add")?;
         self.b.scale(sum, 0.5f32.sqrt(), "per_layer_inputs")
     }
@@ -224,7 +236,11 @@ impl ModelBuilder<'_> {
 
         // ---- attention block (sandwich norms) ----
         let residual = x;
-        let h = self.norm(x, Some(&format!("{pre}.input_layernorm.weight")), &format!("{pre}.input_layernorm"))?;
+        let h = self.norm(
+            x,
+            Some(&format!("{pre}.input_layernorm.weight")),
+            &format!("{pre}.input_layernorm"),
+        )?;
         let kv = self.self_attention(layer, h, pos, own_cache, kv_of)?;
         let attn = self.attention_output(layer, pos, kv)?;
         let attn = self.norm(
@@ -256,7 +272,9 @@ impl ModelBuilder<'_> {
         if let (Some(ple), Some(pc)) = (ple, cfg.ple.as_ref()) {
             let s = self.opts.seq_len;
             let mine = self.b.slice(ple, 1, l, l + 1, &format!("{pre}.per_layer_input"))?;
-            let mine = self.b.reshape(mine, &[s, pc.hidden], &format!("{pre}.per_layer_input.reshape"))?;
+            let mine = self
+                .b
+                .reshape(mine, &[s, pc.hidden], &format!("{pre}.per_layer_input.reshape"))?;
             let g = self.linear(x, &format!("{pre}.per_layer_input_gate"), pc.hidden)?;
             let g = self.b.gelu_tanh(g, &format!("{pre}.per_layer_input_gate.act"))?;
             let g = self.b.mul(g, mine, &format!("{pre}.per_layer_input_mul"))?;
@@ -310,8 +328,12 @@ impl ModelBuilder<'_> {
                 let k = self.norm(k_raw, Some(&format!("{pre}.k_norm.weight")), &format!("{pre}.k_norm"))?;
                 let k = self.b.rope(k, pos, &rope, &format!("{pre}.k_rope"))?;
                 let v = self.norm(v_raw, None, &format!("{pre}.v_norm"))?;
-                let k = self.b.op(Op::KvWrite, &[cache.k, k, pos], &format!("{pre}.k_cache_write"))?;
-                let v = self.b.op(Op::KvWrite, &[cache.v, v, pos], &format!("{pre}.v_cache_write"))?;
+                let k = self
+                    .b
+                    .op(Op::KvWrite, &[cache.k, k, pos], &format!("{pre}.k_cache_write"))?;
+                let v = self
+                    .b
+                    .op(Op::KvWrite, &[cache.v, v, pos], &format!("{pre}.v_cache_write"))?;
                 LayerKv { k, v }
             }
         };
@@ -332,9 +354,15 @@ impl ModelBuilder<'_> {
             LayerType::Full => None,
         };
         // Scale 1.0: q and k are RMS-normalized, there is no 1/sqrt(head_dim).
-        let a = self.b.op(Op::Attention { window, scale: 1.0 }, &[q, kv.k, kv.v, pos], &format!("{pre}.attention"))?;
+        let a = self.b.op(
+            Op::Attention { window, scale: 1.0 },
+            &[q, kv.k, kv.v, pos],
+            &format!("{pre}.attention"),
+        )?;
         let width = cfg.num_attention_heads * layer.head_dim;
-        let a = self.b.reshape(a, &[self.opts.seq_len, width], &format!("{pre}.attention.reshape"))?;
+        let a = self
+            .b
+            .reshape(a, &[self.opts.seq_len, width], &format!("{pre}.attention.reshape"))?;
         self.linear(a, &format!("{pre}.o_proj"), cfg.hidden_size)
     }
 
@@ -362,7 +390,9 @@ impl ModelBuilder<'_> {
         let r = self.norm(residual, None, &format!("{pre}.router.norm"))?;
         let router_scale = self.w(&format!("{pre}.router.scale"), &[h]);
         let r = self.b.mul(r, router_scale, &format!("{pre}.router.scaled"))?;
-        let r = self.b.scale(r, (h as f32).powf(-0.5), &format!("{pre}.router.scalar_root_size"))?;
+        let r = self
+            .b
+            .scale(r, (h as f32).powf(-0.5), &format!("{pre}.router.scalar_root_size"))?;
         let scores = self.linear(r, &format!("{pre}.router.proj"), e)?;
         let per_expert_scale = self.w(&format!("{pre}.router.per_expert_scale"), &[e]);
         let route = self.b.op_multi(
@@ -378,7 +408,11 @@ impl ModelBuilder<'_> {
         )?;
         let gate_up = self.w(&format!("{pre}.experts.gate_up_proj"), &[e, 2 * i, h]);
         let down = self.w(&format!("{pre}.experts.down_proj"), &[e, h, i]);
-        let m2 = self.b.op(Op::MoeExperts, &[h2, route[0], route[1], gate_up, down], &format!("{pre}.experts"))?;
+        let m2 = self.b.op(
+            Op::MoeExperts,
+            &[h2, route[0], route[1], gate_up, down],
+            &format!("{pre}.experts"),
+        )?;
         let m2 = self.norm(
             m2,
             Some(&format!("{pre}.post_feedforward_layernorm_2.weight")),

@@ -67,16 +67,28 @@ pub fn render(cfg: &Gemma4Config) -> Result<String, FrontendError> {
     let _ = writeln!(
         s,
         "hidden {}  layers {}  query heads {}  vocab {}  sliding window {}  max positions {}",
-        cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.vocab_size, cfg.sliding_window, cfg.max_position_embeddings
+        cfg.hidden_size,
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+        cfg.vocab_size,
+        cfg.sliding_window,
+        cfg.max_position_embeddings
     );
     let _ = writeln!(
         s,
         "MLP {}  PLE {}  MoE {}  KV-shared layers {}  final soft-cap {}  dtype {}",
         cfg.intermediate_size,
-        cfg.ple.as_ref().map_or("none".to_string(), |p| format!("{} x {} (vocab {})", cfg.num_hidden_layers, p.hidden, p.vocab)),
-        cfg.moe.as_ref().map_or("none".to_string(), |m| format!("{} experts, top-{}, width {}", m.num_experts, m.top_k, m.intermediate_size)),
+        cfg.ple.as_ref().map_or("none".to_string(), |p| format!(
+            "{} x {} (vocab {})",
+            cfg.num_hidden_layers, p.hidden, p.vocab
+        )),
+        cfg.moe.as_ref().map_or("none".to_string(), |m| format!(
+            "{} experts, top-{}, width {}",
+            m.num_experts, m.top_k, m.intermediate_size
+        )),
         cfg.num_kv_shared_layers,
-        cfg.final_logit_softcapping.map_or("none".to_string(), |c| c.to_string()),
+        cfg.final_logit_softcapping
+            .map_or("none".to_string(), |c| c.to_string()),
         cfg.dtype,
     );
     let _ = writeln!(s, "rope sliding: {:?}", cfg.rope_sliding);
@@ -88,7 +100,11 @@ pub fn render(cfg: &Gemma4Config) -> Result<String, FrontendError> {
             LayerType::Sliding => "sliding",
             LayerType::Full => "full",
         };
-        let src = if l.shares_kv() { l.kv_source.to_string() } else { "own".to_string() };
+        let src = if l.shares_kv() {
+            l.kv_source.to_string()
+        } else {
+            "own".to_string()
+        };
         let _ = writeln!(
             s,
             "{:>5}  {:<7}  {:>8}  {:>8}  {:>7}  {:>3}  {:>9}",

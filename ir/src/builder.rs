@@ -49,9 +49,7 @@ impl GraphBuilder {
 
     /// A checkpoint tensor; the node is named by its key.
     pub fn weight(&mut self, key: &str, ty: TensorType) -> Value {
-        let op = Op::Weight {
-            key: key.to_string(),
-        };
+        let op = Op::Weight { key: key.to_string() };
         Value::new(self.add_node(op, key, &[], vec![ty]), 0)
     }
 

@@ -44,7 +44,10 @@ pub fn eval(op: &Op, operands: &[&Tensor]) -> Result<Vec<Tensor>, String> {
         }
         Op::RmsNorm { eps } => {
             let w = if operands.len() == 2 { Some(f(1)?) } else { None };
-            one(Tensor::f32(shape0(), rms_norm(f(0)?, w, operands[0].shape.last().copied().unwrap_or(1), *eps)))
+            one(Tensor::f32(
+                shape0(),
+                rms_norm(f(0)?, w, operands[0].shape.last().copied().unwrap_or(1), *eps),
+            ))
         }
         Op::Rope { rope } => {
             let pos = position(operands[1])?;
@@ -185,7 +188,10 @@ pub fn rms_norm(x: &[f32], w: Option<&[f32]>, d: usize, eps: f32) -> Vec<f32> {
 }
 
 fn position(t: &Tensor) -> Result<i64, String> {
-    let p = t.as_i32().and_then(|p| p.first().copied()).ok_or("position must be i32[1]")?;
+    let p = t
+        .as_i32()
+        .and_then(|p| p.first().copied())
+        .ok_or("position must be i32[1]")?;
     if p < 0 {
         return Err(format!("negative position {p}"));
     }
@@ -217,7 +223,14 @@ pub fn update_cache(op: &Op, cache: &mut Tensor, rest: &[&Tensor]) -> Result<(),
     match op {
         Op::KvWrite => kv_write(cache, rest[0], rest[1]),
         Op::RopeKvWrite { eps, rope } => {
-            let k = eval(&Op::NormRope { eps: *eps, rope: rope.clone() }, rest)?.remove(0);
+            let k = eval(
+                &Op::NormRope {
+                    eps: *eps,
+                    rope: rope.clone(),
+                },
+                rest,
+            )?
+            .remove(0);
             kv_write(cache, &k, rest[2])
         }
         Op::NormKvWrite { eps } => {

@@ -122,14 +122,12 @@ impl Graph {
 
     /// Input nodes in index order.
     pub fn inputs(&self) -> impl Iterator<Item = (NodeId, &Node)> + '_ {
-        self.nodes()
-            .filter(|(_, n)| matches!(n.op, Op::Input { .. }))
+        self.nodes().filter(|(_, n)| matches!(n.op, Op::Input { .. }))
     }
 
     /// Weight nodes in index order.
     pub fn weights(&self) -> impl Iterator<Item = (NodeId, &Node)> + '_ {
-        self.nodes()
-            .filter(|(_, n)| matches!(n.op, Op::Weight { .. }))
+        self.nodes().filter(|(_, n)| matches!(n.op, Op::Weight { .. }))
     }
 
     /// Finds a node by its name (first match in index order).

@@ -41,17 +41,15 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<Vec<TensorType>, Strin
     };
 
     match op {
-        Op::Input { .. } | Op::Weight { .. } => Err(format!(
-            "{} is a leaf: its type is given, not inferred",
-            op.mnemonic()
-        )),
+        Op::Input { .. } | Op::Weight { .. } => {
+            Err(format!("{} is a leaf: its type is given, not inferred", op.mnemonic()))
+        }
         Op::Add | Op::Mul => {
             arity(2)?;
             float(0, "lhs")?;
             float(1, "rhs")?;
             let (a, b) = (operands[0], operands[1]);
-            let suffix = b.shape.len() <= a.shape.len()
-                && a.shape[a.shape.len() - b.shape.len()..] == b.shape[..];
+            let suffix = b.shape.len() <= a.shape.len() && a.shape[a.shape.len() - b.shape.len()..] == b.shape[..];
             if suffix || b.numel() == 1 {
                 Ok(vec![TensorType::f32(a.shape.clone())])
             } else {
@@ -192,10 +190,7 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<Vec<TensorType>, Strin
             rank(0, 2, "scores [S, E]")?;
             let (s, e) = (operands[0].shape[0], operands[0].shape[1]);
             if operands[1].shape != [e] {
-                return Err(format!(
-                    "per_expert_scale must be [{e}], got {}",
-                    operands[1]
-                ));
+                return Err(format!("per_expert_scale must be [{e}], got {}", operands[1]));
             }
             if *top_k == 0 || *top_k > e {
                 return Err(format!("top_k {top_k} must be in 1..={e}"));
@@ -207,17 +202,10 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<Vec<TensorType>, Strin
             rank(0, 2, "x [S, H]")?;
             rank(3, 3, "gate_up [E, 2I, H]")?;
             rank(4, 3, "down [E, H, I]")?;
-            let (x, w, idx, gu, down) = (
-                operands[0],
-                operands[1],
-                operands[2],
-                operands[3],
-                operands[4],
-            );
+            let (x, w, idx, gu, down) = (operands[0], operands[1], operands[2], operands[3], operands[4]);
             let (s, h) = (x.shape[0], x.shape[1]);
             let (e, i2) = (gu.shape[0], gu.shape[1]);
-            if w.rank() != 2 || w.shape[0] != s || idx.shape != w.shape || idx.dtype != DType::I32
-            {
+            if w.rank() != 2 || w.shape[0] != s || idx.shape != w.shape || idx.dtype != DType::I32 {
                 return Err(format!(
                     "routing weights {w} and experts {idx} must both be [S={s}, K] (experts i32)"
                 ));
@@ -253,7 +241,14 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<Vec<TensorType>, Strin
         }
         Op::RopeKvWrite { eps, rope } => {
             arity(4)?;
-            let k = infer(&Op::NormRope { eps: *eps, rope: rope.clone() }, &operands[1..])?.remove(0);
+            let k = infer(
+                &Op::NormRope {
+                    eps: *eps,
+                    rope: rope.clone(),
+                },
+                &operands[1..],
+            )?
+            .remove(0);
             infer(&Op::KvWrite, &[operands[0], &k, operands[3]])
         }
         Op::NormKvWrite { eps } => {

@@ -29,13 +29,16 @@ enum Slot<'w> {
     Owned(Vec<Tensor>),
 }
 
+/// Sees every non-leaf node's results as they are computed.
+pub type Observer<'a> = &'a mut dyn FnMut(NodeId, &Node, &[Tensor]);
+
 /// Evaluates `graph`. `observe` (if given) sees every non-leaf node's results as
 /// they are computed, for divergence reports against a reference.
 pub fn interpret<'w>(
     graph: &Graph,
     mut inputs: HashMap<String, Tensor>,
     weights: &'w dyn WeightSource,
-    mut observe: Option<&mut dyn FnMut(NodeId, &Node, &[Tensor])>,
+    mut observe: Option<Observer<'_>>,
 ) -> Result<HashMap<String, Tensor>, IrError> {
     let n = graph.node_count();
     // Last node reading each node's results; graph outputs live to the end.

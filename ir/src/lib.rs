@@ -21,7 +21,7 @@ pub use builder::GraphBuilder;
 pub use dtype::{DType, TensorType};
 pub use error::IrError;
 pub use graph::{Graph, Node, NodeId, Output, Value};
-pub use interpret::{interpret, WeightSource};
+pub use interpret::{interpret, Observer, WeightSource};
 pub use op::{InputRole, Op, RopeSpec};
 pub use print::print;
 pub use tensor::{Data, Tensor};

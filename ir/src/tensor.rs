@@ -19,7 +19,11 @@ impl Tensor {
     /// (a programming error, never user input).
     pub fn f32(shape: impl Into<Vec<usize>>, data: Vec<f32>) -> Tensor {
         let shape = shape.into();
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "tensor data does not fit shape {shape:?}");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "tensor data does not fit shape {shape:?}"
+        );
         Tensor {
             shape,
             data: Data::F32(data),
@@ -28,7 +32,11 @@ impl Tensor {
 
     pub fn i32(shape: impl Into<Vec<usize>>, data: Vec<i32>) -> Tensor {
         let shape = shape.into();
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "tensor data does not fit shape {shape:?}");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "tensor data does not fit shape {shape:?}"
+        );
         Tensor {
             shape,
             data: Data::I32(data),

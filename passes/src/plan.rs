@@ -137,7 +137,9 @@ impl Program {
     }
 
     pub fn output(&self, name: &str) -> Option<usize> {
-        self.buffers.iter().position(|b| matches!(&b.kind, BufferKind::Activation { output: Some(n), .. } if n == name))
+        self.buffers
+            .iter()
+            .position(|b| matches!(&b.kind, BufferKind::Activation { output: Some(n), .. } if n == name))
     }
 }
 
@@ -216,10 +218,17 @@ pub fn lower(
                 let b = new_buf(&mut buffers, BufferKind::Weight { index }, 0);
                 buf_of[id.index()] = vec![b];
             }
-            Op::Input { role: InputRole::KvCache } => {
+            Op::Input {
+                role: InputRole::KvCache,
+            } => {
                 let index = match state.iter().position(|s| s.name == node.name) {
                     Some(i) if state[i].shape == ty[0].shape => i,
-                    Some(_) => return Err(err(format!("state `{}` has different shapes in different programs", node.name))),
+                    Some(_) => {
+                        return Err(err(format!(
+                            "state `{}` has different shapes in different programs",
+                            node.name
+                        )))
+                    }
                     None => {
                         state.push(StateBuffer {
                             name: node.name.clone(),
@@ -234,7 +243,13 @@ pub fn lower(
                 buf_of[id.index()] = vec![b];
             }
             Op::Input { .. } => {
-                let b = new_buf(&mut buffers, BufferKind::Input { name: node.name.clone() }, 0);
+                let b = new_buf(
+                    &mut buffers,
+                    BufferKind::Input {
+                        name: node.name.clone(),
+                    },
+                    0,
+                );
                 buf_of[id.index()] = vec![b];
             }
             Op::Reshape { .. } => {
@@ -245,7 +260,10 @@ pub fn lower(
                 // In place: the result is the cache buffer itself.
                 let cache = operands[0];
                 if !matches!(buffers[cache].kind, BufferKind::State { .. }) {
-                    return Err(err(format!("`{}` writes a cache that is not a state buffer", node.name)));
+                    return Err(err(format!(
+                        "`{}` writes a cache that is not a state buffer",
+                        node.name
+                    )));
                 }
                 buf_of[id.index()] = vec![cache];
                 steps.push(Step {

@@ -24,7 +24,9 @@ fn rope() -> RopeSpec {
 fn fuse(g: &Graph, names: &[&str]) -> Graph {
     let specs: Vec<_> = all_rules().into_iter().filter(|r| names.contains(&r.name)).collect();
     assert_eq!(specs.len(), names.len(), "unknown rule in {names:?}");
-    fuse_with(g, &CostModel::cpu(), &Limits::default(), &specs).expect("fusion").0
+    fuse_with(g, &CostModel::cpu(), &Limits::default(), &specs)
+        .expect("fusion")
+        .0
 }
 
 /// Deterministic pseudo-random values in [-1, 1) (64-bit LCG).
@@ -43,9 +45,14 @@ fn run(g: &Graph) -> HashMap<String, Tensor> {
     let mut weights = HashMap::new();
     for (_, n) in g.nodes() {
         let ty = &n.outputs[0];
-        let seed = n.name.bytes().fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        let seed = n
+            .name
+            .bytes()
+            .fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
         match &n.op {
-            Op::Input { role: InputRole::Position } => {
+            Op::Input {
+                role: InputRole::Position,
+            } => {
                 inputs.insert(n.name.clone(), Tensor::i32([1], vec![3]));
             }
             Op::Input { .. } => {
@@ -91,7 +98,13 @@ fn gelu_mul_positive() {
     let g = b.gelu_tanh(g, "act_fn").unwrap();
     let m = b.mul(g, u, "gate_mul_up").unwrap();
     b.output("y", m);
-    check("gelu_mul_positive", b.finish().unwrap(), &["gelu_mul"], "gelu_mul", true);
+    check(
+        "gelu_mul_positive",
+        b.finish().unwrap(),
+        &["gelu_mul"],
+        "gelu_mul",
+        true,
+    );
 }
 
 #[test]
@@ -103,7 +116,13 @@ fn gelu_mul_negative_shared_activation() {
     let m = b.mul(g, c, "gate_mul_up").unwrap();
     b.output("y", m);
     b.output("activation", g); // a second user: fusing would compute gelu twice
-    check("gelu_mul_negative", b.finish().unwrap(), &["gelu_mul"], "gelu_mul", false);
+    check(
+        "gelu_mul_negative",
+        b.finish().unwrap(),
+        &["gelu_mul"],
+        "gelu_mul",
+        false,
+    );
 }
 
 #[test]
@@ -116,7 +135,13 @@ fn add_rms_norm_positive() {
     let n = b.rms_norm(s, Some(w), EPS, "pre_feedforward_layernorm").unwrap();
     let next = b.add(s, n, "next_residual").unwrap(); // the sum is also the next residual
     b.output("y", next);
-    check("add_rms_norm_positive", b.finish().unwrap(), &["add_rms_norm"], "add_rms_norm", true);
+    check(
+        "add_rms_norm_positive",
+        b.finish().unwrap(),
+        &["add_rms_norm"],
+        "add_rms_norm",
+        true,
+    );
 }
 
 #[test]
@@ -128,7 +153,13 @@ fn add_rms_norm_negative_broadcast_add() {
     let s = b.add(r, bias, "bias_add").unwrap();
     let n = b.rms_norm(s, Some(w), EPS, "norm").unwrap();
     b.output("y", n);
-    check("add_rms_norm_negative", b.finish().unwrap(), &["add_rms_norm"], "add_rms_norm", false);
+    check(
+        "add_rms_norm_negative",
+        b.finish().unwrap(),
+        &["add_rms_norm"],
+        "add_rms_norm",
+        false,
+    );
 }
 
 #[test]
@@ -219,22 +250,46 @@ fn kv_graph(share_rotated: bool, v_path: bool) -> Graph {
 
 #[test]
 fn rope_kv_write_positive() {
-    check("rope_kv_write_positive", kv_graph(false, false), &["norm_rope", "rope_kv_write"], "rope_kv_write", true);
+    check(
+        "rope_kv_write_positive",
+        kv_graph(false, false),
+        &["norm_rope", "rope_kv_write"],
+        "rope_kv_write",
+        true,
+    );
 }
 
 #[test]
 fn rope_kv_write_negative() {
-    check("rope_kv_write_negative", kv_graph(true, false), &["norm_rope", "rope_kv_write"], "rope_kv_write", false);
+    check(
+        "rope_kv_write_negative",
+        kv_graph(true, false),
+        &["norm_rope", "rope_kv_write"],
+        "rope_kv_write",
+        false,
+    );
 }
 
 #[test]
 fn norm_kv_write_positive() {
-    check("norm_kv_write_positive", kv_graph(false, true), &["norm_kv_write"], "norm_kv_write", true);
+    check(
+        "norm_kv_write_positive",
+        kv_graph(false, true),
+        &["norm_kv_write"],
+        "norm_kv_write",
+        true,
+    );
 }
 
 #[test]
 fn norm_kv_write_negative() {
-    check("norm_kv_write_negative", kv_graph(true, true), &["norm_kv_write"], "norm_kv_write", false);
+    check(
+        "norm_kv_write_negative",
+        kv_graph(true, true),
+        &["norm_kv_write"],
+        "norm_kv_write",
+        false,
+    );
 }
 
 fn head_graph(softcap: bool) -> Graph {
@@ -245,7 +300,9 @@ fn head_graph(softcap: bool) -> Graph {
     let n = b.rms_norm(x, Some(w), EPS, "norm").unwrap();
     let mut l = b.matmul(n, table, "lm_head").unwrap();
     if softcap {
-        l = b.op(Op::Softcap { cap: 30.0 }, &[l], "final_logit_softcapping").unwrap();
+        l = b
+            .op(Op::Softcap { cap: 30.0 }, &[l], "final_logit_softcapping")
+            .unwrap();
     }
     b.output("logits", l);
     b.finish().unwrap()
@@ -253,10 +310,22 @@ fn head_graph(softcap: bool) -> Graph {
 
 #[test]
 fn logits_head_positive() {
-    check("logits_head_positive", head_graph(true), &["logits_head"], "logits_head", true);
+    check(
+        "logits_head_positive",
+        head_graph(true),
+        &["logits_head"],
+        "logits_head",
+        true,
+    );
 }
 
 #[test]
 fn logits_head_negative_without_softcap() {
-    check("logits_head_negative", head_graph(false), &["logits_head"], "logits_head", false);
+    check(
+        "logits_head_negative",
+        head_graph(false),
+        &["logits_head"],
+        "logits_head",
+        false,
+    );
 }

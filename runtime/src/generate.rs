@@ -13,16 +13,21 @@ pub struct Generation<'a> {
     pub eos_token_ids: &'a [u32],
 }
 
+/// Sees each new id with the logits it was sampled from.
+pub type TokenSink<'a> = &'a mut dyn FnMut(u32, &[f32]) -> Result<(), RuntimeError>;
+
 /// Runs the loop; `on_token` sees each new id with the logits it was sampled
 /// from (for streaming and `--logits-out`). Returns the generated ids.
 pub fn generate(
     exec: &mut dyn Executor,
     req: &Generation,
     sampler: &mut Sampler,
-    on_token: &mut dyn FnMut(u32, &[f32]) -> Result<(), RuntimeError>,
+    on_token: TokenSink<'_>,
 ) -> Result<Vec<u32>, RuntimeError> {
     if req.prompt.is_empty() {
-        return Err(RuntimeError::Request("the prompt is empty: give at least one token".into()));
+        return Err(RuntimeError::Request(
+            "the prompt is empty: give at least one token".into(),
+        ));
     }
     let mut generated = Vec::with_capacity(req.max_new_tokens);
     if req.max_new_tokens == 0 {

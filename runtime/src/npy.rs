@@ -37,9 +37,7 @@ pub enum NpyError {
     #[error("npy shape {shape:?} is too large: its element count overflows usize")]
     ShapeOverflow { shape: Vec<usize> },
     /// The header would not fit the 16-bit length field of format 1.0.
-    #[error(
-        "npy header for shape {shape:?} is {len} bytes, but format version 1.0 allows at most 65535"
-    )]
+    #[error("npy header for shape {shape:?} is {len} bytes, but format version 1.0 allows at most 65535")]
     HeaderTooLong { shape: Vec<usize>, len: usize },
     /// Filesystem error while reading or writing `path`.
     #[error("cannot {action} npy file {path}: {source}")]
@@ -101,9 +99,7 @@ fn header_bytes(shape: &[usize]) -> Result<Vec<u8>, NpyError> {
 /// Writes `data` (C order) with the given `shape` as a float32 `.npy` file
 /// that `numpy.load` reads back as `dtype('float32')`.
 pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), NpyError> {
-    let expected = element_count(shape).ok_or_else(|| NpyError::ShapeOverflow {
-        shape: shape.to_vec(),
-    })?;
+    let expected = element_count(shape).ok_or_else(|| NpyError::ShapeOverflow { shape: shape.to_vec() })?;
     if expected != data.len() {
         return Err(NpyError::ShapeMismatch {
             shape: shape.to_vec(),
@@ -190,25 +186,18 @@ fn parse_npy_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
         .ok_or_else(|| "header is not ASCII text".to_string())?;
 
     let fields = parse_header_dict(header)?;
-    let descr = fields
-        .descr
-        .ok_or_else(|| "header has no 'descr' entry".to_string())?;
+    let descr = fields.descr.ok_or_else(|| "header has no 'descr' entry".to_string())?;
     if descr != "<f4" {
-        return Err(format!(
-            "dtype is '{descr}', expected '<f4' (little-endian float32)"
-        ));
+        return Err(format!("dtype is '{descr}', expected '<f4' (little-endian float32)"));
     }
     match fields.fortran_order {
         Some(false) => {}
         Some(true) => return Err("array is in Fortran order, expected C order".to_string()),
         None => return Err("header has no 'fortran_order' entry".to_string()),
     }
-    let shape = fields
-        .shape
-        .ok_or_else(|| "header has no 'shape' entry".to_string())?;
+    let shape = fields.shape.ok_or_else(|| "header has no 'shape' entry".to_string())?;
 
-    let count = element_count(&shape)
-        .ok_or_else(|| format!("shape {shape:?} overflows the element count"))?;
+    let count = element_count(&shape).ok_or_else(|| format!("shape {shape:?} overflows the element count"))?;
     let data = &bytes[data_start..];
     if Some(data.len()) != count.checked_mul(4) {
         return Err(format!(
@@ -264,10 +253,7 @@ fn parse_header_dict(header: &str) -> Result<HeaderFields, String> {
     }
     p.skip_ws();
     if !p.rest.is_empty() {
-        return Err(format!(
-            "unexpected text after the header dict: {:?}",
-            p.rest
-        ));
+        return Err(format!("unexpected text after the header dict: {:?}", p.rest));
     }
     Ok(fields)
 }
@@ -298,10 +284,7 @@ impl Cursor<'_> {
         if self.eat(c) {
             Ok(())
         } else {
-            Err(format!(
-                "malformed header: expected '{c}' at {:?}",
-                self.rest
-            ))
+            Err(format!("malformed header: expected '{c}' at {:?}", self.rest))
         }
     }
 
@@ -311,12 +294,7 @@ impl Cursor<'_> {
         self.skip_ws();
         let quote = match self.rest.chars().next() {
             Some(q @ ('\'' | '"')) => q,
-            _ => {
-                return Err(format!(
-                    "malformed header: expected a string at {:?}",
-                    self.rest
-                ))
-            }
+            _ => return Err(format!("malformed header: expected a string at {:?}", self.rest)),
         };
         let body = &self.rest[1..];
         let end = body
@@ -335,10 +313,7 @@ impl Cursor<'_> {
                 return Ok(value);
             }
         }
-        Err(format!(
-            "malformed header: expected True or False at {:?}",
-            self.rest
-        ))
+        Err(format!("malformed header: expected True or False at {:?}", self.rest))
     }
 
     /// `()`, `(3,)`, `(2, 3)` or `(2, 3,)`.
@@ -350,15 +325,9 @@ impl Cursor<'_> {
                 return Ok(dims);
             }
             self.skip_ws();
-            let digits = self
-                .rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(self.rest.len());
+            let digits = self.rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(self.rest.len());
             if digits == 0 {
-                return Err(format!(
-                    "malformed header: expected a dimension at {:?}",
-                    self.rest
-                ));
+                return Err(format!("malformed header: expected a dimension at {:?}", self.rest));
             }
             let dim = self.rest[..digits]
                 .parse::<usize>()
@@ -418,15 +387,9 @@ mod tests {
         let cases: Vec<(Vec<usize>, Vec<f32>)> = vec![
             (vec![], vec![3.5]),
             (vec![0], vec![]),
-            (
-                vec![5],
-                vec![1.0, -2.5, f32::INFINITY, f32::MIN_POSITIVE, -0.0],
-            ),
+            (vec![5], vec![1.0, -2.5, f32::INFINITY, f32::MIN_POSITIVE, -0.0]),
             (vec![2, 3], (0..6).map(|i| i as f32 * 0.25).collect()),
-            (
-                vec![2, 1, 4, 3],
-                (0..24).map(|i| (i as f32).sin()).collect(),
-            ),
+            (vec![2, 1, 4, 3], (0..24).map(|i| (i as f32).sin()).collect()),
             (vec![1, 262_144], (0..262_144).map(|i| i as f32).collect()),
         ];
         for (shape, data) in cases {
@@ -470,10 +433,7 @@ mod tests {
         );
         assert!(!path.exists(), "nothing should be written on a bad shape");
         let err = write_npy_f32(&path, &[usize::MAX, 2], &[]);
-        assert!(
-            matches!(err, Err(NpyError::ShapeOverflow { .. })),
-            "{err:?}"
-        );
+        assert!(matches!(err, Err(NpyError::ShapeOverflow { .. })), "{err:?}");
     }
 
     #[test]
@@ -508,35 +468,20 @@ mod tests {
             (b"not numpy at all".to_vec(), "magic"),
             (header(good, 9), "version 9.0"),
             (
-                header(
-                    "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }",
-                    1,
-                ),
+                header("{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }", 1),
                 "'<f8'",
             ),
             (
-                header(
-                    "{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }",
-                    1,
-                ),
+                header("{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }", 1),
                 "'>f4'",
             ),
             (
-                header(
-                    "{'descr': '<f4', 'fortran_order': True, 'shape': (1,), }",
-                    1,
-                ),
+                header("{'descr': '<f4', 'fortran_order': True, 'shape': (1,), }", 1),
                 "Fortran",
             ),
+            (header("{'descr': '<f4', 'shape': (1,), }", 1), "fortran_order"),
             (
-                header("{'descr': '<f4', 'shape': (1,), }", 1),
-                "fortran_order",
-            ),
-            (
-                header(
-                    "{'descr': '<f4', 'fortran_order': False, 'shape': (1,x), }",
-                    1,
-                ),
+                header("{'descr': '<f4', 'fortran_order': False, 'shape': (1,x), }", 1),
                 "malformed",
             ),
             // Header is fine but the 4 data bytes are missing.

@@ -130,7 +130,10 @@ impl PlanSession {
             )));
         }
         let mut inputs = HashMap::new();
-        inputs.insert("token_ids", Tensor::i32([ids.len()], ids.iter().map(|&t| t as i32).collect()));
+        inputs.insert(
+            "token_ids",
+            Tensor::i32([ids.len()], ids.iter().map(|&t| t as i32).collect()),
+        );
         inputs.insert("position", Tensor::i32([1], vec![self.position as i32]));
         for step in &p.steps {
             let err = |m: String| RuntimeError::Other(format!("step `{}` ({}): {m}", step.name, step.op));
@@ -146,7 +149,11 @@ impl PlanSession {
                 update_cache(&step.op, &mut self.state[index], &refs).map_err(err)?;
                 continue;
             }
-            let args: Vec<Tensor> = step.inputs.iter().map(|&b| self.read(&p, b, &inputs)).collect::<Result<_, _>>()?;
+            let args: Vec<Tensor> = step
+                .inputs
+                .iter()
+                .map(|&b| self.read(&p, b, &inputs))
+                .collect::<Result<_, _>>()?;
             let refs: Vec<&Tensor> = args.iter().collect();
             let results = eval(&step.op, &refs).map_err(err)?;
             for (&out, t) in step.outputs.iter().zip(results) {
@@ -158,7 +165,9 @@ impl PlanSession {
             .output("logits")
             .ok_or_else(|| RuntimeError::Other(format!("program `{}` has no logits output", p.name)))?;
         let t = self.read(&p, logits, &inputs)?;
-        let v = t.as_f32().ok_or_else(|| RuntimeError::Other("logits are not f32".into()))?;
+        let v = t
+            .as_f32()
+            .ok_or_else(|| RuntimeError::Other("logits are not f32".into()))?;
         Ok(v[v.len() - vocab..].to_vec())
     }
 }

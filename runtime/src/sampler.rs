@@ -303,11 +303,7 @@ mod tests {
 
     #[test]
     fn top_k_one_is_greedy_for_any_temperature() {
-        let rows: [&[f32]; 3] = [
-            &[0.1, 2.0, -1.0, 1.9],
-            &[3.0, 3.0, 1.0],
-            &[-5.0, -4.0, -4.5, -4.0],
-        ];
+        let rows: [&[f32]; 3] = [&[0.1, 2.0, -1.0, 1.9], &[3.0, 3.0, 1.0], &[-5.0, -4.0, -4.5, -4.0]];
         for temperature in [0.01, 0.7, 1.0, 5.0, 1000.0] {
             let mut s = sampler(temperature, Some(1), None, 42);
             for row in rows {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use gemma4c_frontend::gemma4::{BuildOptions, LogitRows};
 use gemma4c_frontend::Model;
-use gemma4c_ir::{interpret, Graph, InputRole, Node, NodeId, Op, Tensor};
+use gemma4c_ir::{interpret, Graph, InputRole, Observer, Op, Tensor};
 
 use crate::error::RuntimeError;
 use crate::weights::HostWeights;
@@ -66,7 +66,12 @@ impl<'m> ReferenceSession<'m> {
             self.weights.load_for(self.model, &g)?;
             if self.caches.is_empty() {
                 for (_, n) in g.inputs() {
-                    if matches!(n.op, Op::Input { role: InputRole::KvCache }) {
+                    if matches!(
+                        n.op,
+                        Op::Input {
+                            role: InputRole::KvCache
+                        }
+                    ) {
                         self.caches.insert(n.name.clone(), Tensor::zeros(&n.outputs[0]));
                     }
                 }
@@ -82,7 +87,7 @@ impl<'m> ReferenceSession<'m> {
         &mut self,
         ids: &[u32],
         all_logits: bool,
-        observe: Option<&mut dyn FnMut(NodeId, &Node, &[Tensor])>,
+        observe: Option<Observer<'_>>,
     ) -> Result<Tensor, RuntimeError> {
         let cfg = &self.model.config;
         if ids.is_empty() || ids.len() > self.max_chunk {

@@ -96,9 +96,7 @@ impl Tokenizer {
         let encoding = self
             .inner
             .encode(text, false)
-            .map_err(|e| TokenizerError::Encode {
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| TokenizerError::Encode { reason: e.to_string() })?;
         let ids = encoding.get_ids();
         let mut out = Vec::with_capacity(ids.len() + 1);
         if let Some(bos) = bos {
@@ -141,9 +139,7 @@ impl Tokenizer {
     fn decode_unchecked(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         self.inner
             .decode(ids, true)
-            .map_err(|e| TokenizerError::Decode {
-                reason: e.to_string(),
-            })
+            .map_err(|e| TokenizerError::Decode { reason: e.to_string() })
     }
 }
 
@@ -420,10 +416,7 @@ mod tests {
     #[test]
     fn invalid_json_error_names_the_file() {
         let dir = must(tempfile::tempdir());
-        for (name, content) in [
-            ("broken.json", "{ not json"),
-            ("wrong.json", r#"{"model": 3}"#),
-        ] {
+        for (name, content) in [("broken.json", "{ not json"), ("wrong.json", r#"{"model": 3}"#)] {
             let path = dir.path().join(name);
             must(std::fs::write(&path, content));
             match Tokenizer::from_file(&path) {

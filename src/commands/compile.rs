@@ -106,12 +106,31 @@ pub fn run(args: Args) -> Result<()> {
         (None, None) => bail!("give --model DIR or --config FILE"),
     };
     let dtype_of = |k: &str| model.as_ref().map_or(cfg.dtype, |m| m.dtype_of(k));
-    let source = args.model.as_deref().map(|p| p.canonicalize().unwrap_or_else(|_| p.to_path_buf()));
-    let compiled = compile_model(&cfg, &dtype_of, source.as_deref(), target, !args.no_fuse, args.max_context, args.prefill_chunk)?;
+    let source = args
+        .model
+        .as_deref()
+        .map(|p| p.canonicalize().unwrap_or_else(|_| p.to_path_buf()));
+    let compiled = compile_model(
+        &cfg,
+        &dtype_of,
+        source.as_deref(),
+        target,
+        !args.no_fuse,
+        args.max_context,
+        args.prefill_chunk,
+    )?;
     let unfused = if args.no_fuse {
         None
     } else {
-        Some(compile_model(&cfg, &dtype_of, source.as_deref(), target, false, args.max_context, args.prefill_chunk)?)
+        Some(compile_model(
+            &cfg,
+            &dtype_of,
+            source.as_deref(),
+            target,
+            false,
+            args.max_context,
+            args.prefill_chunk,
+        )?)
     };
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;

@@ -3,10 +3,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use gemma4c_frontend::Model;
+use gemma4c_passes::plan::{Plan, PLAN_FORMAT};
 use gemma4c_runtime::npy::write_npy_f32;
 use gemma4c_runtime::sampler::{Sampler, SamplingParams};
 use gemma4c_runtime::tokenizer::{TextStream, Tokenizer};
-use gemma4c_passes::plan::{Plan, PLAN_FORMAT};
 use gemma4c_runtime::{generate, Executor, Generation, PlanSession, ReferenceSession};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -67,8 +67,8 @@ pub struct Args {
 fn read_plan(dir: &Path) -> Result<Plan> {
     let path = dir.join("plan.json");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let plan: Plan =
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not a valid gemma4c plan: {e}", path.display()))?;
+    let plan: Plan = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not a valid gemma4c plan: {e}", path.display()))?;
     if plan.format != PLAN_FORMAT {
         bail!(
             "{}: plan format {} is not supported (this gemma4c reads format {PLAN_FORMAT}); recompile",
@@ -155,7 +155,9 @@ pub fn run(args: Args) -> Result<()> {
                 steps += 1;
             }
             if let (true, Some(s)) = (text_out, stream.as_mut()) {
-                let delta = s.push(token).map_err(|e| gemma4c_runtime::RuntimeError::Other(e.to_string()))?;
+                let delta = s
+                    .push(token)
+                    .map_err(|e| gemma4c_runtime::RuntimeError::Other(e.to_string()))?;
                 if let Some(delta) = delta {
                     let mut out = stdout.lock();
                     let _ = out.write_all(delta.as_bytes());

@@ -52,8 +52,17 @@ impl Reference {
             let data = view.data();
             match view.dtype() {
                 Dtype::F32 => {
-                    let v = data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-                    tensors.insert(name, RefTensor { shape: view.shape().to_vec(), data: v });
+                    let v = data
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect();
+                    tensors.insert(
+                        name,
+                        RefTensor {
+                            shape: view.shape().to_vec(),
+                            data: v,
+                        },
+                    );
                 }
                 Dtype::I64 => {
                     let v = data

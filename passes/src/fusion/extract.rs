@@ -31,7 +31,10 @@ fn children(n: &FusionLang) -> &[Id] {
 
 fn attr_index(eg: &FusionGraph, n: &FusionLang) -> Option<usize> {
     let first = *children(n).first()?;
-    eg[first].nodes.iter().find_map(|m| sym(m).strip_prefix("attr:").and_then(|i| i.parse().ok()))
+    eg[first]
+        .nodes
+        .iter()
+        .find_map(|m| sym(m).strip_prefix("attr:").and_then(|i| i.parse().ok()))
 }
 
 fn is_projection(n: &FusionLang) -> Option<usize> {
@@ -262,4 +265,3 @@ pub fn extract(
     }
     b.finish()
 }
-

@@ -51,7 +51,7 @@ impl FusionAnalysis {
     }
 
     /// The attribute entry a leaf class names.
-    pub fn attr_of<'a>(egraph: &'a FusionGraph, class: Id) -> Option<&'a Attr> {
+    pub fn attr_of(egraph: &FusionGraph, class: Id) -> Option<&Attr> {
         egraph[class].nodes.iter().find_map(|FusionLang::Node(sym, _)| {
             sym.as_str()
                 .strip_prefix("attr:")
@@ -109,13 +109,20 @@ pub fn to_egraph(graph: &Graph) -> (FusionGraph, Vec<Id>) {
             eg.add(node("leaf", vec![attr]))
         } else {
             let mut children = vec![attr];
-            children.extend(graph.operands(id).iter().map(|v| class_of[v.node.index()][v.port as usize]));
+            children.extend(
+                graph
+                    .operands(id)
+                    .iter()
+                    .map(|v| class_of[v.node.index()][v.port as usize]),
+            );
             eg.add(node(n.op.mnemonic(), children))
         };
         let results: Vec<Id> = if n.outputs.len() == 1 {
             vec![class]
         } else {
-            (0..n.outputs.len()).map(|p| eg.add(node(&format!("get{p}"), vec![class]))).collect()
+            (0..n.outputs.len())
+                .map(|p| eg.add(node(&format!("get{p}"), vec![class])))
+                .collect()
         };
         for (port, &c) in results.iter().enumerate() {
             eg[c].data = ClassInfo {

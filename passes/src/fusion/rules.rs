@@ -115,7 +115,9 @@ fn gelu_mul(eg: &mut FusionGraph, class: Id, s: &Subst) -> Vec<Id> {
     if !single_use(eg, gelu) || eg[a].data.bytes != eg[b].data.bytes {
         return vec![];
     }
-    let Some((_, name)) = op_of(eg, s, "?m") else { return vec![] };
+    let Some((_, name)) = op_of(eg, s, "?m") else {
+        return vec![];
+    };
     add_fused(eg, class, Op::GeluMul, &name, &[a, b])
 }
 
@@ -123,8 +125,12 @@ fn gelu_mul(eg: &mut FusionGraph, class: Id, s: &Subst) -> Vec<Id> {
 /// also replaces the add: the sum is the next residual.
 fn add_rms_norm(eg: &mut FusionGraph, class: Id, s: &Subst) -> Vec<Id> {
     let (a, b, w) = (s[var("?a")], s[var("?b")], s[var("?w")]);
-    let Some(sum) = existing(eg, "add", vec![s[var("?s")], a, b]) else { return vec![] };
-    let Some((op, name)) = op_of(eg, s, "?n") else { return vec![] };
+    let Some(sum) = existing(eg, "add", vec![s[var("?s")], a, b]) else {
+        return vec![];
+    };
+    let Some((op, name)) = op_of(eg, s, "?n") else {
+        return vec![];
+    };
     let Some(eps) = eps_of(&op) else { return vec![] };
     if eg[a].data.bytes != eg[b].data.bytes {
         return vec![]; // a broadcast add is not a residual add
@@ -143,7 +149,9 @@ fn norm_add_norm(eg: &mut FusionGraph, tuple: Id, s: &Subst) -> Vec<Id> {
     let (Some((outer, name)), Some((inner_op, _))) = (op_of(eg, s, "?t"), op_of(eg, s, "?n")) else {
         return vec![];
     };
-    let (Op::AddRmsNorm { eps }, Some(inner_eps)) = (outer, eps_of(&inner_op)) else { return vec![] };
+    let (Op::AddRmsNorm { eps }, Some(inner_eps)) = (outer, eps_of(&inner_op)) else {
+        return vec![];
+    };
     if eps != inner_eps {
         return vec![];
     }
@@ -172,8 +180,12 @@ fn rope_kv_write(eg: &mut FusionGraph, class: Id, s: &Subst) -> Vec<Id> {
     if !single_use(eg, existing(eg, "norm_rope", vec![s[var("?nr")], x, w, pos])) {
         return vec![];
     }
-    let Some((Op::NormRope { eps, rope }, _)) = op_of(eg, s, "?nr") else { return vec![] };
-    let Some((_, name)) = op_of(eg, s, "?k") else { return vec![] };
+    let Some((Op::NormRope { eps, rope }, _)) = op_of(eg, s, "?nr") else {
+        return vec![];
+    };
+    let Some((_, name)) = op_of(eg, s, "?k") else {
+        return vec![];
+    };
     add_fused(eg, class, Op::RopeKvWrite { eps, rope }, &name, &[cache, x, w, pos])
 }
 
@@ -183,7 +195,9 @@ fn norm_kv_write(eg: &mut FusionGraph, class: Id, s: &Subst) -> Vec<Id> {
     if !single_use(eg, existing(eg, "rms_norm", vec![s[var("?n")], v])) {
         return vec![];
     }
-    let (Some((norm, _)), Some((_, name))) = (op_of(eg, s, "?n"), op_of(eg, s, "?k")) else { return vec![] };
+    let (Some((norm, _)), Some((_, name))) = (op_of(eg, s, "?n"), op_of(eg, s, "?k")) else {
+        return vec![];
+    };
     let Some(eps) = eps_of(&norm) else { return vec![] };
     add_fused(eg, class, Op::NormKvWrite { eps }, &name, &[cache, v, pos])
 }
@@ -214,20 +228,36 @@ pub struct RuleSpec {
 /// Every fusion rule, in a fixed order.
 pub fn all_rules() -> Vec<RuleSpec> {
     vec![
-        RuleSpec { name: "gelu_mul", pattern: "(mul ?m (gelu_tanh ?g ?a) ?b)", action: gelu_mul },
-        RuleSpec { name: "add_rms_norm", pattern: "(rms_norm ?n (add ?s ?a ?b) ?w)", action: add_rms_norm },
+        RuleSpec {
+            name: "gelu_mul",
+            pattern: "(mul ?m (gelu_tanh ?g ?a) ?b)",
+            action: gelu_mul,
+        },
+        RuleSpec {
+            name: "add_rms_norm",
+            pattern: "(rms_norm ?n (add ?s ?a ?b) ?w)",
+            action: add_rms_norm,
+        },
         RuleSpec {
             name: "norm_add_norm",
             pattern: "(add_rms_norm ?t ?r (rms_norm ?n ?x ?w1) ?w2)",
             action: norm_add_norm,
         },
-        RuleSpec { name: "norm_rope", pattern: "(rope ?r (rms_norm ?n ?x ?w) ?pos)", action: norm_rope },
+        RuleSpec {
+            name: "norm_rope",
+            pattern: "(rope ?r (rms_norm ?n ?x ?w) ?pos)",
+            action: norm_rope,
+        },
         RuleSpec {
             name: "rope_kv_write",
             pattern: "(kv_write ?k ?c (norm_rope ?nr ?x ?w ?pos) ?pos)",
             action: rope_kv_write,
         },
-        RuleSpec { name: "norm_kv_write", pattern: "(kv_write ?k ?c (rms_norm ?n ?v) ?pos)", action: norm_kv_write },
+        RuleSpec {
+            name: "norm_kv_write",
+            pattern: "(kv_write ?k ?c (rms_norm ?n ?v) ?pos)",
+            action: norm_kv_write,
+        },
         RuleSpec {
             name: "logits_head",
             pattern: "(softcap ?c (matmul ?m (rms_norm ?n ?x ?w) ?t))",
