@@ -59,8 +59,8 @@ gen "$FIX/tiny_ple_bf16_mm" --variant ple      --seed 3 --dtype bfloat16 --confi
 if [[ -n "${UNSEEN_DIR:-}" ]]; then
     gen "$UNSEEN_DIR/ple_s7"      --variant ple      --seed 7
     gen "$UNSEEN_DIR/moe_s9"      --variant moe      --seed 9 --config-form multimodal --shards 3
-    gen "$UNSEEN_DIR/ple_long_s9" --variant ple_long --seed 9 --dtype bfloat16 --shards 2
-    gen "$UNSEEN_DIR/dense_kv_s5" --variant dense_kv --seed 5 --config-form multimodal
+    gen "$UNSEEN_DIR/ple_long_s6" --variant ple_long --seed 6 --dtype bfloat16 --shards 2
+    gen "$UNSEEN_DIR/dense_kv_s9" --variant dense_kv --seed 9 --config-form multimodal
 fi
 
 du -sh "$FIX"

@@ -80,9 +80,22 @@ reference.safetensors   (float32 model, eager attention; see `reference_meta.jso
     prefill.pre_softcap_logits f32 [P, V] lm_head output before soft-capping
     prefill.router_topk_index.{i} int64 [P, K]  (moe only)
     prefill.router_topk_weight.{i} f32 [P, K]   (moe only, after renorm * per_expert_scale)
-reference_meta.json     prompt, tokens, resolved per-layer table, files, cross-checks.
+reference_meta.json     prompt ids (+ `prompt_text` when the prompt is <bos> + a canonical tokenization),
+    generated ids (+ `generated_text`, the lossy tokenizer decode of random ids), resolved per-layer
+    table, weight files, cross-checks, and for bf16 weights `hf_bf16_compute` (HF run in bf16; for
+    information only: on these random models bf16 compute diverges from the f32 reference).
 
-The script exits 1 if a cross-check fails (see `hard_fail` at the end of main()).
+Cross-checks (reference_meta.json "checks"; the script exits 1 if one in `hard_fail` fails):
+    generate() == manual cache loop; decode-with-cache vs one no-cache forward (< 5e-3); the files hold
+    exactly the in-memory weights; transformers re-resolves the written config.json to the same layer
+    table; sdpa vs eager (< 5e-3) and reload-from-the-final-files vs reference (< 1e-3), both with the
+    class matching the config form; no eos id (generation_config) among the greedy tokens (a runtime
+    would stop early); tokenizer round-trip / no <unk> / AutoTokenizer agreement. Informational:
+    pre/post soft-cap range, min top-1/top-2 margin over the decode steps, and `f32_vs_f64_*`: the
+    distance of the f32 reference from the same model in float64 (the f32 noise floor; a warning is
+    printed above NOISE_LOGIT_WARN / NOISE_REL_WARN, meaning: pick another seed).
+Torch runs single-threaded on the CPU so the outputs are byte-identical wherever they are regenerated
+(the MoE expert kernels round differently with other thread counts).
 """
 
 from __future__ import annotations

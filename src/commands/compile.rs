@@ -162,12 +162,16 @@ pub fn run(args: Args) -> Result<()> {
         write("ir-after.txt", &gemma4c_ir::print(&compiled.fused[0]))?;
     }
     if args.stats {
+        // Baseline measured in the same run: the same pipeline without fusion.
+        let baseline = unfused.as_ref().map_or(compiled.compile_ms, |u| u.compile_ms);
         println!(
-            "{}: {} launches per token ({} unfused), compiled in {:.1} ms",
+            "{}: {} launches per token ({} unfused); compile {:.1} ms (unfused pipeline {:.1} ms, ratio {:.2})",
             target.name(),
             decode.launches(),
             unfused_launches,
-            compiled.compile_ms
+            compiled.compile_ms,
+            baseline,
+            compiled.compile_ms / baseline.max(1e-9)
         );
     }
     Ok(())

@@ -16,8 +16,8 @@ use gemma4c_ir::{Graph, GraphBuilder, IrError, Op, Value};
 use super::lang::{FusionGraph, FusionLang};
 use crate::cost::CostModel;
 
-/// Which node each class uses (index into the class's node list).
-type Selection = BTreeMap<Id, usize>;
+/// Which node each class uses (index into the class's node list), by class id.
+type Selection = Vec<usize>;
 
 fn sym(n: &FusionLang) -> &str {
     let FusionLang::Node(s, _) = n;
@@ -41,97 +41,129 @@ fn is_projection(n: &FusionLang) -> Option<usize> {
     sym(n).strip_prefix("get").and_then(|p| p.parse().ok())
 }
 
-struct Extractor<'a> {
-    eg: &'a FusionGraph,
-    model: &'a CostModel,
-    roots: &'a [Id],
+/// Per e-node facts the search needs, computed once.
+struct NodeFacts {
+    own_cost: f64,
+    /// Canonical child classes (attribute leaves included; they cost nothing).
+    children: Vec<usize>,
+    /// Attribute entry (None for projections).
+    attr: Option<usize>,
+}
+
+struct Extractor {
+    /// `facts[class][i]` for node `i` of each canonical class.
+    facts: Vec<Vec<NodeFacts>>,
+    roots: Vec<usize>,
     original_attrs: usize,
 }
 
-impl Extractor<'_> {
-    fn own_cost(&self, n: &FusionLang) -> f64 {
-        if sym(n) == "leaf" || sym(n).starts_with("attr:") || is_projection(n).is_some() {
-            return 0.0;
+impl Extractor {
+    fn new(eg: &FusionGraph, model: &CostModel, roots: &[Id], original_attrs: usize) -> Self {
+        let size = eg.classes().map(|c| usize::from(c.id) + 1).max().unwrap_or(0);
+        let mut facts: Vec<Vec<NodeFacts>> = (0..size).map(|_| Vec::new()).collect();
+        for class in eg.classes() {
+            facts[usize::from(class.id)] = class
+                .nodes
+                .iter()
+                .map(|n| {
+                    let attr = attr_index(eg, n);
+                    let free = sym(n) == "leaf"
+                        || sym(n).starts_with("attr:")
+                        || is_projection(n).is_some()
+                        || attr.is_some_and(|i| eg.analysis.attrs[i].op.is_view());
+                    let read: usize = children(n).iter().skip(1).map(|&c| eg[c].data.bytes).sum();
+                    NodeFacts {
+                        own_cost: if free {
+                            0.0
+                        } else {
+                            model.launch + model.per_byte * read as f64
+                        },
+                        children: children(n).iter().map(|&c| usize::from(eg.find(c))).collect(),
+                        attr,
+                    }
+                })
+                .collect();
         }
-        let op = attr_index(self.eg, n).map(|i| &self.eg.analysis.attrs[i].op);
-        let read: usize = children(n)[1..].iter().map(|&c| self.eg[c].data.bytes).sum();
-        match op {
-            Some(op) if op.is_view() => 0.0,
-            _ => self.model.launch + self.model.per_byte * read as f64,
+        Extractor {
+            facts,
+            roots: roots.iter().map(|&r| usize::from(eg.find(r))).collect(),
+            original_attrs,
         }
     }
 
     /// Cost of the DAG selected from the roots; infinite if the choice is cyclic.
-    fn dag_cost(&self, sel: &Selection) -> f64 {
-        #[derive(Clone, Copy, PartialEq)]
-        enum Mark {
-            Open,
-            Done,
-        }
-        let mut marks: HashMap<Id, Mark> = HashMap::new();
+    fn dag_cost(&self, sel: &Selection, marks: &mut [u8]) -> f64 {
+        const NEW: u8 = 0;
+        const OPEN: u8 = 1;
+        const DONE: u8 = 2;
+        marks.fill(NEW);
         let mut total = 0.0;
-        let mut stack: Vec<(Id, bool)> = self.roots.iter().rev().map(|&r| (self.eg.find(r), false)).collect();
+        let mut stack: Vec<(usize, bool)> = self.roots.iter().rev().map(|&r| (r, false)).collect();
         while let Some((class, expanded)) = stack.pop() {
             if expanded {
-                marks.insert(class, Mark::Done);
+                marks[class] = DONE;
                 continue;
             }
-            match marks.get(&class) {
-                Some(Mark::Done) => continue,
-                Some(Mark::Open) => return f64::INFINITY,
-                None => {}
+            match marks[class] {
+                DONE => continue,
+                OPEN => return f64::INFINITY,
+                _ => {}
             }
-            marks.insert(class, Mark::Open);
-            let n = &self.eg[class].nodes[sel[&class]];
-            total += self.own_cost(n);
+            marks[class] = OPEN;
+            let n = &self.facts[class][sel[class]];
+            total += n.own_cost;
             stack.push((class, true));
-            for &c in children(n).iter().rev() {
-                let c = self.eg.find(c);
-                match marks.get(&c) {
-                    Some(Mark::Done) => {}
-                    Some(Mark::Open) => return f64::INFINITY,
-                    None => stack.push((c, false)),
+            for &c in n.children.iter().rev() {
+                match marks[c] {
+                    DONE => {}
+                    OPEN => return f64::INFINITY,
+                    _ => stack.push((c, false)),
                 }
             }
         }
         total
     }
 
-    fn initial(&self) -> Selection {
-        let mut sel = Selection::new();
-        for class in self.eg.classes() {
-            let pick = class
-                .nodes
-                .iter()
-                .position(|n| attr_index(self.eg, n).is_some_and(|i| i < self.original_attrs))
-                .unwrap_or(0);
-            sel.insert(class.id, pick);
-        }
-        sel
+    fn is_fused(&self, n: &NodeFacts) -> bool {
+        n.attr.is_some_and(|a| a >= self.original_attrs)
     }
 
-    /// Candidate moves in a deterministic order.
-    fn moves(&self) -> Vec<Vec<(Id, usize)>> {
+    /// Every class starts with its original node (rewrites only add nodes).
+    fn initial(&self) -> Selection {
+        self.facts
+            .iter()
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .position(|n| n.attr.is_some_and(|a| a < self.original_attrs))
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// Candidate moves in a deterministic (class id) order.
+    fn moves(&self, eg: &FusionGraph) -> Vec<Vec<(usize, usize)>> {
         let mut moves = Vec::new();
-        let mut tuple_moves: BTreeMap<Id, Vec<(Id, usize)>> = BTreeMap::new();
-        let mut classes: Vec<Id> = self.eg.classes().map(|c| c.id).collect();
-        classes.sort();
-        for &class in &classes {
-            for (i, n) in self.eg[class].nodes.iter().enumerate() {
-                let fused = attr_index(self.eg, n).is_some_and(|a| a >= self.original_attrs);
-                if fused && self.eg[class].nodes.len() > 1 {
+        let mut tuple_moves: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
+        for (class, nodes) in self.facts.iter().enumerate() {
+            for (i, n) in nodes.iter().enumerate() {
+                if self.is_fused(n) && nodes.len() > 1 {
                     moves.push(vec![(class, i)]);
                 }
-                if is_projection(n).is_some() {
-                    let tuple = self.eg.find(children(n)[0]);
-                    let tuple_node = self.eg[tuple]
-                        .nodes
-                        .iter()
-                        .position(|t| attr_index(self.eg, t).is_some_and(|a| a >= self.original_attrs));
-                    if let Some(t) = tuple_node {
-                        let m = tuple_moves.entry(tuple).or_insert_with(|| vec![(tuple, t)]);
-                        m.push((class, i));
-                    }
+            }
+            if nodes.is_empty() {
+                continue;
+            }
+            for (i, node) in eg[Id::from(class)].nodes.iter().enumerate() {
+                if is_projection(node).is_none() {
+                    continue;
+                }
+                let tuple = self.facts[class][i].children[0];
+                if let Some(t) = self.facts[tuple].iter().position(|f| self.is_fused(f)) {
+                    tuple_moves
+                        .entry(tuple)
+                        .or_insert_with(|| vec![(tuple, t)])
+                        .push((class, i));
                 }
             }
         }
@@ -139,27 +171,28 @@ impl Extractor<'_> {
         moves
     }
 
-    fn run(&self) -> Selection {
+    fn run(&self, eg: &FusionGraph) -> Selection {
         let mut sel = self.initial();
-        let mut best = self.dag_cost(&sel);
-        let moves = self.moves();
+        let mut marks = vec![0u8; sel.len()];
+        let mut best = self.dag_cost(&sel, &mut marks);
+        let moves = self.moves(eg);
         for _round in 0..4 {
             let mut improved = false;
             for mv in &moves {
-                let saved: Vec<(Id, usize)> = mv.iter().map(|(c, _)| (*c, sel[c])).collect();
-                if saved.iter().zip(mv).all(|((_, old), (_, new))| old == new) {
+                if mv.iter().all(|&(c, n)| sel[c] == n) {
                     continue;
                 }
+                let saved: Vec<(usize, usize)> = mv.iter().map(|&(c, _)| (c, sel[c])).collect();
                 for &(c, n) in mv {
-                    sel.insert(c, n);
+                    sel[c] = n;
                 }
-                let cost = self.dag_cost(&sel);
+                let cost = self.dag_cost(&sel, &mut marks);
                 if cost < best - 1e-9 {
                     best = cost;
                     improved = true;
                 } else {
                     for (c, n) in saved {
-                        sel.insert(c, n);
+                        sel[c] = n;
                     }
                 }
             }
@@ -187,13 +220,7 @@ pub fn extract(
     original_attrs: usize,
     model: &CostModel,
 ) -> Result<Graph, IrError> {
-    let x = Extractor {
-        eg,
-        model,
-        roots,
-        original_attrs,
-    };
-    let sel = x.run();
+    let sel = Extractor::new(eg, model, roots, original_attrs).run(eg);
     // Leaf types come from the original graph (attr i = node i for original attrs).
     let leaf_types: Vec<_> = original.nodes().map(|(_, n)| n.outputs[0].clone()).collect();
 
@@ -204,7 +231,7 @@ pub fn extract(
         if built.contains_key(&class) {
             continue;
         }
-        let n = &eg[class].nodes[sel[&class]];
+        let n = &eg[class].nodes[sel[usize::from(class)]];
         let kids: Vec<Id> = match is_projection(n) {
             Some(_) => children(n).iter().map(|&c| eg.find(c)).collect(),
             None if sym(n) == "leaf" => vec![],
