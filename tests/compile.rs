@@ -81,8 +81,15 @@ fn fused_ops_appear_at_every_site() {
         let moe = cfg.moe.is_some() as u64;
         let name = dir.display();
         assert_eq!(ops["gelu_mul"], layers + ple_layers, "{name}: MLP + PLE sites");
-        // The attention sandwich in every layer, plus the MoE output sandwich.
-        assert_eq!(ops["norm_add_norm"], layers * (1 + moe), "{name}");
+        // The attention sandwich (post-norm, residual add, pre-norm) in every layer;
+        // post-norm + residual add after the MLP, after PLE, and for the MoE sum.
+        assert_eq!(ops["norm_add_norm"], layers, "{name}");
+        assert_eq!(ops["norm_add"], layers * (1 + moe) + ple_layers, "{name}");
+        assert_eq!(
+            ops.get("moe_router").and_then(Value::as_u64).unwrap_or(0),
+            layers * moe,
+            "{name}"
+        );
         assert_eq!(ops["norm_rope"], layers, "{name}: q norm+rope in every layer");
         assert_eq!(
             ops["rope_kv_write"], cached,

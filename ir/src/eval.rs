@@ -90,6 +90,17 @@ pub fn eval(op: &Op, operands: &[&Tensor]) -> Result<Vec<Tensor>, String> {
             let normed = eval(&Op::RmsNorm { eps: *eps }, &operands[..2])?.remove(0);
             eval(&Op::Rope { rope: rope.clone() }, &[&normed, operands[2]])
         }
+        Op::NormAdd { eps } => {
+            let branch = eval(&Op::RmsNorm { eps: *eps }, &operands[1..3])?.remove(0);
+            eval(&Op::Add, &[operands[0], &branch])
+        }
+        Op::MoeRouter { eps, scalar, top_k } => {
+            let normed = eval(&Op::RmsNorm { eps: *eps }, &operands[..1])?.remove(0);
+            let scaled = eval(&Op::Mul, &[&normed, operands[1]])?.remove(0);
+            let scaled = eval(&Op::Scale { factor: *scalar }, &[&scaled])?.remove(0);
+            let scores = eval(&Op::MatMul, &[&scaled, operands[2]])?.remove(0);
+            eval(&Op::MoeRoute { top_k: *top_k }, &[&scores, operands[3]])
+        }
         Op::LogitsHead { eps, cap } => {
             let normed = eval(&Op::RmsNorm { eps: *eps }, &operands[..2])?.remove(0);
             let logits = eval(&Op::MatMul, &[&normed, operands[2]])?.remove(0);

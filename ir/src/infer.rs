@@ -256,6 +256,19 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<Vec<TensorType>, Strin
             let v = infer(&Op::RmsNorm { eps: *eps }, &[operands[1]])?.remove(0);
             infer(&Op::KvWrite, &[operands[0], &v, operands[2]])
         }
+        Op::NormAdd { eps } => {
+            arity(3)?;
+            let branch = infer(&Op::RmsNorm { eps: *eps }, &[operands[1], operands[2]])?.remove(0);
+            same_shape(operands[0], &branch)?;
+            infer(&Op::Add, &[operands[0], &branch])
+        }
+        Op::MoeRouter { eps, top_k, .. } => {
+            arity(4)?;
+            let normed = infer(&Op::RmsNorm { eps: *eps }, &[operands[0]])?.remove(0);
+            let scaled = infer(&Op::Mul, &[&normed, operands[1]])?.remove(0);
+            let scores = infer(&Op::MatMul, &[&scaled, operands[2]])?.remove(0);
+            infer(&Op::MoeRoute { top_k: *top_k }, &[&scores, operands[3]])
+        }
         Op::LogitsHead { eps, cap } => {
             arity(3)?;
             let normed = infer(&Op::RmsNorm { eps: *eps }, &[operands[0], operands[1]])?.remove(0);

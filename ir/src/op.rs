@@ -138,6 +138,13 @@ pub enum Op {
     /// V path into the cache: `(cache, v, pos)` → cache with `rms_norm(v)` (no
     /// weight) written at `pos`.
     NormKvWrite { eps: f32 },
+    /// Sandwich post-norm and residual add: `(residual, x, w)` →
+    /// `residual + rms_norm(x) * w` (MLP and PLE branches).
+    NormAdd { eps: f32 },
+    /// The whole MoE router: `(x [S, H], scale [H], proj [E, H], per_expert_scale [E])`
+    /// → `moe_route(rms_norm(x) * scale * scalar @ proj^T, per_expert_scale)`
+    /// (the norm has no weight; `scalar` is `H^-0.5`).
+    MoeRouter { eps: f32, scalar: f32, top_k: usize },
     /// Final norm, tied LM head and soft-cap: `(x, w_norm, table [V, H])` →
     /// `softcap(rms_norm(x) * w_norm @ table^T)`.
     LogitsHead { eps: f32, cap: Option<f32> },
@@ -171,6 +178,8 @@ impl Op {
             Op::RopeKvWrite { .. } => "rope_kv_write",
             Op::NormKvWrite { .. } => "norm_kv_write",
             Op::LogitsHead { .. } => "logits_head",
+            Op::NormAdd { .. } => "norm_add",
+            Op::MoeRouter { .. } => "moe_router",
         }
     }
 
@@ -190,6 +199,8 @@ impl Op {
                 | Op::RopeKvWrite { .. }
                 | Op::NormKvWrite { .. }
                 | Op::LogitsHead { .. }
+                | Op::NormAdd { .. }
+                | Op::MoeRouter { .. }
         )
     }
 
@@ -217,7 +228,10 @@ impl fmt::Display for Op {
             Op::Slice { axis, start, end } => write!(f, "[axis={axis},{start}..{end}]"),
             Op::RmsNorm { eps } => write!(f, "[eps={}]", fmt_f32(*eps)),
             Op::Rope { rope } => write!(f, "[{}]", rope_attrs(rope)),
-            Op::AddRmsNorm { eps } | Op::NormAddNorm { eps } | Op::NormKvWrite { eps } => {
+            Op::MoeRouter { eps, scalar, top_k } => {
+                write!(f, "[eps={},scalar={},top_k={top_k}]", fmt_f32(*eps), fmt_f32(*scalar))
+            }
+            Op::AddRmsNorm { eps } | Op::NormAddNorm { eps } | Op::NormKvWrite { eps } | Op::NormAdd { eps } => {
                 write!(f, "[eps={}]", fmt_f32(*eps))
             }
             Op::NormRope { eps, rope } | Op::RopeKvWrite { eps, rope } => {

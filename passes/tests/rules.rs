@@ -329,3 +329,80 @@ fn logits_head_negative_without_softcap() {
         false,
     );
 }
+
+fn post_norm_graph(shared: bool) -> Graph {
+    let mut b = GraphBuilder::new("mlp_residual");
+    let r = b.input("residual", InputRole::TokenIds, f32t(&[2, 16]));
+    let x = b.input("mlp_out", InputRole::TokenIds, f32t(&[2, 16]));
+    let w = b.weight("post_feedforward_layernorm.weight", f32t(&[16]));
+    let n = b.rms_norm(x, Some(w), EPS, "post_feedforward_layernorm").unwrap();
+    let s = b.add(r, n, "mlp_residual").unwrap();
+    b.output("y", s);
+    if shared {
+        b.output("normed", n);
+    }
+    b.finish().unwrap()
+}
+
+#[test]
+fn norm_add_positive() {
+    check(
+        "norm_add_positive",
+        post_norm_graph(false),
+        &["norm_add"],
+        "norm_add",
+        true,
+    );
+}
+
+#[test]
+fn norm_add_negative() {
+    check(
+        "norm_add_negative",
+        post_norm_graph(true),
+        &["norm_add"],
+        "norm_add",
+        false,
+    );
+}
+
+fn router_graph(shared: bool) -> Graph {
+    let mut b = GraphBuilder::new("router");
+    let r = b.input("residual", InputRole::TokenIds, f32t(&[2, 16]));
+    let scale = b.weight("router.scale", f32t(&[16]));
+    let proj = b.weight("router.proj.weight", f32t(&[8, 16]));
+    let pes = b.weight("router.per_expert_scale", f32t(&[8]));
+    let n = b.rms_norm(r, None, EPS, "router.norm").unwrap();
+    let n = b.mul(n, scale, "router.scaled").unwrap();
+    let n = b.scale(n, 0.25, "router.scalar_root_size").unwrap();
+    let scores = b.matmul(n, proj, "router.proj").unwrap();
+    let route = b.op_multi(Op::MoeRoute { top_k: 2 }, &[scores, pes], "router").unwrap();
+    b.output("weights", route[0]);
+    b.output("experts", route[1]);
+    if shared {
+        b.output("scores", scores);
+    }
+    b.finish().unwrap()
+}
+
+#[test]
+fn moe_router_positive() {
+    check(
+        "moe_router_positive",
+        router_graph(false),
+        &["moe_router"],
+        "moe_router",
+        true,
+    );
+}
+
+#[test]
+fn moe_router_negative() {
+    check(
+        "moe_router_negative",
+        router_graph(true),
+        &["moe_router"],
+        "moe_router",
+        false,
+    );
+}

@@ -218,6 +218,50 @@ fn logits_head(eg: &mut FusionGraph, class: Id, s: &Subst) -> Vec<Id> {
     add_fused(eg, class, Op::LogitsHead { eps, cap: Some(cap) }, &name, &[x, w, table])
 }
 
+/// Sandwich post-norm and residual add: `r + rms_norm(x) * w` → `norm_add(r, x, w)`.
+fn norm_add(eg: &mut FusionGraph, class: Id, s: &Subst) -> Vec<Id> {
+    let (r, x, w) = (s[var("?r")], s[var("?x")], s[var("?w")]);
+    let norm = existing(eg, "rms_norm", vec![s[var("?n")], x, w]);
+    if !single_use(eg, norm) || norm.is_some_and(|n| eg[n].data.bytes != eg[r].data.bytes) {
+        return vec![];
+    }
+    let (Some((norm_op, _)), Some((_, name))) = (op_of(eg, s, "?n"), op_of(eg, s, "?s")) else {
+        return vec![];
+    };
+    let Some(eps) = eps_of(&norm_op) else { return vec![] };
+    add_fused(eg, class, Op::NormAdd { eps }, &name, &[r, x, w])
+}
+
+/// The MoE router chain (weightless norm, per-channel scale, `H^-0.5`, projection,
+/// softmax/top-k) → one `moe_router`.
+fn moe_router(eg: &mut FusionGraph, tuple: Id, s: &Subst) -> Vec<Id> {
+    let (x, scale, proj, pes) = (s[var("?x")], s[var("?s")], s[var("?proj")], s[var("?pes")]);
+    let norm = existing(eg, "rms_norm", vec![s[var("?n")], x]);
+    let Some(norm_c) = norm else { return vec![] };
+    let mul = existing(eg, "mul", vec![s[var("?mu")], norm_c, scale]);
+    let Some(mul_c) = mul else { return vec![] };
+    let scaled = existing(eg, "scale", vec![s[var("?sc")], mul_c]);
+    let Some(scaled_c) = scaled else { return vec![] };
+    let scores = existing(eg, "matmul", vec![s[var("?mm")], scaled_c, proj]);
+    if ![norm, mul, scaled, scores].into_iter().all(|c| single_use(eg, c)) {
+        return vec![];
+    }
+    let attrs = (op_of(eg, s, "?n"), op_of(eg, s, "?sc"), op_of(eg, s, "?mr"));
+    let (Some((norm_op, _)), Some((Op::Scale { factor }, _)), Some((Op::MoeRoute { top_k }, name))) = attrs else {
+        return vec![];
+    };
+    let Some(eps) = eps_of(&norm_op) else { return vec![] };
+    let (Some(r0), Some(r1)) = (existing(eg, "get0", vec![tuple]), existing(eg, "get1", vec![tuple])) else {
+        return vec![];
+    };
+    let op = Op::MoeRouter {
+        eps,
+        scalar: factor,
+        top_k,
+    };
+    add_fused_pair(eg, [r0, r1], op, &name, &[x, scale, proj, pes])
+}
+
 /// A named rule set.
 pub struct RuleSpec {
     pub name: &'static str,
@@ -257,6 +301,16 @@ pub fn all_rules() -> Vec<RuleSpec> {
             name: "norm_kv_write",
             pattern: "(kv_write ?k ?c (rms_norm ?n ?v) ?pos)",
             action: norm_kv_write,
+        },
+        RuleSpec {
+            name: "norm_add",
+            pattern: "(add ?s ?r (rms_norm ?n ?x ?w))",
+            action: norm_add,
+        },
+        RuleSpec {
+            name: "moe_router",
+            pattern: "(moe_route ?mr (matmul ?mm (scale ?sc (mul ?mu (rms_norm ?n ?x) ?s)) ?proj) ?pes)",
+            action: moe_router,
         },
         RuleSpec {
             name: "logits_head",
