@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use gemma4c_ir::{DType, Graph, InputRole, IrError, Op};
+use gemma4c_ir::{DType, Graph, InputRole, IrError, Op, Value};
 use serde::{Deserialize, Serialize};
 
 /// Version of the plan.json format.
@@ -176,6 +176,7 @@ pub fn lower(
     // Buffer of each (node, port).
     let mut buf_of: Vec<Vec<usize>> = vec![Vec::new(); graph.node_count()];
     let mut steps: Vec<Step> = Vec::new();
+    let mut cache_version: BTreeMap<usize, Value> = BTreeMap::new();
     let outputs: BTreeMap<(usize, u32), &str> = graph
         .outputs()
         .iter()
@@ -196,11 +197,24 @@ pub fn lower(
             buffers.push(b);
             buffers.len() - 1
         };
-        let operands: Vec<usize> = graph
-            .operands(id)
+        let operand_values = graph.operands(id);
+        let operands: Vec<usize> = operand_values
             .iter()
             .map(|v| buf_of[v.node.index()][v.port as usize])
             .collect();
+        // In-place caches: a step may only read the newest version of a cache,
+        // or it would see keys written after the value it asked for.
+        for (v, &b) in operand_values.iter().zip(&operands) {
+            if let Some(newest) = cache_version.get(&b) {
+                if newest != v {
+                    return Err(err(format!(
+                        "`{}` reads an old version of cache `{}` after it was updated in place",
+                        node.name,
+                        graph.node(v.node).name
+                    )));
+                }
+            }
+        }
         match &node.op {
             Op::Weight { key } => {
                 let index = match weights.iter().position(|w| &w.key == key) {
@@ -241,6 +255,7 @@ pub fn lower(
                 };
                 let b = new_buf(&mut buffers, BufferKind::State { index }, 0);
                 buf_of[id.index()] = vec![b];
+                cache_version.insert(b, Value::new(id, 0));
             }
             Op::Input { .. } => {
                 let b = new_buf(
@@ -266,6 +281,7 @@ pub fn lower(
                     )));
                 }
                 buf_of[id.index()] = vec![cache];
+                cache_version.insert(cache, Value::new(id, 0));
                 steps.push(Step {
                     op: op.clone(),
                     name: node.name.clone(),

@@ -406,3 +406,25 @@ fn moe_router_negative() {
         false,
     );
 }
+
+#[test]
+fn plan_rejects_reading_a_cache_after_its_in_place_update() {
+    use gemma4c_passes::plan::lower;
+    let mut b = GraphBuilder::new("stale_cache");
+    let cache = b.input("k_cache", InputRole::KvCache, f32t(&[1, 4, 8]));
+    let k = b.input("k", InputRole::TokenIds, f32t(&[1, 1, 8]));
+    let q = b.input("q", InputRole::TokenIds, f32t(&[1, 2, 8]));
+    let pos = b.input("position", InputRole::Position, TensorType::i32([1]));
+    let new = b.op(Op::KvWrite, &[cache, k, pos], "k_cache_write").unwrap();
+    let attn = Op::Attention {
+        window: None,
+        scale: 1.0,
+    };
+    // Attends over the cache as it was before the write: impossible in place.
+    let a = b.op(attn, &[q, cache, cache, pos], "attention").unwrap();
+    b.output("a", a);
+    b.output("k_cache", new);
+    let g = b.finish().unwrap();
+    let err = lower("decode", 1, &g, &mut Vec::new(), &mut Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("old version of cache `k_cache`"), "{err}");
+}
