@@ -67,7 +67,12 @@ impl RopeParams {
             theta: self.theta,
             head_dim,
             rotated_pairs,
-            factor: self.factor,
+            // transformers' default RoPE ignores `factor` (it only warns).
+            factor: if self.rope_type == "proportional" {
+                self.factor
+            } else {
+                1.0
+            },
         }
     }
 }
@@ -102,6 +107,9 @@ pub struct Gemma4Config {
     pub final_logit_softcapping: Option<f32>,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
+    /// Multimodal checkpoints only: ids (image, video, audio placeholders) that
+    /// the text path replaces by `pad_token_id` before embedding.
+    pub multimodal_placeholder_ids: Vec<u32>,
     pub num_kv_shared_layers: usize,
     pub use_double_wide_mlp: bool,
     pub ple: Option<PleConfig>,
@@ -170,8 +178,9 @@ impl Gemma4Config {
             message: "expected a JSON object".into(),
         })?;
         let model_type = top.get("model_type").and_then(Value::as_str).unwrap_or("");
-        let (text, prefix) = match model_type {
-            "gemma4_text" => (top.clone(), ""),
+        let outer = Fields::new(path, "", top.clone());
+        let (text, prefix, placeholders) = match model_type {
+            "gemma4_text" => (top.clone(), "", Vec::new()),
             "gemma4" => match top.get("text_config") {
                 Some(Value::Object(t)) => {
                     // Special ids may live on the outer config only.
@@ -181,7 +190,26 @@ impl Gemma4Config {
                             t.insert(key.to_string(), v.clone());
                         }
                     }
-                    (t, "text_config.")
+                    // `Gemma4ForConditionalGeneration` ties its LM head by the outer flag.
+                    t.insert(
+                        "tie_word_embeddings".into(),
+                        Value::Bool(outer.bool_or("tie_word_embeddings", true)?),
+                    );
+                    // Its text path replaces image/video/audio placeholder ids by pad
+                    // before the embedding lookups (transformers' defaults when absent).
+                    let mut ids = Vec::new();
+                    for (key, default) in [
+                        ("image_token_id", 258_880u32),
+                        ("video_token_id", 258_884),
+                        ("audio_token_id", 258_881),
+                    ] {
+                        match outer.get(key) {
+                            Some(v) => ids.extend(outer.token_ids(key, v)?),
+                            None if top.contains_key(key) => {} // explicit null: no placeholder
+                            None => ids.push(default),
+                        }
+                    }
+                    (t, "text_config.", ids)
                 }
                 _ => {
                     return Err(FrontendError::Config {
@@ -206,7 +234,7 @@ impl Gemma4Config {
                 });
             }
         }
-        resolve(&Fields::new(path, prefix, text))
+        resolve(&Fields::new(path, prefix, text), placeholders)
     }
 }
 
@@ -300,7 +328,7 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn resolve(f: &Fields) -> Result<Gemma4Config, FrontendError> {
+fn resolve(f: &Fields, multimodal_placeholder_ids: Vec<u32>) -> Result<Gemma4Config, FrontendError> {
     let vocab_size = f.usize_req("vocab_size")?;
     let hidden_size = f.usize_req("hidden_size")?;
     let num_hidden_layers = f.usize_req("num_hidden_layers")?;
@@ -506,6 +534,7 @@ fn resolve(f: &Fields) -> Result<Gemma4Config, FrontendError> {
         final_logit_softcapping: (softcap > 0.0).then_some(softcap as f32),
         max_position_embeddings,
         tie_word_embeddings: f.bool_or("tie_word_embeddings", true)?,
+        multimodal_placeholder_ids,
         num_kv_shared_layers,
         use_double_wide_mlp,
         ple,
@@ -623,8 +652,10 @@ fn parse_rope(f: &Fields) -> Result<(RopeParams, RopeParams), FrontendError> {
         };
         let p = p.as_object().ok_or_else(|| f.err(&field, "expected an object"))?;
         let sub = Fields::new(f.path, "", p.clone());
+        // `type` is the legacy spelling transformers still accepts.
         let rope_type = sub
             .get("rope_type")
+            .or_else(|| sub.get("type"))
             .and_then(Value::as_str)
             .unwrap_or("default")
             .to_string();

@@ -153,14 +153,32 @@ impl ModelBuilder<'_> {
             caches.push((l.index, LayerKv { k, v }));
         }
 
-        // Token embedding, scaled by sqrt(H) in the weight dtype.
+        // Multimodal checkpoints embed image/video/audio placeholders as pad
+        // (only ids inside the vocabulary can occur, so others need no op).
+        let placeholders: Vec<i32> = cfg
+            .multimodal_placeholder_ids
+            .iter()
+            .filter(|&&t| (t as usize) < cfg.vocab_size)
+            .map(|&t| t as i32)
+            .collect();
+        let text_ids = if placeholders.is_empty() {
+            ids
+        } else {
+            let op = Op::ReplaceIds {
+                ids: placeholders,
+                with: cfg.pad_token_id as i32,
+            };
+            self.b.op(op, &[ids], "placeholder_ids_to_pad")?
+        };
+
+        // Token embedding, scaled by sqrt(H) in the activation dtype.
         let table = self.w("embed_tokens.weight", &[cfg.vocab_size, h]);
-        let x = self.b.embedding(table, ids, "embed_tokens")?;
+        let x = self.b.embedding(table, text_ids, "embed_tokens")?;
         let scale = self.embed_scale(h);
         let mut x = self.b.scale(x, scale, "embed_tokens.scale")?;
 
         let ple = match cfg.ple {
-            Some(_) => Some(self.per_layer_inputs(ids, x)?),
+            Some(_) => Some(self.per_layer_inputs(text_ids, x)?),
             None => None,
         };
 

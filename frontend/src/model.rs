@@ -27,8 +27,13 @@ impl Model {
                 message: "not a directory (expected a Hugging Face checkpoint directory)".into(),
             });
         }
-        let config = Gemma4Config::from_file(&config_path)?;
+        let mut config = Gemma4Config::from_file(&config_path)?;
         let checkpoint = Checkpoint::open(dir)?;
+        // transformers does not tie a stored `lm_head.weight` to the embedding,
+        // whatever `tie_word_embeddings` says: a stored head is the head.
+        if checkpoint.get("lm_head.weight").is_some() {
+            config.tie_word_embeddings = false;
+        }
         let model = Model {
             dir: dir.to_path_buf(),
             config,
