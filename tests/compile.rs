@@ -24,19 +24,8 @@ fn compile(model: &Path, out: &Path, extra: &[&str]) -> CliOutput {
 }
 
 fn run_plan(plan: &Path, r: &Reference) -> CliOutput {
-    gemma4c(&[
-        "run",
-        "--plan",
-        plan.to_str().expect("utf-8"),
-        "--executor",
-        "reference",
-        "--prompt-ids",
-        &ids_csv(&r.prompt()),
-        "--max-new-tokens",
-        &r.generated().len().to_string(),
-        "--output",
-        "ids",
-    ])
+    let source = ["--plan", plan.to_str().expect("utf-8"), "--executor", "reference"];
+    run_ids(&source, &r.prompt(), r.generated().len(), &[])
 }
 
 fn stats(out: &Path) -> Value {

@@ -24,21 +24,12 @@ fn cli_greedy_ids_and_logits_match_hf_on_every_fixture() {
         let want = r.generated();
         let tmp = tempfile::tempdir().expect("tempdir");
         let npy = tmp.path().join("logits.npy");
-        let out = gemma4c(&[
-            "run",
-            "--model",
-            dir.to_str().expect("utf-8 path"),
-            "--prompt-ids",
-            &ids_csv(&r.prompt()),
-            "--max-new-tokens",
-            &want.len().to_string(),
-            "--temperature",
-            "0",
-            "--output",
-            "ids",
-            "--logits-out",
-            npy.to_str().expect("utf-8 path"),
-        ]);
+        let out = run_ids(
+            &["--model", dir.to_str().expect("utf-8 path")],
+            &r.prompt(),
+            want.len(),
+            &["--temperature", "0", "--logits-out", npy.to_str().expect("utf-8 path")],
+        );
         assert_eq!(out.code, 0, "{}: {}", dir.display(), out.stderr);
         let got: Vec<u32> = out.stdout.split_whitespace().map(|t| t.parse().expect("id")).collect();
         assert_eq!(got, want, "{}: greedy ids differ from HF", dir.display());
@@ -65,19 +56,12 @@ fn chunked_prefill_matches_hf() {
     for dir in fixtures() {
         let r = Reference::load(&dir);
         for chunk in ["1", "3", "5"] {
-            let out = gemma4c(&[
-                "run",
-                "--model",
-                dir.to_str().expect("utf-8 path"),
-                "--prompt-ids",
-                &ids_csv(&r.prompt()),
-                "--max-new-tokens",
-                &r.generated().len().to_string(),
-                "--output",
-                "ids",
-                "--prefill-chunk",
-                chunk,
-            ]);
+            let out = run_ids(
+                &["--model", dir.to_str().expect("utf-8 path")],
+                &r.prompt(),
+                r.generated().len(),
+                &["--prefill-chunk", chunk],
+            );
             assert_eq!(out.code, 0, "{}: {}", dir.display(), out.stderr);
             let want: Vec<String> = r.generated().iter().map(u32::to_string).collect();
             assert_eq!(out.stdout.trim(), want.join(" "), "{} chunk {chunk}", dir.display());

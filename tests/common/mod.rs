@@ -112,3 +112,15 @@ pub fn gemma4c(args: &[&str]) -> CliOutput {
 pub fn ids_csv(ids: &[u32]) -> String {
     ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
+
+/// `gemma4c run SOURCE --prompt-ids PROMPT --max-new-tokens N --output ids EXTRA...`,
+/// where SOURCE is e.g. `["--model", dir]` or `["--plan", out]`.
+pub fn run_ids(source: &[&str], prompt: &[u32], new_tokens: usize, extra: &[&str]) -> CliOutput {
+    let prompt = ids_csv(prompt);
+    let n = new_tokens.to_string();
+    let mut args = vec!["run"];
+    args.extend_from_slice(source);
+    args.extend_from_slice(&["--prompt-ids", &prompt, "--max-new-tokens", &n, "--output", "ids"]);
+    args.extend_from_slice(extra);
+    gemma4c(&args)
+}
