@@ -11,3 +11,15 @@ fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 # --- install steps for the backends go below (one block per dependency) ---
+
+# CPU target (inkwell): LLVM 19 from Debian's main archive (the preinstalled llvm-14 is too old
+# for the fast-math flags the matvec kernels need). Dynamic linking needs llvm-19-dev only.
+if ! command -v llvm-config-19 >/dev/null 2>&1; then
+    apt-get update >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        llvm-19-dev libpolly-19-dev libzstd-dev zlib1g-dev >/dev/null
+fi
+
+# Tenstorrent simulator tests (tests/tt_sim.rs): tt-lang-sim + torch in a venv cached outside
+# the repository (~/.cache/gemma4c/venv-sim-<hash of tests/tt/requirements-sim.txt>).
+bash tools/setup_sim_venv.sh >/dev/null

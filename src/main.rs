@@ -23,6 +23,8 @@ enum Command {
     Run(commands::run::Args),
     /// Compile a checkpoint (or config) for a target into an artifact directory.
     Compile(commands::compile::Args),
+    /// Measure prefill/decode speed of the JIT executor against memory bandwidth.
+    Bench(commands::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
         Command::Ir(a) => commands::ir::run(a),
         Command::Run(a) => commands::run::run(a),
         Command::Compile(a) => commands::compile::run(a),
+        Command::Bench(a) => commands::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,8 +6,9 @@
 # file, so a changed pin gets a fresh environment and an unchanged one is
 # reused across runs and clones:
 #     ${GEMMA4C_CACHE:-~/.cache/gemma4c}/venv-sim-<hash>
-# Usage: tools/setup_sim_venv.sh            (create if missing, print path)
-#        GEMMA4C_SIM_VENV=DIR tests ...     (what the tests read; see tests/tt_sim.rs)
+# Usage: tools/setup_sim_venv.sh            create if missing, print its path
+#        tools/setup_sim_venv.sh --check    print its path if it is complete, else exit 1
+# The tests (tests/tt_sim.rs) use $GEMMA4C_SIM_VENV, else the --check path, else skip.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 req="$root/tests/tt/requirements-sim.txt"
@@ -16,9 +17,17 @@ hash="$(sha256sum "$req" | cut -c1-12)"
 venv="$cache/venv-sim-$hash"
 py="${PYTHON:-python3}"
 
+if [ "${1:-}" = "--check" ]; then
+    [ -f "$venv/.complete" ] || exit 1
+    echo "$venv"
+    exit 0
+fi
 if [ ! -f "$venv/.complete" ]; then
     echo "setting up the simulator venv in $venv (one time)" >&2
     mkdir -p "$cache"
+    if ! "$py" -c "import venv, ensurepip" 2>/dev/null && command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq python3-venv >&2
+    fi
     rm -rf "$venv"
     "$py" -m venv "$venv"
     "$venv/bin/pip" install --quiet --upgrade pip >&2

@@ -39,18 +39,6 @@ pub fn eval(op: &Op, operands: &[&Tensor]) -> Result<Vec<Tensor>, String> {
             let out = v.iter().map(|x| if ids.contains(x) { *with } else { *x }).collect();
             one(Tensor::i32(shape0(), out))
         }
-        Op::SelectRows { ids } => {
-            let sel = operands[0].as_i32().ok_or("ids must be i32")?;
-            let (a, b) = (f(1)?, f(2)?);
-            let h = operands[1].shape[1];
-            let mut out = a.to_vec();
-            for (s, id) in sel.iter().enumerate() {
-                if ids.contains(id) {
-                    out[s * h..(s + 1) * h].copy_from_slice(&b[s * h..(s + 1) * h]);
-                }
-            }
-            one(Tensor::f32(operands[1].shape.clone(), out))
-        }
         Op::Embedding => embedding(f(0)?, &operands[0].shape, operands[1]).map(|t| vec![t]),
         Op::MatMul => {
             let (x, w) = (f(0)?, f(1)?);

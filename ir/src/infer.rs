@@ -90,15 +90,6 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<Vec<TensorType>, Strin
             }
             Ok(vec![operands[0].clone()])
         }
-        Op::SelectRows { .. } => {
-            arity(3)?;
-            let (ids, a, b) = (operands[0], operands[1], operands[2]);
-            same_shape(a, b)?;
-            if ids.dtype != DType::I32 || ids.rank() != 1 || a.rank() != 2 || a.shape[0] != ids.shape[0] {
-                return Err(format!("select_rows takes ids i32[S] and rows [S, H], got {ids}, {a}"));
-            }
-            Ok(vec![TensorType::f32(a.shape.clone())])
-        }
         Op::Embedding => {
             arity(2)?;
             float(0, "table")?;

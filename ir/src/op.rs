@@ -91,9 +91,6 @@ pub enum Op {
     /// Ids in `ids` become `with`: operands `(ids i32[S])` → `i32[S]`. Multimodal
     /// checkpoints map image/video/audio placeholders to pad before embedding.
     ReplaceIds { ids: Vec<i32>, with: i32 },
-    /// Row `s` of `b` where `ids[s]` is in `ids`, else row `s` of `a`: operands
-    /// `(ids i32[S], a [S, H], b [S, H])` → `f32[S, H]`.
-    SelectRows { ids: Vec<i32> },
     /// `table[ids]`: operands `(table [V, H], ids i32[S])` → `f32[S, H]`.
     Embedding,
     /// `x @ w^T`: operands `(x [.., K], w [N, K])` → `f32[.., N]`. Weights are
@@ -170,7 +167,6 @@ impl Op {
             Op::Reshape { .. } => "reshape",
             Op::Slice { .. } => "slice",
             Op::ReplaceIds { .. } => "replace_ids",
-            Op::SelectRows { .. } => "select_rows",
             Op::Embedding => "embedding",
             Op::MatMul => "matmul",
             Op::RmsNorm { .. } => "rms_norm",
@@ -255,7 +251,6 @@ impl fmt::Display for Op {
             },
             Op::MoeRoute { top_k } => write!(f, "[top_k={top_k}]"),
             Op::ReplaceIds { ids, with } => write!(f, "[ids={ids:?},with={with}]"),
-            Op::SelectRows { ids } => write!(f, "[ids={ids:?}]"),
             _ => Ok(()),
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod generate;
+pub mod jit;
 pub mod npy;
 pub mod plan_session;
 pub mod sampler;

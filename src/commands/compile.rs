@@ -93,8 +93,8 @@ pub fn run(args: Args) -> Result<()> {
             bail!("unknown --emit `{e}` (expected ir-before, ir-after or plan)");
         }
     }
-    if !matches!(target, Target::Cpu) {
-        bail!("target `{target}` is not implemented yet (available: cpu)");
+    if !matches!(target, Target::Cpu) && !target.is_tenstorrent() {
+        bail!("target `{target}` is not implemented yet (available: cpu, tt-p300, tt-p150, tt-n150)");
     }
     let model = match &args.model {
         Some(dir) => Some(Model::open(dir)?),
@@ -139,12 +139,45 @@ pub fn run(args: Args) -> Result<()> {
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
     };
     write("plan.json", &compiled.plan.to_json())?;
+    if matches!(target, Target::Cpu) {
+        let ll = gemma4c_backends::cpu::kernels_ll(&compiled.plan).map_err(anyhow::Error::msg)?;
+        write(gemma4c_backends::cpu::KERNELS_FILE, &ll)?;
+    }
     let decode = compiled.plan.program("decode").context("plan has no decode program")?;
     let unfused_launches = unfused
         .as_ref()
         .and_then(|u| u.plan.program("decode").map(|p| p.launches()))
         .unwrap_or(decode.launches());
-    let stats = json!({
+    // Tenstorrent: TT-Lang kernels, TTNN host program and prepared weights.
+    let tt_stats = if target.is_tenstorrent() {
+        let tt = gemma4c_backends::tt::TtTarget::for_target(target)?;
+        let reader = |k: &str| -> std::result::Result<Vec<f32>, String> {
+            let m = model.as_ref().ok_or("no checkpoint")?;
+            m.checkpoint.load_f32(k).map_err(|e| e.to_string())
+        };
+        let st_dtype = |k: &str| model.as_ref().and_then(|m| m.checkpoint.get(k).map(|t| t.dtype));
+        let rows = |k: &str, r: std::ops::Range<usize>| -> std::result::Result<Vec<f32>, String> {
+            let m = model.as_ref().ok_or("no checkpoint")?;
+            let info = m.checkpoint.require(k).map_err(|e| e.to_string())?;
+            let bytes = m.checkpoint.bytes(k).map_err(|e| e.to_string())?;
+            let row = info.shape[1..].iter().product::<usize>() * info.dtype.size_bytes();
+            gemma4c_backends::tt::weights::decode_le(info.dtype, &bytes[r.start * row..r.end * row])
+        };
+        let weights = model.as_ref().map(|_| gemma4c_backends::tt::Weights {
+            tensor: &reader,
+            rows: Some(&rows),
+            dtype_of: &st_dtype,
+        });
+        Some(gemma4c_backends::tt::write_artifact(
+            &args.out,
+            &compiled.plan,
+            &tt,
+            weights,
+        )?)
+    } else {
+        None
+    };
+    let mut stats = json!({
         "target": target.name(),
         "launches_per_token": decode.launches(),
         "launches_per_token_unfused": unfused_launches,
@@ -153,6 +186,9 @@ pub fn run(args: Args) -> Result<()> {
         "arena_bytes": compiled.plan.programs.iter().map(|p| p.arena_bytes).max().unwrap_or(0),
         "state_bytes": compiled.plan.state.iter().map(|s| s.bytes).sum::<usize>(),
     });
+    if let Some(tt) = tt_stats {
+        stats["tt"] = tt;
+    }
     write("stats.json", &(serde_json::to_string_pretty(&stats)? + "\n"))?;
     if args.emit.iter().any(|e| e == "ir-before") {
         let g = unfused.as_ref().map_or(&compiled.fused[0], |u| &u.fused[0]);

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod compile;
 pub mod inspect;
 pub mod ir;

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use gemma4c_frontend::Model;
 use gemma4c_passes::plan::{Plan, PLAN_FORMAT};
+use gemma4c_runtime::jit::{JitOptions, JitSession};
 use gemma4c_runtime::npy::write_npy_f32;
 use gemma4c_runtime::sampler::{Sampler, SamplingParams};
 use gemma4c_runtime::tokenizer::{TextStream, Tokenizer};
@@ -22,6 +23,8 @@ pub enum OutputFormat {
 pub enum ExecutorKind {
     /// The IR's reference semantics (f32, on the host).
     Reference,
+    /// Generated CPU kernels, JIT-compiled with LLVM.
+    Jit,
 }
 
 #[derive(clap::Args)]
@@ -55,12 +58,13 @@ pub struct Args {
     /// Write the logits of every generated step as float32 .npy [steps, vocab].
     #[arg(long, value_name = "FILE.npy")]
     logits_out: Option<PathBuf>,
-    /// Which executor runs the model.
-    #[arg(long, value_enum, default_value_t = ExecutorKind::Reference)]
-    executor: ExecutorKind,
     /// Longest prompt chunk fed in one call (default: the sliding window).
     #[arg(long)]
     prefill_chunk: Option<usize>,
+    /// Executor (default: jit for --model, and for --plan when the plan has
+    /// kernels.ll; reference otherwise). Threads: GEMMA4C_THREADS (default: all cores).
+    #[arg(long, value_enum)]
+    executor: Option<ExecutorKind>,
 }
 
 /// Reads and checks `DIR/plan.json`.
@@ -131,9 +135,43 @@ pub fn run(args: Args) -> Result<()> {
         top_p: args.top_p,
         seed: args.seed,
     })?;
-    let mut session: Box<dyn Executor + '_> = match plan {
-        Some(plan) => Box::new(PlanSession::new(plan, &model)?),
-        None => Box::new(ReferenceSession::new(&model, max_context, chunk)?),
+    let kernels_path = args.plan.as_ref().map(|d| d.join(gemma4c_backends::cpu::KERNELS_FILE));
+    let has_kernels = kernels_path.as_ref().is_some_and(|p| p.exists());
+    let executor = args.executor.unwrap_or(if plan.is_some() && !has_kernels {
+        ExecutorKind::Reference
+    } else {
+        ExecutorKind::Jit
+    });
+    let mut session: Box<dyn Executor + '_> = match (executor, plan) {
+        (ExecutorKind::Reference, Some(plan)) => Box::new(PlanSession::new(plan, &model)?),
+        (ExecutorKind::Reference, None) => Box::new(ReferenceSession::new(&model, max_context, chunk)?),
+        (ExecutorKind::Jit, Some(plan)) => {
+            let path = kernels_path.context("--plan DIR")?;
+            if !has_kernels {
+                bail!(
+                    "{}: not found (compile with --target cpu for the JIT executor)",
+                    path.display()
+                );
+            }
+            let ll = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            Box::new(JitSession::new(plan, &model, &ll, &JitOptions::default())?)
+        }
+        (ExecutorKind::Jit, None) => {
+            // Compile and run in memory.
+            let dtype_of = |k: &str| model.dtype_of(k);
+            let target = gemma4c_passes::Target::Cpu;
+            let compiled = super::compile::compile_model(
+                cfg,
+                &dtype_of,
+                Some(&model_dir),
+                target,
+                true,
+                Some(max_context),
+                Some(chunk),
+            )?;
+            let ll = gemma4c_backends::cpu::kernels_ll(&compiled.plan).map_err(anyhow::Error::msg)?;
+            Box::new(JitSession::new(compiled.plan, &model, &ll, &JitOptions::default())?)
+        }
     };
 
     let mut all_logits: Vec<f32> = Vec::new();

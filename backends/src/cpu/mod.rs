@@ -1,0 +1,27 @@
+//! The CPU target: the plan's kernels printed as LLVM IR (`kernels.ll`), which
+//! the runtime JIT-compiles for the host (O3, host CPU features) and launches
+//! over row ranges from a thread pool.
+
+pub mod llvm;
+
+use gemma4c_passes::plan::Plan;
+
+use crate::kernel::{lower_plan, KernelPlan};
+
+/// File name of the CPU artifact next to plan.json.
+pub const KERNELS_FILE: &str = "kernels.ll";
+
+const HEADER: &str = "gemma4c kernels for target cpu (LLVM 19 IR, unoptimized and host-neutral).
+The runtime adds the host's target-cpu/target-features, optimizes at O3 and
+JIT-compiles it. Every kernel is `void @name(ptr buffers..., i64 begin, i64 end)`
+and runs rows [begin, end) of its launch grid; rows are independent.";
+
+/// `kernels.ll` for a plan.
+pub fn kernels_ll(plan: &Plan) -> Result<String, String> {
+    Ok(emit(&lower_plan(plan)?))
+}
+
+/// Prints the kernels of a lowered plan, sorted by name.
+pub fn emit(kp: &KernelPlan) -> String {
+    llvm::print_module(HEADER, kp.kernels.values())
+}

@@ -1,0 +1,300 @@
+//! The kernel IR: loop-level code shared by the CPU (LLVM), CUDA and Metal
+//! printers.
+//!
+//! A kernel is a body that runs once per *row* of a 1-D launch grid
+//! `row in 0..rows`. Rows are independent — any split of the grid across
+//! threads, blocks or cores computes the same result — so the CPU runtime hands
+//! row ranges `[begin, end)` to a thread pool and a GPU printer maps rows to
+//! threads or blocks. Inside a row the body is sequential structured code:
+//! `for` loops, `if`, mutable scalar locals, loads and stores through the
+//! kernel's buffer parameters, and *reductions* (`Stmt::Reduce`), the one place
+//! where a target may reassociate floating-point arithmetic (vector lanes,
+//! partial sums, warp shuffles).
+//!
+//! Values are f32, i64 (indices and integer data) and bool. Buffers hold f32,
+//! bf16, f16 or i32 elements; loads widen to f32 (bf16 → f32 is a 16-bit shift)
+//! or sign-extend to i64, stores narrow i64 to i32. Nothing here knows about
+//! LLVM, CUDA or Metal.
+
+pub mod build;
+pub mod lower;
+pub mod ops;
+mod verify;
+
+pub use build::{Buf, KernelBuilder, TableRef};
+pub use lower::{lower_plan, Arg, KernelPlan, Launch, ProgramLaunches};
+pub use verify::verify;
+
+use gemma4c_ir::DType;
+
+/// Element type of a buffer as stored in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Elem {
+    F32,
+    BF16,
+    F16,
+    I32,
+}
+
+impl Elem {
+    pub fn from_dtype(d: DType) -> Elem {
+        match d {
+            DType::F32 => Elem::F32,
+            DType::BF16 => Elem::BF16,
+            DType::F16 => Elem::F16,
+            DType::I32 => Elem::I32,
+        }
+    }
+
+    pub fn size_bytes(self) -> usize {
+        match self {
+            Elem::F32 | Elem::I32 => 4,
+            Elem::BF16 | Elem::F16 => 2,
+        }
+    }
+
+    /// The scalar type a load produces.
+    pub fn value(self) -> Scalar {
+        match self {
+            Elem::I32 => Scalar::I64,
+            _ => Scalar::F32,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Elem::F32 => "f32",
+            Elem::BF16 => "bf16",
+            Elem::F16 => "f16",
+            Elem::I32 => "i32",
+        }
+    }
+}
+
+/// Type of a value in a kernel body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scalar {
+    F32,
+    I64,
+    Bool,
+}
+
+/// How a kernel uses a buffer (lets printers mark pointers read-only /
+/// write-only; a target may also use it to place buffers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+/// A buffer parameter. Distinct parameters never overlap in memory unless
+/// both are only read (the caller guarantees it; printers may say `noalias`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    pub name: String,
+    pub elem: Elem,
+    pub access: Access,
+}
+
+/// A mutable scalar local. `locals[0]` is the row index (set by the grid).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Local {
+    pub name: String,
+    pub ty: Scalar,
+}
+
+/// A constant f32 array (RoPE inverse frequencies).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub name: String,
+    pub values: Vec<f32>,
+}
+
+/// A local variable (index into `Kernel::locals`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Var(pub u32);
+
+/// The row index of the grid.
+pub const ROW: Var = Var(0);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    /// f32 division, or signed integer division (truncating).
+    Div,
+    /// Signed integer remainder (operands are non-negative where used).
+    Rem,
+    Min,
+    Max,
+    /// Bool only.
+    And,
+    Or,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnOp {
+    Neg,
+    Exp,
+    Tanh,
+    Cos,
+    Sin,
+    Sqrt,
+    /// i64 → f32 (exact for the small integers kernels convert).
+    ToF32,
+    /// bool → bool.
+    Not,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CmpOp {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    F32(f32),
+    I64(i64),
+    Bool(bool),
+    Var(Var),
+    /// `params[param][index]`, widened (f32) or sign-extended (i64).
+    Load {
+        param: usize,
+        index: Box<Expr>,
+    },
+    /// `tables[table][index]`.
+    Table {
+        table: usize,
+        index: Box<Expr>,
+    },
+    Bin(BinOp, Box<Expr>, Box<Expr>),
+    Un(UnOp, Box<Expr>),
+    Cmp(CmpOp, Box<Expr>, Box<Expr>),
+    Select(Box<Expr>, Box<Expr>, Box<Expr>),
+}
+
+/// Reduction operators for `Stmt::Reduce`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    Add,
+    Max,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stmt {
+    /// `var = value`.
+    Set(Var, Expr),
+    /// `var = var ⊕ value`, where the target may reorder the updates of one
+    /// loop nest (partial sums, vector lanes): the fast path of matvec and norms.
+    Reduce(Var, ReduceOp, Expr),
+    /// `params[param][index] = value` (narrowed to the element type).
+    Store { param: usize, index: Expr, value: Expr },
+    /// `for var in start..end` (bounds evaluated once, step 1).
+    For {
+        var: Var,
+        start: Expr,
+        end: Expr,
+        body: Vec<Stmt>,
+    },
+    If {
+        cond: Expr,
+        then: Vec<Stmt>,
+        els: Vec<Stmt>,
+    },
+}
+
+/// One kernel: the body runs for each `row in 0..rows`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kernel {
+    /// Unique within a module and a C identifier (`[A-Za-z0-9_]`); the name
+    /// says everything the code depends on, so equal names mean equal kernels.
+    pub name: String,
+    pub params: Vec<Param>,
+    pub locals: Vec<Local>,
+    pub tables: Vec<Table>,
+    pub rows: usize,
+    pub body: Vec<Stmt>,
+}
+
+impl Kernel {
+    pub fn local(&self, v: Var) -> &Local {
+        &self.locals[v.0 as usize]
+    }
+
+    /// Functions of the math library the body uses (for printers that declare them).
+    pub fn unary_ops(&self) -> Vec<UnOp> {
+        let mut out = Vec::new();
+        fn expr(e: &Expr, out: &mut Vec<UnOp>) {
+            match e {
+                Expr::F32(_) | Expr::I64(_) | Expr::Bool(_) | Expr::Var(_) => {}
+                Expr::Load { index, .. } | Expr::Table { index, .. } => expr(index, out),
+                Expr::Bin(_, a, b) | Expr::Cmp(_, a, b) => {
+                    expr(a, out);
+                    expr(b, out);
+                }
+                Expr::Un(op, a) => {
+                    if !out.contains(op) {
+                        out.push(*op);
+                    }
+                    expr(a, out);
+                }
+                Expr::Select(c, a, b) => {
+                    expr(c, out);
+                    expr(a, out);
+                    expr(b, out);
+                }
+            }
+        }
+        fn stmts(s: &[Stmt], out: &mut Vec<UnOp>) {
+            for st in s {
+                match st {
+                    Stmt::Set(_, e) | Stmt::Reduce(_, _, e) => expr(e, out),
+                    Stmt::Store { index, value, .. } => {
+                        expr(index, out);
+                        expr(value, out);
+                    }
+                    Stmt::For { start, end, body, .. } => {
+                        expr(start, out);
+                        expr(end, out);
+                        stmts(body, out);
+                    }
+                    Stmt::If { cond, then, els } => {
+                        expr(cond, out);
+                        stmts(then, out);
+                        stmts(els, out);
+                    }
+                }
+            }
+        }
+        stmts(&self.body, &mut out);
+        out
+    }
+}
+
+/// A number as part of a kernel name: `1e-6` → `1em6`, `0.5` → `5em1`
+/// (shortest round-trip form, so distinct values give distinct names).
+pub fn name_f32(x: f32) -> String {
+    sanitize(&format!("{x:e}"))
+}
+
+pub fn name_f64(x: f64) -> String {
+    sanitize(&format!("{x:e}"))
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .filter_map(|c| match c {
+            '.' => Some('p'),
+            '-' => Some('m'),
+            '+' => None,
+            c => Some(c),
+        })
+        .collect()
+}

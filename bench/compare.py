@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""gemma4c vs llama.cpp, side by side in one run, on a random-weight Gemma 4 with E2B widths.
+
+Usage (with the Python of tools/requirements-ref.txt, e.g. ~/.cache/gemma4c/venv-ref/bin/python;
+bench/run.sh sets that up):
+
+    python bench/compare.py [--layers 6] [--threads 2] [--tokens 32] [--prompt-tokens 64]
+                            [--rounds 3] [--model-dir DIR] [--no-llama]
+
+1. Builds the model with bench/make_e2b_like.py (bf16, cached in --model-dir).
+2. Builds gemma4c (cargo build --release) and runs `gemma4c bench --json`: prefill/decode tok/s,
+   weight bytes per token, effective GB/s and the streaming-read bandwidth measured in that run.
+3. Where llama-cpp-python can be installed (a venv under ~/.cache/gemma4c/venv-llama; the first
+   install compiles llama.cpp, several minutes), converts the same checkpoint to a bf16 GGUF with
+   the converter of the same llama.cpp version and measures it with bench/llama_bench.py.
+4. Alternates the two --rounds times (the machine may be shared: the best round of each counts)
+   and prints decode tok/s, % of measured bandwidth and the gemma4c / llama.cpp ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+CACHE = os.path.expanduser("~/.cache/gemma4c")
+LLAMA_VERSION = "0.3.36"
+LLAMA_VENV = os.path.join(CACHE, "venv-llama")
+LLAMA_SRC = os.path.join(CACHE, f"llama-cpp-python-{LLAMA_VERSION}-src")
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
+
+
+def build_model(out: str, layers: int) -> None:
+    if os.path.exists(os.path.join(out, "config.json")) and os.path.exists(os.path.join(out, "model.safetensors")):
+        return
+    log(f"building a random E2B-width model with {layers} layers in {out}")
+    run([sys.executable, os.path.join(ROOT, "bench", "make_e2b_like.py"), out, "--layers", str(layers)])
+
+
+def gemma4c_binary() -> str:
+    log("cargo build --release")
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    return os.path.join(ROOT, "target", "release", "gemma4c")
+
+
+def llama_python() -> str | None:
+    """The Python of a venv with llama-cpp-python, installing it if needed (None if impossible)."""
+    py = os.path.join(LLAMA_VENV, "bin", "python")
+    ok = os.path.exists(py) and subprocess.run([py, "-c", "import llama_cpp"], capture_output=True).returncode == 0
+    if ok:
+        return py
+    log(f"installing llama-cpp-python=={LLAMA_VERSION} into {LLAMA_VENV} (compiles llama.cpp)")
+    try:
+        if not os.path.exists(py):
+            run([sys.executable, "-m", "venv", LLAMA_VENV])
+        run([py, "-m", "pip", "install", "--quiet", f"llama-cpp-python=={LLAMA_VERSION}"])
+        return py
+    except (subprocess.CalledProcessError, OSError) as e:
+        log(f"llama-cpp-python could not be installed ({e}); skipping llama.cpp")
+        return None
+
+
+def llama_source(py: str) -> str | None:
+    """llama.cpp's converter and gguf-py, from the sdist of the same llama-cpp-python version."""
+    src = os.path.join(LLAMA_SRC, "vendor", "llama.cpp")
+    if os.path.exists(os.path.join(src, "convert_hf_to_gguf.py")):
+        return src
+    dl = os.path.join(CACHE, "llama-sdist")
+    os.makedirs(dl, exist_ok=True)
+    try:
+        run([py, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", "llama-cpp-python",
+             f"llama-cpp-python=={LLAMA_VERSION}", "-d", dl])
+        tars = glob.glob(os.path.join(dl, f"llama_cpp_python-{LLAMA_VERSION}.tar.gz"))
+        with tarfile.open(tars[0]) as t:
+            t.extractall(CACHE, filter="data")
+        os.rename(os.path.join(CACHE, f"llama_cpp_python-{LLAMA_VERSION}"), LLAMA_SRC)
+        return src
+    except (subprocess.CalledProcessError, OSError, IndexError) as e:
+        log(f"could not get llama.cpp's converter ({e}); skipping llama.cpp")
+        return None
+
+
+def convert(model_dir: str, src: str) -> str | None:
+    gguf = os.path.join(model_dir, "model-bf16.gguf")
+    if os.path.exists(gguf):
+        return gguf
+    log("converting to GGUF (bf16)")
+    env = dict(os.environ, PYTHONPATH=os.path.join(src, "gguf-py"))
+    r = subprocess.run([sys.executable, os.path.join(src, "convert_hf_to_gguf.py"), model_dir, "--outtype", "bf16",
+                        "--outfile", gguf], env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        log(f"conversion failed; skipping llama.cpp:\n{r.stderr[-2000:]}")
+        return None
+    return gguf
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--prompt-tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--model-dir", default=None)
+    ap.add_argument("--no-llama", action="store_true")
+    args = ap.parse_args()
+    model_dir = args.model_dir or os.path.join(CACHE, f"bench-e2b-{args.layers}l")
+    build_model(model_dir, args.layers)
+    exe = gemma4c_binary()
+
+    llama = None
+    if not args.no_llama:
+        py = llama_python()
+        src = llama_source(py) if py else None
+        gguf = convert(model_dir, src) if src else None
+        if py and gguf:
+            llama = (py, gguf)
+
+    ours, theirs = [], []
+    for r in range(args.rounds):
+        out = run([exe, "bench", "--model", model_dir, "--threads", str(args.threads), "--tokens", str(args.tokens),
+                   "--prompt-tokens", str(args.prompt_tokens), "--json"])
+        ours.append(json.loads(out.stdout))
+        log(f"round {r + 1}: gemma4c decode {ours[-1]['decode_tok_s']:.2f} tok/s "
+            f"({100 * ours[-1]['bandwidth_fraction']:.0f}% of {ours[-1]['measured_bandwidth_gb_s']:.1f} GB/s)")
+        if llama:
+            out = run([llama[0], os.path.join(ROOT, "bench", "llama_bench.py"), llama[1], str(args.threads),
+                       str(args.prompt_tokens), str(args.tokens)])
+            theirs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            log(f"round {r + 1}: llama.cpp decode {theirs[-1]['decode_tok_s']:.2f} tok/s")
+
+    best = max(ours, key=lambda o: o["decode_tok_s"])
+    print(f"model: {model_dir} (bf16, {args.layers} layers, E2B widths), {args.threads} threads, "
+          f"best of {args.rounds} rounds")
+    print(f"gemma4c:   prefill {max(o['prefill_tok_s'] for o in ours):8.1f} tok/s   "
+          f"decode {best['decode_tok_s']:6.2f} tok/s   {best['weight_bytes_per_token'] / 1e6:.0f} MB/token   "
+          f"{best['effective_gb_s']:.1f} GB/s = {100 * best['bandwidth_fraction']:.0f}% of the "
+          f"{best['measured_bandwidth_gb_s']:.1f} GB/s measured in that run")
+    if theirs:
+        tb = max(theirs, key=lambda o: o["decode_tok_s"])
+        print(f"llama.cpp: prefill {max(o['prefill_tok_s'] for o in theirs):8.1f} tok/s   "
+              f"decode {tb['decode_tok_s']:6.2f} tok/s   (llama-cpp-python {LLAMA_VERSION}, bf16 GGUF)")
+        print(f"decode ratio gemma4c / llama.cpp: {best['decode_tok_s'] / tb['decode_tok_s']:.2f}")
+    else:
+        print("llama.cpp: not measured")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+//! LLVM JIT: parse `kernels.ll`, specialize it for the host CPU, optimize at O3
+//! and compile it with MCJIT. Kernels are then plain function pointers.
+//!
+//! Compilation is split over threads: each thread parses the module, keeps
+//! its share of the kernels, optimizes and generates code for them in its own
+//! LLVM context, and then keeps that context (which owns the machine code)
+//! alive until the `JitModule` is dropped.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::mpsc;
+use std::sync::Once;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use inkwell::attributes::AttributeLoc;
+use inkwell::context::Context;
+use inkwell::memory_buffer::MemoryBuffer;
+use inkwell::module::Linkage;
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::{CodeModel, InitializationConfig, RelocMode, Target, TargetMachine};
+use inkwell::OptimizationLevel;
+
+/// Kernels compiled for this process.
+pub struct JitModule {
+    functions: HashMap<String, usize>,
+    /// Threads holding the LLVM contexts that own the code; dropping the
+    /// sender lets them finish.
+    keepers: Vec<(mpsc::Sender<()>, JoinHandle<()>)>,
+    /// Time to parse, optimize and compile, in milliseconds.
+    pub compile_ms: f64,
+    /// The CPU the code was specialized for.
+    pub cpu: String,
+}
+
+static INIT: Once = Once::new();
+
+fn init() -> Result<(), String> {
+    let mut err = None;
+    INIT.call_once(|| {
+        if let Err(e) = Target::initialize_native(&InitializationConfig::default()) {
+            err = Some(e);
+        }
+    });
+    err.map_or(Ok(()), Err)
+}
+
+/// Names of the externally visible functions defined in LLVM IR text.
+fn kernel_names(ll: &str) -> Vec<String> {
+    ll.lines()
+        .filter(|l| l.starts_with("define ") && !l.contains(" internal ") && !l.contains(" private "))
+        .filter_map(|l| {
+            let at = l.find('@')? + 1;
+            let end = at + l[at..].find('(')?;
+            Some(l[at..end].trim_matches('"').to_string())
+        })
+        .collect()
+}
+
+impl JitModule {
+    /// Compiles LLVM IR text on up to `threads` threads. `cpu_override`
+    /// replaces the host CPU name (its default features are then used).
+    pub fn compile(ll: &str, cpu_override: Option<&str>, threads: usize) -> Result<JitModule, String> {
+        init()?;
+        let start = Instant::now();
+        let (cpu, features) = match cpu_override {
+            Some(c) => (c.to_string(), String::new()),
+            None => (
+                TargetMachine::get_host_cpu_name().to_string(),
+                TargetMachine::get_host_cpu_features().to_string(),
+            ),
+        };
+        let names = kernel_names(ll);
+        let parts = threads.clamp(1, names.len().max(1));
+        let mut shares = vec![BTreeSet::new(); parts];
+        for (i, n) in names.into_iter().enumerate() {
+            shares[i % parts].insert(n);
+        }
+        let mut functions = HashMap::new();
+        let mut keepers = Vec::new();
+        let mut results = Vec::new();
+        for share in shares {
+            let (ll, cpu, features) = (ll.to_string(), cpu.clone(), features.clone());
+            let (result_tx, result_rx) = mpsc::channel();
+            let (release_tx, release_rx) = mpsc::channel::<()>();
+            let handle = std::thread::Builder::new()
+                .name("gemma4c-llvm".into())
+                .spawn(move || {
+                    let context = Context::create();
+                    let compiled = compile_part(&context, &ll, &cpu, &features, &share);
+                    match compiled {
+                        Ok((engine, addrs)) => {
+                            let _ = result_tx.send(Ok(addrs));
+                            // Keep the code alive until the module is dropped.
+                            let _ = release_rx.recv();
+                            drop(engine);
+                        }
+                        Err(e) => {
+                            let _ = result_tx.send(Err(e));
+                        }
+                    };
+                })
+                .map_err(|e| format!("starting an LLVM thread: {e}"))?;
+            keepers.push((release_tx, handle));
+            results.push(result_rx);
+        }
+        let mut jit = JitModule {
+            functions: HashMap::new(),
+            keepers,
+            compile_ms: 0.0,
+            cpu,
+        };
+        for rx in results {
+            let addrs = rx.recv().map_err(|_| "an LLVM compile thread died".to_string())??;
+            functions.extend(addrs);
+        }
+        jit.functions = functions;
+        jit.compile_ms = start.elapsed().as_secs_f64() * 1e3;
+        Ok(jit)
+    }
+
+    /// Address of a kernel.
+    pub fn function(&self, name: &str) -> Result<usize, String> {
+        self.functions
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("kernels.ll has no kernel `{name}` (is it stale? recompile the plan)"))
+    }
+}
+
+type Compiled<'ctx> = (inkwell::execution_engine::ExecutionEngine<'ctx>, Vec<(String, usize)>);
+
+/// Parses the module, drops the kernels outside `keep`, optimizes and compiles the rest.
+fn compile_part<'ctx>(
+    ctx: &'ctx Context,
+    ll: &str,
+    cpu: &str,
+    features: &str,
+    keep: &BTreeSet<String>,
+) -> Result<Compiled<'ctx>, String> {
+    let buffer = MemoryBuffer::create_from_memory_range_copy(ll.as_bytes(), "kernels.ll");
+    let module = ctx
+        .create_module_from_ir(buffer)
+        .map_err(|e| format!("kernels.ll does not parse: {}", e.to_string()))?;
+    let triple = TargetMachine::get_default_triple();
+    let target = Target::from_triple(&triple).map_err(|e| e.to_string())?;
+    let tm = target
+        .create_target_machine(
+            &triple,
+            cpu,
+            features,
+            OptimizationLevel::Aggressive,
+            RelocMode::Default,
+            CodeModel::JITDefault,
+        )
+        .ok_or("LLVM has no target machine for this host")?;
+    module.set_triple(&triple);
+    module.set_data_layout(&tm.get_target_data().get_data_layout());
+    module
+        .verify()
+        .map_err(|e| format!("kernels.ll is not valid LLVM IR: {}", e.to_string()))?;
+    let mut kept = Vec::new();
+    let functions: Vec<_> = module.get_functions().collect();
+    for f in functions {
+        if f.count_basic_blocks() == 0 {
+            continue;
+        }
+        let name = f.get_name().to_string_lossy().into_owned();
+        let exported = !matches!(f.get_linkage(), Linkage::Internal | Linkage::Private);
+        if exported && !keep.contains(&name) {
+            // SAFETY: kernels do not call each other, so nothing refers to `f`.
+            unsafe { f.delete() };
+            continue;
+        }
+        f.add_attribute(AttributeLoc::Function, ctx.create_string_attribute("target-cpu", cpu));
+        if !features.is_empty() {
+            f.add_attribute(
+                AttributeLoc::Function,
+                ctx.create_string_attribute("target-features", features),
+            );
+        }
+        if exported {
+            kept.push(name);
+        }
+    }
+    module
+        .run_passes("default<O3>", &tm, PassBuilderOptions::create())
+        .map_err(|e| format!("optimizing kernels.ll: {}", e.to_string()))?;
+    let engine = module
+        .create_jit_execution_engine(OptimizationLevel::Aggressive)
+        .map_err(|e| format!("creating the JIT: {}", e.to_string()))?;
+    let mut addrs = Vec::with_capacity(kept.len());
+    for name in kept {
+        let a = engine
+            .get_function_address(&name)
+            .map_err(|e| format!("compiling kernel `{name}`: {e:?}"))?;
+        addrs.push((name, a));
+    }
+    Ok((engine, addrs))
+}
+
+impl Drop for JitModule {
+    fn drop(&mut self) {
+        for (release, handle) in self.keepers.drain(..) {
+            drop(release);
+            let _ = handle.join();
+        }
+    }
+}
