@@ -6,7 +6,7 @@ Usage:
         [--new-tokens N] [--prompt 2,17,301,...] [--dtype float32|bfloat16]
         [--config-form flat|multimodal] [--shards N] [--no-hub-style-keys]
 
-Adapted from /work/shared/tools/make_tiny_gemma4.py (same randomization and reference format).
+Adapted from the team's shared tools/make_tiny_gemma4.py (same randomization and reference format).
 Uses the Hugging Face `transformers` implementation (5.23, `Gemma4ForCausalLM`, the text-only causal
 LM: `Gemma4TextModel` + tied `lm_head`) as ground truth; `tools/requirements-ref.txt` pins the versions.
 
