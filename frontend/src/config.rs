@@ -67,12 +67,9 @@ impl RopeParams {
             theta: self.theta,
             head_dim,
             rotated_pairs,
-            // transformers' default RoPE ignores `factor` (it only warns).
-            factor: if self.rope_type == "proportional" {
-                self.factor
-            } else {
-                1.0
-            },
+            // `linear` and `proportional` divide the frequencies by `factor`;
+            // transformers' default RoPE ignores it (it only warns).
+            factor: if self.rope_type == "default" { 1.0 } else { self.factor },
         }
     }
 }
@@ -659,10 +656,10 @@ fn parse_rope(f: &Fields) -> Result<(RopeParams, RopeParams), FrontendError> {
             .and_then(Value::as_str)
             .unwrap_or("default")
             .to_string();
-        if rope_type != "default" && rope_type != "proportional" {
+        if !["default", "linear", "proportional"].contains(&rope_type.as_str()) {
             return Err(f.err(
                 &format!("{field}.rope_type"),
-                format!("`{rope_type}` is not supported (expected `default` or `proportional`)"),
+                format!("`{rope_type}` is not supported (expected `default`, `linear` or `proportional`)"),
             ));
         }
         let num = |k: &str, d: f64| {
