@@ -152,27 +152,11 @@ impl Checkpoint {
     pub fn load_f32(&self, key: &str) -> Result<Vec<f32>, FrontendError> {
         let info = self.require(key)?;
         let bytes = self.bytes(key)?;
-        Ok(match info.dtype {
-            DType::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            DType::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            DType::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            DType::I32 => {
-                return Err(FrontendError::TensorMismatch {
-                    path: self.files[info.file].0.clone(),
-                    key: key.to_string(),
-                    found: "i32".into(),
-                    expected: "a float tensor".into(),
-                })
-            }
+        info.dtype.widen_le(bytes).ok_or_else(|| FrontendError::TensorMismatch {
+            path: self.files[info.file].0.clone(),
+            key: key.to_string(),
+            found: "i32".into(),
+            expected: "a float tensor".into(),
         })
     }
 

@@ -38,6 +38,26 @@ impl DType {
         }
     }
 
+    /// Little-endian stored values widened to f32 (exact for bf16 and f16);
+    /// `None` for an integer type.
+    pub fn widen_le(self, bytes: &[u8]) -> Option<Vec<f32>> {
+        Some(match self {
+            DType::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            DType::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            DType::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            DType::I32 => return None,
+        })
+    }
+
     /// Parse the spellings used by Hugging Face configs and safetensors headers.
     pub fn parse(s: &str) -> Option<DType> {
         match s.to_ascii_lowercase().as_str() {

@@ -172,34 +172,66 @@ impl PlanSession {
     }
 }
 
-impl Executor for PlanSession {
-    /// Full prefill chunks run the prefill program; the rest (and decode) run
-    /// the single-token program.
-    fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>, RuntimeError> {
-        let max = self.plan.model.max_context;
-        if self.position + ids.len() > max {
+/// Which program of a plan serves which part of a forward call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Schedule {
+    max_context: usize,
+    decode: usize,
+    /// (program index, tokens per call)
+    prefill: Option<(usize, usize)>,
+}
+
+impl Schedule {
+    pub(crate) fn of(plan: &Plan) -> Result<Schedule, RuntimeError> {
+        let decode = plan.programs.iter().position(|p| p.seq_len == 1);
+        let decode = decode.ok_or_else(|| RuntimeError::Other("plan has no decode program".into()))?;
+        let prefill = plan
+            .programs
+            .iter()
+            .position(|p| p.seq_len > 1)
+            .map(|i| (i, plan.programs[i].seq_len));
+        Ok(Schedule {
+            max_context: plan.model.max_context,
+            decode,
+            prefill,
+        })
+    }
+
+    /// Feeds `ids` at `position`: full prefill chunks run the prefill program,
+    /// the rest (and decode) the single-token program. `call` runs one program
+    /// (by index) on some ids and returns the logits.
+    pub(crate) fn feed(
+        self,
+        position: usize,
+        ids: &[u32],
+        mut call: impl FnMut(usize, &[u32]) -> Result<Vec<f32>, RuntimeError>,
+    ) -> Result<Vec<f32>, RuntimeError> {
+        let max = self.max_context;
+        if position + ids.len() > max {
             return Err(RuntimeError::Request(format!(
-                "position {} + {} tokens exceeds the plan's context of {max} tokens (compile with a larger --max-context)",
-                self.position,
+                "position {position} + {} tokens exceeds the plan's context of {max} tokens (compile with a larger --max-context)",
                 ids.len()
             )));
         }
-        let decode = self.plan.programs.iter().position(|p| p.seq_len == 1);
-        let prefill = self.plan.programs.iter().position(|p| p.seq_len > 1);
-        let decode = decode.ok_or_else(|| RuntimeError::Other("plan has no decode program".into()))?;
         let mut rest = ids;
         let mut logits = None;
-        if let Some(pf) = prefill {
-            let chunk = self.plan.programs[pf].seq_len;
+        if let Some((program, chunk)) = self.prefill {
             while rest.len() >= chunk {
-                logits = Some(self.call(pf, &rest[..chunk])?);
+                logits = Some(call(program, &rest[..chunk])?);
                 rest = &rest[chunk..];
             }
         }
         for &t in rest {
-            logits = Some(self.call(decode, &[t])?);
+            logits = Some(call(self.decode, &[t])?);
         }
         logits.ok_or_else(|| RuntimeError::Request("no tokens to feed".into()))
+    }
+}
+
+impl Executor for PlanSession {
+    fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>, RuntimeError> {
+        let schedule = Schedule::of(&self.plan)?;
+        schedule.feed(self.position, ids, |program, chunk| self.call(program, chunk))
     }
 
     fn position(&self) -> usize {

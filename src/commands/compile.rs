@@ -161,7 +161,9 @@ pub fn run(args: Args) -> Result<()> {
             let info = m.checkpoint.require(k).map_err(|e| e.to_string())?;
             let bytes = m.checkpoint.bytes(k).map_err(|e| e.to_string())?;
             let row = info.shape[1..].iter().product::<usize>() * info.dtype.size_bytes();
-            gemma4c_backends::tt::weights::decode_le(info.dtype, &bytes[r.start * row..r.end * row])
+            info.dtype
+                .widen_le(&bytes[r.start * row..r.end * row])
+                .ok_or_else(|| "not a float tensor".to_string())
         };
         let weights = model.as_ref().map(|_| gemma4c_backends::tt::Weights {
             tensor: &reader,

@@ -31,25 +31,6 @@ pub struct Weights<'a> {
     pub dtype_of: DtypeOf<'a>,
 }
 
-/// Little-endian checkpoint bytes as f32 (bf16 and f16 widen exactly).
-pub fn decode_le(dtype: DType, b: &[u8]) -> Result<Vec<f32>, String> {
-    Ok(match dtype {
-        DType::BF16 => b
-            .chunks_exact(2)
-            .map(|x| half::bf16::from_le_bytes([x[0], x[1]]).to_f32())
-            .collect(),
-        DType::F16 => b
-            .chunks_exact(2)
-            .map(|x| half::f16::from_le_bytes([x[0], x[1]]).to_f32())
-            .collect(),
-        DType::F32 => b
-            .chunks_exact(4)
-            .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
-            .collect(),
-        DType::I32 => return Err("not a float tensor".into()),
-    })
-}
-
 /// Rows converted per block when an embedding table is streamed.
 const GATHER_ROWS: usize = 2048;
 

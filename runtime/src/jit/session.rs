@@ -14,6 +14,7 @@ use super::memory::AlignedBuf;
 use super::pool::{Job, Pool};
 use super::{Kernel, MAX_ARGS};
 use crate::error::RuntimeError;
+use crate::plan_session::Schedule;
 use crate::session::Executor;
 
 /// By default, launches touching fewer bytes than this run on the calling thread alone.
@@ -364,33 +365,9 @@ fn id_limit(plan: &Plan, p: &Program) -> Option<(usize, String)> {
 }
 
 impl Executor for JitSession<'_> {
-    /// Full prefill chunks run the prefill program; the rest (and decode) run
-    /// the single-token program.
     fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>, RuntimeError> {
-        let max = self.plan.model.max_context;
-        if self.position + ids.len() > max {
-            return Err(request(format!(
-                "position {} + {} tokens exceeds the plan's context of {max} tokens (compile with a larger --max-context)",
-                self.position,
-                ids.len()
-            )));
-        }
-        let decode = self.plan.programs.iter().position(|p| p.seq_len == 1);
-        let prefill = self.plan.programs.iter().position(|p| p.seq_len > 1);
-        let decode = decode.ok_or_else(|| RuntimeError::Other("plan has no decode program".into()))?;
-        let mut rest = ids;
-        let mut logits = None;
-        if let Some(pf) = prefill {
-            let chunk = self.plan.programs[pf].seq_len;
-            while rest.len() >= chunk {
-                logits = Some(self.call(pf, &rest[..chunk])?);
-                rest = &rest[chunk..];
-            }
-        }
-        for &t in rest {
-            logits = Some(self.call(decode, &[t])?);
-        }
-        logits.ok_or_else(|| request("no tokens to feed".into()))
+        let schedule = Schedule::of(&self.plan)?;
+        schedule.feed(self.position, ids, |program, chunk| self.call(program, chunk))
     }
 
     fn position(&self) -> usize {
