@@ -1,19 +1,13 @@
-use std::path::PathBuf;
-
 use anyhow::Result;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Hugging Face checkpoint directory (reads its config.json).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// A config.json on its own.
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    source: super::ModelOrConfig,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let cfg = super::load_config(args.model.as_deref(), args.config.as_deref())?;
+    let cfg = args.source.load_config()?;
     print!("{}", gemma4c_frontend::summary::render(&cfg)?);
     Ok(())
 }

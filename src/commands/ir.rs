@@ -1,16 +1,10 @@
-use std::path::PathBuf;
-
 use anyhow::{bail, Result};
 use gemma4c_frontend::{build, BuildOptions, Model};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Hugging Face checkpoint directory (tensor dtypes come from its safetensors).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// A config.json on its own (weights typed by its `dtype`, bf16 if absent).
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    source: super::ModelOrConfig,
     /// Print the prefill graph of S tokens instead of the decode step.
     #[arg(long, value_name = "S")]
     prefill: Option<usize>,
@@ -24,14 +18,14 @@ pub fn run(args: Args) -> Result<()> {
     if seq_len == 0 {
         bail!("--prefill must be at least 1");
     }
-    let graph = match (&args.model, &args.config) {
+    let graph = match (&args.source.model, &args.source.config) {
         (Some(dir), None) => {
             let model = Model::open(dir)?;
             let opts = options(&model.config, seq_len, args.max_context)?;
             model.graph(&opts)?
         }
         (None, Some(_)) => {
-            let cfg = super::load_config(None, args.config.as_deref())?;
+            let cfg = args.source.load_config()?;
             let opts = options(&cfg, seq_len, args.max_context)?;
             build(&cfg, &opts, &|_| cfg.dtype)?
         }

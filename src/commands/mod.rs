@@ -6,17 +6,30 @@ pub mod inspect;
 pub mod ir;
 pub mod run;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use gemma4c_frontend::Gemma4Config;
 
-/// `--model DIR` or `--config FILE`: where a config comes from.
-pub fn load_config(model: Option<&Path>, config: Option<&Path>) -> Result<Gemma4Config> {
-    let path: PathBuf = match (model, config) {
-        (Some(dir), None) => dir.join("config.json"),
-        (None, Some(file)) => file.to_path_buf(),
-        _ => bail!("give exactly one of --model DIR or --config FILE"),
-    };
-    Ok(Gemma4Config::from_file(&path)?)
+/// `--model DIR | --config FILE`: a checkpoint, or a config on its own.
+#[derive(clap::Args)]
+pub struct ModelOrConfig {
+    /// Hugging Face checkpoint directory (tensor dtypes come from its safetensors).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// A config.json on its own (weights typed by its `dtype`, bf16 if absent).
+    #[arg(long, conflicts_with = "model")]
+    pub config: Option<PathBuf>,
+}
+
+impl ModelOrConfig {
+    /// The config, from `DIR/config.json` or the file.
+    pub fn load_config(&self) -> Result<Gemma4Config> {
+        let path: PathBuf = match (&self.model, &self.config) {
+            (Some(dir), None) => dir.join("config.json"),
+            (None, Some(file)) => file.to_path_buf(),
+            _ => bail!("give exactly one of --model DIR or --config FILE"),
+        };
+        Ok(Gemma4Config::from_file(&path)?)
+    }
 }
