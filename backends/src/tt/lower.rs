@@ -106,6 +106,25 @@ struct Item {
     writes: Vec<usize>,
 }
 
+impl Item {
+    /// A kernel launch with what it reads and writes (for liveness).
+    fn kernel(
+        comment: String,
+        kernel: usize,
+        args: Vec<Arg>,
+        instance: Option<String>,
+        reads: Vec<usize>,
+        writes: Vec<usize>,
+    ) -> Item {
+        Item {
+            comment,
+            call: Call::Kernel { kernel, args, instance },
+            reads,
+            writes,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
     pub rows: usize,
@@ -438,16 +457,14 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
             let k = c.kernel(k);
             let wg = transposed(&mut c, sg, sg.inputs[1], lx, lo)?;
             let wu = transposed(&mut c, su, su.inputs[1], lx, lo)?;
-            items.push(Item {
-                comment: format!("{} + {} + {}", sg.name, su.name, comment),
-                call: Call::Kernel {
-                    kernel: k,
-                    args: vec![Arg::Buf(x), Arg::W(wg), Arg::W(wu), Arg::Buf(s.outputs[0])],
-                    instance: None,
-                },
-                reads: vec![x],
-                writes: vec![s.outputs[0]],
-            });
+            items.push(Item::kernel(
+                format!("{} + {} + {}", sg.name, su.name, comment),
+                k,
+                vec![Arg::Buf(x), Arg::W(wg), Arg::W(wu), Arg::Buf(s.outputs[0])],
+                None,
+                vec![x],
+                vec![s.outputs[0]],
+            ));
             continue;
         }
         lower_step(&mut c, s, comment, &mut items)?;
@@ -635,15 +652,8 @@ fn transposed(c: &mut Ctx, s: &Step, w: usize, xin: DevLayout, out: DevLayout) -
 
 fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>) -> Result<(), TtError> {
     let t = c.t;
-    let kcall = |kernel: usize, args: Vec<Arg>, reads: Vec<usize>, writes: Vec<usize>| Item {
-        comment: comment.clone(),
-        call: Call::Kernel {
-            kernel,
-            args,
-            instance: None,
-        },
-        reads,
-        writes,
+    let kcall = |kernel: usize, args: Vec<Arg>, reads: Vec<usize>, writes: Vec<usize>| {
+        Item::kernel(comment.clone(), kernel, args, None, reads, writes)
     };
     match &s.op {
         Op::Input { .. } | Op::Weight { .. } | Op::Reshape { .. } => {}
@@ -885,16 +895,8 @@ fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>) -> 
             args.extend([Arg::Sel(ci), Arg::Keep(ci)]);
             let k = kernels::kv_write(t, doc, mode, kv, capacity, d / 32, d, eps)?;
             let k = c.kernel(k);
-            items.push(Item {
-                comment,
-                call: Call::Kernel {
-                    kernel: k,
-                    args,
-                    instance: Some(format!("slot{ci} // TILE")),
-                },
-                reads: vec![new],
-                writes: vec![],
-            });
+            let instance = Some(format!("slot{ci} // TILE"));
+            items.push(Item::kernel(comment, k, args, instance, vec![new], vec![]));
         }
         Op::Attention { window, scale } => {
             let (q, out) = (s.inputs[0], s.outputs[0]);
@@ -993,16 +995,14 @@ fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>) -> 
             let offset = lx.dev_col(c0) / 32;
             let k = kernels::copy(t, "tile-aligned slice", lo.row_tiles(), lo.col_tiles())?;
             let k = c.kernel(k);
-            items.push(Item {
+            items.push(Item::kernel(
                 comment,
-                call: Call::Kernel {
-                    kernel: k,
-                    args: vec![Arg::Buf(x), Arg::Buf(out)],
-                    instance: Some(offset.to_string()),
-                },
-                reads: vec![x],
-                writes: vec![out],
-            });
+                k,
+                vec![Arg::Buf(x), Arg::Buf(out)],
+                Some(offset.to_string()),
+                vec![x],
+                vec![out],
+            ));
         }
         Op::MoeRouter { eps, scalar, top_k } => {
             let (x, out) = (s.inputs[0], s.outputs[0]);
@@ -1035,16 +1035,14 @@ fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>) -> 
                 epilogue,
             )?;
             let k = c.kernel(k);
-            items.push(Item {
-                comment: format!("{comment} (scores)"),
-                call: Call::Kernel {
-                    kernel: k,
-                    args: vec![Arg::Buf(x), Arg::W(g), Arg::W(w), Arg::Buf(scores)],
-                    instance: None,
-                },
-                reads: vec![x],
-                writes: vec![scores],
-            });
+            items.push(Item::kernel(
+                format!("{comment} (scores)"),
+                k,
+                vec![Arg::Buf(x), Arg::W(g), Arg::W(w), Arg::Buf(scores)],
+                None,
+                vec![x],
+                vec![scores],
+            ));
             c.lay.insert(out, dense);
             let (key, _) = c
                 .weight(s.inputs[3])
@@ -1065,16 +1063,14 @@ fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>) -> 
                 *top_k,
             )?;
             let k = c.kernel(k);
-            items.push(Item {
-                comment: format!("{comment} (routing)"),
-                call: Call::Kernel {
-                    kernel: k,
-                    args: vec![Arg::Buf(scores), Arg::W(scale), Arg::W(pad), Arg::Buf(out)],
-                    instance: None,
-                },
-                reads: vec![scores],
-                writes: vec![out],
-            });
+            items.push(Item::kernel(
+                format!("{comment} (routing)"),
+                k,
+                vec![Arg::Buf(scores), Arg::W(scale), Arg::W(pad), Arg::Buf(out)],
+                None,
+                vec![scores],
+                vec![out],
+            ));
         }
         Op::MoeRoute { top_k } => {
             let scores = s.inputs[0];
@@ -1192,28 +1188,24 @@ fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>) -> 
                 None,
             )?;
             let k1 = c.kernel(k1);
-            items.push(Item {
-                comment: format!("{comment} (gate/up of every expert)"),
-                call: Call::Kernel {
-                    kernel: k1,
-                    args: vec![Arg::Buf(x), Arg::W(gu), Arg::Buf(s1)],
-                    instance: None,
-                },
-                reads: vec![x],
-                writes: vec![s1],
-            });
+            items.push(Item::kernel(
+                format!("{comment} (gate/up of every expert)"),
+                k1,
+                vec![Arg::Buf(x), Arg::W(gu), Arg::Buf(s1)],
+                None,
+                vec![x],
+                vec![s1],
+            ));
             let k2 = kernels::moe_act(t, "MoE expert activations weighted by the dense routing row", e, it)?;
             let k2 = c.kernel(k2);
-            items.push(Item {
-                comment: format!("{comment} (gelu(gate) * up * routing weight)"),
-                call: Call::Kernel {
-                    kernel: k2,
-                    args: vec![Arg::Buf(s1), Arg::Buf(wr), Arg::W(ex), Arg::Buf(s2)],
-                    instance: None,
-                },
-                reads: vec![s1, wr],
-                writes: vec![s2],
-            });
+            items.push(Item::kernel(
+                format!("{comment} (gelu(gate) * up * routing weight)"),
+                k2,
+                vec![Arg::Buf(s1), Arg::Buf(wr), Arg::W(ex), Arg::Buf(s2)],
+                None,
+                vec![s1, wr],
+                vec![s2],
+            ));
             let k3 = kernels::matmul(
                 t,
                 "decode matmul: y = x @ W",
@@ -1223,16 +1215,14 @@ fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>) -> 
                 None,
             )?;
             let k3 = c.kernel(k3);
-            items.push(Item {
-                comment: format!("{comment} (down of every expert, summed)"),
-                call: Call::Kernel {
-                    kernel: k3,
-                    args: vec![Arg::Buf(s2), Arg::W(down), Arg::Buf(out)],
-                    instance: None,
-                },
-                reads: vec![s2],
-                writes: vec![out],
-            });
+            items.push(Item::kernel(
+                format!("{comment} (down of every expert, summed)"),
+                k3,
+                vec![Arg::Buf(s2), Arg::W(down), Arg::Buf(out)],
+                None,
+                vec![s2],
+                vec![out],
+            ));
         }
         // Ops added to the IR later get a clear compile-time (of the model) error here rather
         // than breaking the build of this crate.
