@@ -154,19 +154,19 @@ fn unknown_target_is_a_clear_error() {
         out.stderr
     );
     assert!(!out.stderr.contains("panicked"));
-    for t in ["cuda-sm90", "metal"] {
-        let out = gemma4c(&[
-            "compile",
-            "--model",
-            fixture("tiny_ple").to_str().expect("utf-8"),
-            "--target",
-            t,
-            "--out",
-            tmp.path().to_str().expect("utf-8"),
-        ]);
-        assert_ne!(out.code, 0);
-        assert!(out.stderr.contains("not implemented yet"), "{t}: {}", out.stderr);
-    }
+    // cuda-sm90 writes kernels.cu (tests/cuda_emit.rs); metal is still missing.
+    let t = "metal";
+    let out = gemma4c(&[
+        "compile",
+        "--model",
+        fixture("tiny_ple").to_str().expect("utf-8"),
+        "--target",
+        t,
+        "--out",
+        tmp.path().to_str().expect("utf-8"),
+    ]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("not implemented yet"), "{t}: {}", out.stderr);
 }
 
 #[test]

@@ -291,9 +291,9 @@ fn tt_targets_differ_only_in_grid_and_l1() {
         "--model",
         dir.to_str().unwrap(),
         "--target",
-        "cuda-sm90",
+        "metal",
         "--out",
-        tmp.path().join("cuda").to_str().unwrap(),
+        tmp.path().join("metal").to_str().unwrap(),
     ]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("not implemented"), "{}", r.stderr);

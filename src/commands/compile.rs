@@ -93,8 +93,8 @@ pub fn run(args: Args) -> Result<()> {
             bail!("unknown --emit `{e}` (expected ir-before, ir-after or plan)");
         }
     }
-    if !matches!(target, Target::Cpu) && !target.is_tenstorrent() {
-        bail!("target `{target}` is not implemented yet (available: cpu, tt-p300, tt-p150, tt-n150)");
+    if !matches!(target, Target::Cpu | Target::CudaSm90) && !target.is_tenstorrent() {
+        bail!("target `{target}` is not implemented yet (available: cpu, tt-p300, tt-p150, tt-n150, cuda-sm90)");
     }
     let model = match &args.model {
         Some(dir) => Some(Model::open(dir)?),
@@ -142,6 +142,10 @@ pub fn run(args: Args) -> Result<()> {
     if matches!(target, Target::Cpu) {
         let ll = gemma4c_backends::cpu::kernels_ll(&compiled.plan).map_err(anyhow::Error::msg)?;
         write(gemma4c_backends::cpu::KERNELS_FILE, &ll)?;
+    }
+    if matches!(target, Target::CudaSm90) {
+        let cu = gemma4c_backends::cuda::kernels_cu(&compiled.plan).map_err(anyhow::Error::msg)?;
+        write(gemma4c_backends::cuda::KERNELS_FILE, &cu)?;
     }
     let decode = compiled.plan.program("decode").context("plan has no decode program")?;
     let unfused_launches = unfused
