@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+mod fields;
 pub mod gemma4;
 pub mod model;
 pub mod summary;
