@@ -148,20 +148,8 @@ impl<'k, 'd> FnPrinter<'k, 'd> {
                 format!("ptr {attrs} {}", self.param_name(i))
             })
             .collect();
-        let sig: Vec<String> = k
-            .params
-            .iter()
-            .map(|p| {
-                let access = match p.access {
-                    Access::Read => "in",
-                    Access::Write => "out",
-                    Access::ReadWrite => "inout",
-                };
-                format!("{} {} {access}", p.name, p.elem.name())
-            })
-            .collect();
         let mut head = String::new();
-        let _ = writeln!(head, "; {} rows: {}", k.rows, sig.join(", "));
+        let _ = writeln!(head, "; {} rows: {}", k.rows, k.params_summary());
         let _ = writeln!(
             head,
             "define void @{}({}, i64 %begin, i64 %end) #0 {{",

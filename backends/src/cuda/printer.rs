@@ -156,19 +156,7 @@ impl<'k> FnPrinter<'k> {
                 format!("{c}{}* __restrict__ {}", elem_ty(p.elem), self.param_name(i))
             })
             .collect();
-        let sig: Vec<String> = k
-            .params
-            .iter()
-            .map(|p| {
-                let access = match p.access {
-                    Access::Read => "in",
-                    Access::Write => "out",
-                    Access::ReadWrite => "inout",
-                };
-                format!("{} {} {access}", p.name, p.elem.name())
-            })
-            .collect();
-        let _ = writeln!(self.out, "// {} rows: {}", k.rows, sig.join(", "));
+        let _ = writeln!(self.out, "// {} rows: {}", k.rows, k.params_summary());
         let _ = writeln!(
             self.out,
             "extern \"C\" __global__ void {}({}) {{",

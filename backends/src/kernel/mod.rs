@@ -224,6 +224,23 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// The parameters as printers document them: `x f32 in, w bf16 in, out f32 out`.
+    pub fn params_summary(&self) -> String {
+        let parts: Vec<String> = self
+            .params
+            .iter()
+            .map(|p| {
+                let access = match p.access {
+                    Access::Read => "in",
+                    Access::Write => "out",
+                    Access::ReadWrite => "inout",
+                };
+                format!("{} {} {access}", p.name, p.elem.name())
+            })
+            .collect();
+        parts.join(", ")
+    }
+
     pub fn local(&self, v: Var) -> &Local {
         &self.locals[v.0 as usize]
     }
