@@ -21,31 +21,42 @@ pub struct PlanSession {
     position: usize,
 }
 
+/// Checks that `model` is the checkpoint `plan` was compiled for: the same
+/// configuration fingerprint, and every bound tensor with the planned shape and dtype.
+pub(crate) fn check_model(plan: &Plan, model: &Model) -> Result<(), RuntimeError> {
+    let fingerprint = model.config.fingerprint();
+    if fingerprint != plan.model.fingerprint {
+        return Err(RuntimeError::Request(format!(
+            "the plan was compiled for a different model (fingerprint {} vs {} for {})",
+            plan.model.fingerprint,
+            fingerprint,
+            model.dir.display()
+        )));
+    }
+    for w in &plan.weights {
+        let info = model.checkpoint.require(&w.key)?;
+        if info.shape != w.shape || info.dtype != w.dtype {
+            return Err(RuntimeError::Request(format!(
+                "tensor `{}` in {} is {} {:?}, the plan expects {} {:?} (recompile the plan for this checkpoint)",
+                w.key,
+                model.dir.display(),
+                info.dtype,
+                info.shape,
+                w.dtype,
+                w.shape
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl PlanSession {
     /// Binds `model`'s tensors to the plan's weights, after checking that the
     /// model is the one the plan was compiled for.
     pub fn new(plan: Plan, model: &Model) -> Result<PlanSession, RuntimeError> {
-        let fingerprint = model.config.fingerprint();
-        if fingerprint != plan.model.fingerprint {
-            return Err(RuntimeError::Request(format!(
-                "the plan was compiled for a different model (fingerprint {} vs {} for {})",
-                plan.model.fingerprint,
-                fingerprint,
-                model.dir.display()
-            )));
-        }
+        check_model(&plan, model)?;
         let mut weights = Vec::with_capacity(plan.weights.len());
         for w in &plan.weights {
-            let info = model.checkpoint.require(&w.key)?;
-            if info.shape != w.shape {
-                return Err(RuntimeError::Request(format!(
-                    "tensor `{}` in {} is {:?}, the plan expects {:?}",
-                    w.key,
-                    model.dir.display(),
-                    info.shape,
-                    w.shape
-                )));
-            }
             weights.push(Tensor::f32(w.shape.clone(), model.checkpoint.load_f32(&w.key)?));
         }
         let state = plan

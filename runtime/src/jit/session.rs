@@ -14,7 +14,7 @@ use super::memory::AlignedBuf;
 use super::pool::{Job, Pool};
 use super::{Kernel, MAX_ARGS};
 use crate::error::RuntimeError;
-use crate::plan_session::Schedule;
+use crate::plan_session::{check_model, Schedule};
 use crate::session::Executor;
 
 /// By default, launches touching fewer bytes than this run on the calling thread alone.
@@ -105,30 +105,10 @@ impl<'m> JitSession<'m> {
     /// Binds `model`'s tensors (memory-mapped, not copied) to the plan, and
     /// JIT-compiles `kernels_ll` (the plan's `kernels.ll`).
     pub fn new(plan: Plan, model: &'m Model, kernels_ll: &str, opts: &JitOptions) -> Result<Self, RuntimeError> {
-        let fingerprint = model.config.fingerprint();
-        if fingerprint != plan.model.fingerprint {
-            return Err(request(format!(
-                "the plan was compiled for a different model (fingerprint {} vs {} for {})",
-                plan.model.fingerprint,
-                fingerprint,
-                model.dir.display()
-            )));
-        }
+        check_model(&plan, model)?;
         let mut owned = Vec::new();
         let mut weights = Vec::with_capacity(plan.weights.len());
         for w in &plan.weights {
-            let info = model.checkpoint.require(&w.key)?;
-            if info.shape != w.shape || info.dtype != w.dtype {
-                return Err(request(format!(
-                    "tensor `{}` in {} is {} {:?}, the plan expects {} {:?} (recompile the plan for this checkpoint)",
-                    w.key,
-                    model.dir.display(),
-                    info.dtype,
-                    info.shape,
-                    w.dtype,
-                    w.shape
-                )));
-            }
             let bytes = model.checkpoint.bytes(&w.key)?;
             if (bytes.as_ptr() as usize).is_multiple_of(w.dtype.size_bytes()) {
                 weights.push(bytes.as_ptr() as usize);
