@@ -18,6 +18,13 @@ pub struct Dfb {
     pub count: usize,
 }
 
+impl Dfb {
+    /// `count` blocks of `tiles` tiles each, named as in the template.
+    pub fn new(name: &'static str, tiles: usize, count: usize) -> Dfb {
+        Dfb { name, tiles, count }
+    }
+}
+
 /// One generated operation (or, for `factory` kernels, a family of instances that differ only in
 /// a baked tile-row index).
 #[derive(Debug, Clone, PartialEq)]
@@ -173,17 +180,9 @@ pub fn eltwise(
     let mut dfbs: Vec<Dfb> = modes
         .iter()
         .enumerate()
-        .map(|(i, m)| Dfb {
-            name: names[i],
-            tiles: if *m == Mode::Scalar { 1 } else { nb },
-            count: b,
-        })
+        .map(|(i, m)| Dfb::new(names[i], if *m == Mode::Scalar { 1 } else { nb }, b))
         .collect();
-    dfbs.push(Dfb {
-        name: "y",
-        tiles: nb,
-        count: b,
-    });
+    dfbs.push(Dfb::new("y", nb, b));
     let ctx = json!({
         "doc": doc, "expr": expr, "inputs": inputs, "rows_t": rows_t, "cols_t": cols_t, "nb": nb,
         "col_blocks": col_blocks, "bc": b,
@@ -243,21 +242,9 @@ pub fn matmul(
         base: format!("matmul_{}x{}{tag}", kt * 32, nt * 32),
         ctx: with_grid(ctx, grid, per_node, n_blocks),
         dfbs: vec![
-            Dfb {
-                name: "x",
-                tiles: kb,
-                count: bc_in,
-            },
-            Dfb {
-                name: "w",
-                tiles: kb * nb,
-                count: bc_in,
-            },
-            Dfb {
-                name: "y",
-                tiles: nb,
-                count: bc_out,
-            },
+            Dfb::new("x", kb, bc_in),
+            Dfb::new("w", kb * nb, bc_in),
+            Dfb::new("y", nb, bc_out),
         ],
         grid,
         factory: false,
@@ -282,26 +269,10 @@ pub fn geglu_matmul(t: &TtTarget, doc: &str, rows_t: usize, kt: usize, nt: usize
         base: format!("geglu_matmul_{}x{}", kt * 32, nt * 32),
         ctx: with_grid(ctx, grid, per_node, n_blocks),
         dfbs: vec![
-            Dfb {
-                name: "x",
-                tiles: kb,
-                count: bc_in,
-            },
-            Dfb {
-                name: "wg",
-                tiles: kb * nb,
-                count: bc_in,
-            },
-            Dfb {
-                name: "wu",
-                tiles: kb * nb,
-                count: bc_in,
-            },
-            Dfb {
-                name: "y",
-                tiles: nb,
-                count: bc_out,
-            },
+            Dfb::new("x", kb, bc_in),
+            Dfb::new("wg", kb * nb, bc_in),
+            Dfb::new("wu", kb * nb, bc_in),
+            Dfb::new("y", nb, bc_out),
         ],
         grid,
         factory: false,
@@ -351,26 +322,10 @@ pub fn logits_head(
         base: format!("norm_matmul_{}x{}{tag}", kt * 32, nt * 32),
         ctx: with_grid(ctx, grid, per_node, n_blocks),
         dfbs: vec![
-            Dfb {
-                name: "x",
-                tiles: kt,
-                count: 1,
-            },
-            Dfb {
-                name: "g",
-                tiles: kt,
-                count: 1,
-            },
-            Dfb {
-                name: "w",
-                tiles: kt * nb,
-                count: b,
-            },
-            Dfb {
-                name: "y",
-                tiles: nb,
-                count: b,
-            },
+            Dfb::new("x", kt, 1),
+            Dfb::new("g", kt, 1),
+            Dfb::new("w", kt * nb, b),
+            Dfb::new("y", nb, b),
         ],
         grid,
         factory: false,
@@ -500,39 +455,15 @@ pub fn norm_rope(
         "doc": doc, "heads": heads, "dt": dt, "bc": b, "has_norm": has_norm,
         "inv_n": py_f32(1.0 / n as f32), "eps": py_f32(eps.unwrap_or(0.0)),
     });
-    let mut dfbs = vec![Dfb {
-        name: "x",
-        tiles: dt,
-        count: b,
-    }];
+    let mut dfbs = vec![Dfb::new("x", dt, b)];
     if has_norm {
-        dfbs.push(Dfb {
-            name: "w",
-            tiles: dt,
-            count: b,
-        });
+        dfbs.push(Dfb::new("w", dt, b));
     }
     dfbs.extend([
-        Dfb {
-            name: "cos",
-            tiles: dt,
-            count: b,
-        },
-        Dfb {
-            name: "sin",
-            tiles: dt,
-            count: b,
-        },
-        Dfb {
-            name: "rot",
-            tiles: dt * dt,
-            count: b,
-        },
-        Dfb {
-            name: "y",
-            tiles: dt,
-            count: b,
-        },
+        Dfb::new("cos", dt, b),
+        Dfb::new("sin", dt, b),
+        Dfb::new("rot", dt * dt, b),
+        Dfb::new("y", dt, b),
     ]);
     let fam = if has_norm { "norm_rope" } else { "rope" };
     Kernel {
@@ -567,59 +498,16 @@ pub fn kv_write(
         "doc": doc, "mode": mode, "kv_heads": kv_heads, "capacity": capacity, "cap_t": cap_t, "dt": dt,
         "bc": b, "inv_n": py_f32(1.0 / n as f32), "eps": py_f32(eps),
     });
-    let mut dfbs = vec![
-        Dfb {
-            name: "cache",
-            tiles: dt,
-            count: b,
-        },
-        Dfb {
-            name: "new",
-            tiles: dt,
-            count: b,
-        },
-    ];
+    let mut dfbs = vec![Dfb::new("cache", dt, b), Dfb::new("new", dt, b)];
     if mode == "rope" {
         dfbs.extend([
-            Dfb {
-                name: "w",
-                tiles: dt,
-                count: b,
-            },
-            Dfb {
-                name: "cos",
-                tiles: dt,
-                count: b,
-            },
-            Dfb {
-                name: "sin",
-                tiles: dt,
-                count: b,
-            },
-            Dfb {
-                name: "rot",
-                tiles: dt * dt,
-                count: b,
-            },
+            Dfb::new("w", dt, b),
+            Dfb::new("cos", dt, b),
+            Dfb::new("sin", dt, b),
+            Dfb::new("rot", dt * dt, b),
         ]);
     }
-    dfbs.extend([
-        Dfb {
-            name: "sel",
-            tiles: 1,
-            count: b,
-        },
-        Dfb {
-            name: "keep",
-            tiles: 1,
-            count: b,
-        },
-        Dfb {
-            name: "out",
-            tiles: dt,
-            count: b,
-        },
-    ]);
+    dfbs.extend([Dfb::new("sel", 1, b), Dfb::new("keep", 1, b), Dfb::new("out", dt, b)]);
     let fam = match mode {
         "rope" => "rope_kv_write",
         "norm" => "norm_kv_write",
@@ -677,36 +565,12 @@ pub fn attention(
         base: format!("attention_{heads}x{}_{kv_heads}x{capacity}{w}", dt * 32),
         ctx: with_grid(ctx, grid, per_node, kv_heads),
         dfbs: vec![
-            Dfb {
-                name: "q",
-                tiles: dt,
-                count: bq,
-            },
-            Dfb {
-                name: "sel",
-                tiles: 1,
-                count: 2,
-            },
-            Dfb {
-                name: "k",
-                tiles: sb * dt,
-                count: bkv,
-            },
-            Dfb {
-                name: "v",
-                tiles: sb * dt,
-                count: bkv,
-            },
-            Dfb {
-                name: "mask",
-                tiles: sb,
-                count: bkv,
-            },
-            Dfb {
-                name: "o",
-                tiles: dt,
-                count: bq,
-            },
+            Dfb::new("q", dt, bq),
+            Dfb::new("sel", 1, 2),
+            Dfb::new("k", sb * dt, bkv),
+            Dfb::new("v", sb * dt, bkv),
+            Dfb::new("mask", sb, bkv),
+            Dfb::new("o", dt, bq),
         ],
         grid,
         factory: false,
@@ -755,31 +619,11 @@ pub fn moe_act(t: &TtTarget, doc: &str, experts: usize, it: usize) -> Result<Ker
         base: format!("moe_act_{experts}x{}", it * 32),
         ctx: with_grid(ctx, grid, per_node, n_blocks),
         dfbs: vec![
-            Dfb {
-                name: "gate",
-                tiles: nb,
-                count: b,
-            },
-            Dfb {
-                name: "up",
-                tiles: nb,
-                count: b,
-            },
-            Dfb {
-                name: "w",
-                tiles: et,
-                count: b,
-            },
-            Dfb {
-                name: "expand",
-                tiles: et * nb,
-                count: b,
-            },
-            Dfb {
-                name: "y",
-                tiles: nb,
-                count: b,
-            },
+            Dfb::new("gate", nb, b),
+            Dfb::new("up", nb, b),
+            Dfb::new("w", et, b),
+            Dfb::new("expand", et * nb, b),
+            Dfb::new("y", nb, b),
         ],
         grid,
         factory: false,
@@ -800,18 +644,7 @@ pub fn copy(t: &TtTarget, doc: &str, rows_t: usize, cols_t: usize) -> Result<Ker
         family: "copy",
         base: format!("slice_{}", cols_t * 32),
         ctx: with_grid(ctx, grid, per_node, n_blocks),
-        dfbs: vec![
-            Dfb {
-                name: "x",
-                tiles: nb,
-                count: b,
-            },
-            Dfb {
-                name: "y",
-                tiles: nb,
-                count: b,
-            },
-        ],
+        dfbs: vec![Dfb::new("x", nb, b), Dfb::new("y", nb, b)],
         grid,
         factory: true,
     }
