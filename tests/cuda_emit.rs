@@ -1,4 +1,4 @@
-//! The CUDA target: `compile --target cuda-sm90` writes kernels.cu (CUDA C,
+//! The CUDA targets: `compile --target cuda-sm90` (or `cuda-sm80`) writes kernels.cu (CUDA C,
 //! one `extern "C" __global__` function per distinct kernel of the plan) next
 //! to plan.json and stats.json, deterministically. Checked against a snapshot;
 //! no GPU or CUDA toolkit is needed.
@@ -15,19 +15,23 @@ fn path(p: &Path) -> &str {
 
 /// `gemma4c compile --target cuda-sm90` into a fresh directory; returns kernels.cu.
 fn compile_cu(dir: &Path) -> String {
+    compile_cu_for(dir, "cuda-sm90")
+}
+
+fn compile_cu_for(dir: &Path, target: &str) -> String {
     let out = tempfile::tempdir().expect("tempdir");
     let r = gemma4c(&[
         "compile",
         "--model",
         path(dir),
         "--target",
-        "cuda-sm90",
+        target,
         "--out",
         path(out.path()),
     ]);
     assert_eq!(r.code, 0, "{}: compile failed: {}", dir.display(), r.stderr);
     for f in ["plan.json", "stats.json", "kernels.cu"] {
-        assert!(out.path().join(f).exists(), "compile --target cuda-sm90 writes {f}");
+        assert!(out.path().join(f).exists(), "compile --target {target} writes {f}");
     }
     assert!(
         !out.path().join("kernels.ll").exists(),
@@ -67,4 +71,22 @@ fn kernels_cu_matches_the_snapshot() {
     insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => true }, {
         insta::assert_snapshot!("tiny_ple_kernels_cu", cu);
     });
+}
+
+#[test]
+fn sm80_differs_from_sm90_only_in_the_header() {
+    let dir = fixture("tiny_moe");
+    let sm90 = compile_cu_for(&dir, "cuda-sm90");
+    let sm80 = compile_cu_for(&dir, "cuda-sm80");
+    let (head90, body90) = sm90.split_once('\n').expect("header line");
+    let (head80, body80) = sm80.split_once('\n').expect("header line");
+    assert_eq!(
+        head80,
+        "// gemma4c kernels for target cuda-sm80 (CUDA C, compile with NVRTC or nvcc for sm_80)."
+    );
+    assert_eq!(head90.replace("sm90", "sm80").replace("sm_90", "sm_80"), head80);
+    assert!(
+        body80 == body90,
+        "the kernels themselves are the same for both architectures"
+    );
 }

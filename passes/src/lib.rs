@@ -4,10 +4,8 @@ pub mod cost;
 pub mod fusion;
 pub mod pipeline;
 pub mod plan;
-pub mod target;
 
 pub use cost::CostModel;
 pub use fusion::{fuse, FusionReport, Limits};
 pub use pipeline::{compile, CallGraph, Compiled};
 pub use plan::{Plan, Program};
-pub use target::Target;

@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use gemma4c_ir::{Graph, IrError};
 
+use crate::cost::CostModel;
 use crate::fusion::{fuse, Limits};
 use crate::plan::{lower, ModelInfo, Plan, PLAN_FORMAT};
-use crate::target::Target;
 
 /// One call graph to compile (the decode step, a prefill chunk).
 pub struct CallGraph {
@@ -24,7 +24,15 @@ pub struct Compiled {
     pub compile_ms: f64,
 }
 
-pub fn compile(calls: &[CallGraph], target: Target, fusion: bool, model: ModelInfo) -> Result<Compiled, IrError> {
+/// Fuses each call graph (when `fusion`, extracting with `cost`, the target's cost model) and
+/// lowers them into one plan for the target named `target`.
+pub fn compile(
+    calls: &[CallGraph],
+    target: &str,
+    cost: &CostModel,
+    fusion: bool,
+    model: ModelInfo,
+) -> Result<Compiled, IrError> {
     let start = Instant::now();
     let mut weights = Vec::new();
     let mut state = Vec::new();
@@ -32,7 +40,7 @@ pub fn compile(calls: &[CallGraph], target: Target, fusion: bool, model: ModelIn
     let mut fused = Vec::new();
     for call in calls {
         let g = if fusion {
-            fuse(&call.graph, &target.cost_model(), &Limits::default())?.0
+            fuse(&call.graph, cost, &Limits::default())?.0
         } else {
             call.graph.clone()
         };
@@ -55,7 +63,7 @@ pub fn compile(calls: &[CallGraph], target: Target, fusion: bool, model: ModelIn
     }
     let plan = Plan {
         format: PLAN_FORMAT,
-        target: target.name().to_string(),
+        target: target.to_string(),
         model,
         weights: weights_sorted,
         state,

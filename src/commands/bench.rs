@@ -60,7 +60,7 @@ pub fn run(args: Args) -> Result<()> {
         cfg,
         &dtype_of,
         Some(&args.model),
-        gemma4c_passes::Target::Cpu,
+        &gemma4c_backends::cpu::CpuBackend,
         true,
         Some(ctx),
         Some(chunk),

@@ -3,9 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use gemma4c_backends::{Backend, Checkpoint};
 use gemma4c_frontend::{build, BuildOptions, Gemma4Config, Model};
+use gemma4c_ir::DType;
 use gemma4c_passes::plan::ModelInfo;
-use gemma4c_passes::{compile, CallGraph, Compiled, Target};
+use gemma4c_passes::{compile, CallGraph, Compiled};
 use serde_json::json;
 
 #[derive(clap::Args)]
@@ -16,8 +18,7 @@ pub struct Args {
     /// Compile from a config.json alone (no weights; `run --plan` then needs --model).
     #[arg(long, conflicts_with = "model")]
     config: Option<PathBuf>,
-    /// cpu, tt-p300, tt-p150, tt-n150, cuda-sm90 or metal.
-    #[arg(long)]
+    #[arg(long, help = gemma4c_backends::backend::targets_help())]
     target: String,
     /// Artifact directory to write.
     #[arg(long)]
@@ -45,7 +46,7 @@ pub fn compile_model(
     cfg: &Gemma4Config,
     dtype_of: &dyn Fn(&str) -> gemma4c_ir::DType,
     source: Option<&Path>,
-    target: Target,
+    target: &dyn Backend,
     fuse: bool,
     max_context: Option<usize>,
     prefill_chunk: Option<usize>,
@@ -83,18 +84,15 @@ pub fn compile_model(
         bos_token_id: cfg.bos_token_id,
         eos_token_ids: cfg.eos_token_ids.clone(),
     };
-    Ok(compile(&calls, target, fuse, info)?)
+    Ok(compile(&calls, target.name(), &target.cost_model(), fuse, info)?)
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let target: Target = args.target.parse().map_err(anyhow::Error::msg)?;
+    let target = gemma4c_backends::lookup(&args.target)?;
     for e in &args.emit {
         if !["ir-before", "ir-after", "plan"].contains(&e.as_str()) {
             bail!("unknown --emit `{e}` (expected ir-before, ir-after or plan)");
         }
-    }
-    if !matches!(target, Target::Cpu | Target::CudaSm90) && !target.is_tenstorrent() {
-        bail!("target `{target}` is not implemented yet (available: cpu, tt-p300, tt-p150, tt-n150, cuda-sm90)");
     }
     let model = match &args.model {
         Some(dir) => Some(Model::open(dir)?),
@@ -139,50 +137,19 @@ pub fn run(args: Args) -> Result<()> {
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
     };
     write("plan.json", &compiled.plan.to_json())?;
-    if matches!(target, Target::Cpu) {
-        let ll = gemma4c_backends::cpu::kernels_ll(&compiled.plan).map_err(anyhow::Error::msg)?;
-        write(gemma4c_backends::cpu::KERNELS_FILE, &ll)?;
-    }
-    if matches!(target, Target::CudaSm90) {
-        let cu = gemma4c_backends::cuda::kernels_cu(&compiled.plan).map_err(anyhow::Error::msg)?;
-        write(gemma4c_backends::cuda::KERNELS_FILE, &cu)?;
-    }
     let decode = compiled.plan.program("decode").context("plan has no decode program")?;
     let unfused_launches = unfused
         .as_ref()
         .and_then(|u| u.plan.program("decode").map(|p| p.launches()))
         .unwrap_or(decode.launches());
-    // Tenstorrent: TT-Lang kernels, TTNN host program and prepared weights.
-    let tt_stats = if target.is_tenstorrent() {
-        let tt = gemma4c_backends::tt::TtTarget::for_target(target)?;
-        let reader = |k: &str| -> std::result::Result<Vec<f32>, String> {
-            let m = model.as_ref().ok_or("no checkpoint")?;
-            m.checkpoint.load_f32(k).map_err(|e| e.to_string())
-        };
-        let st_dtype = |k: &str| model.as_ref().and_then(|m| m.checkpoint.get(k).map(|t| t.dtype));
-        let rows = |k: &str, r: std::ops::Range<usize>| -> std::result::Result<Vec<f32>, String> {
-            let m = model.as_ref().ok_or("no checkpoint")?;
-            let info = m.checkpoint.require(k).map_err(|e| e.to_string())?;
-            let bytes = m.checkpoint.bytes(k).map_err(|e| e.to_string())?;
-            let row = info.shape[1..].iter().product::<usize>() * info.dtype.size_bytes();
-            info.dtype
-                .widen_le(&bytes[r.start * row..r.end * row])
-                .ok_or_else(|| "not a float tensor".to_string())
-        };
-        let weights = model.as_ref().map(|_| gemma4c_backends::tt::Weights {
-            tensor: &reader,
-            rows: Some(&rows),
-            dtype_of: &st_dtype,
-        });
-        Some(gemma4c_backends::tt::write_artifact(
-            &args.out,
+    let checkpoint = model.as_ref().map(ModelCheckpoint);
+    let emitted = target
+        .emit(
             &compiled.plan,
-            &tt,
-            weights,
-        )?)
-    } else {
-        None
-    };
+            &args.out,
+            checkpoint.as_ref().map(|c| c as &dyn Checkpoint),
+        )
+        .with_context(|| format!("generating code for {}", target.name()))?;
     let mut stats = json!({
         "target": target.name(),
         "launches_per_token": decode.launches(),
@@ -192,8 +159,8 @@ pub fn run(args: Args) -> Result<()> {
         "arena_bytes": compiled.plan.programs.iter().map(|p| p.arena_bytes).max().unwrap_or(0),
         "state_bytes": compiled.plan.state.iter().map(|s| s.bytes).sum::<usize>(),
     });
-    if let Some(tt) = tt_stats {
-        stats["tt"] = tt;
+    for (key, value) in emitted.stats {
+        stats[key] = value;
     }
     write("stats.json", &(serde_json::to_string_pretty(&stats)? + "\n"))?;
     if args.emit.iter().any(|e| e == "ir-before") {
@@ -217,4 +184,36 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The checkpoint as backends read it.
+struct ModelCheckpoint<'a>(&'a Model);
+
+impl Checkpoint for ModelCheckpoint<'_> {
+    fn tensor_f32(&self, key: &str) -> std::result::Result<Vec<f32>, String> {
+        self.0.checkpoint.load_f32(key).map_err(|e| e.to_string())
+    }
+
+    fn rows_f32(&self, key: &str, rows: std::ops::Range<usize>) -> std::result::Result<Vec<f32>, String> {
+        let ck = &self.0.checkpoint;
+        let info = ck.require(key).map_err(|e| e.to_string())?;
+        let bytes = ck.bytes(key).map_err(|e| e.to_string())?;
+        let row = info.shape[1..].iter().product::<usize>() * info.dtype.size_bytes();
+        let range = rows.start * row..rows.end * row;
+        let slice = bytes.get(range).ok_or_else(|| {
+            format!(
+                "{key}: rows {}..{} past the tensor's {} rows",
+                rows.start,
+                rows.end,
+                info.shape.first().copied().unwrap_or(0)
+            )
+        })?;
+        info.dtype
+            .widen_le(slice)
+            .ok_or_else(|| format!("{key}: not a float tensor"))
+    }
+
+    fn dtype(&self, key: &str) -> Option<DType> {
+        self.0.checkpoint.get(key).map(|t| t.dtype)
+    }
 }

@@ -159,12 +159,11 @@ pub fn run(args: Args) -> Result<()> {
         (ExecutorKind::Jit, None) => {
             // Compile and run in memory.
             let dtype_of = |k: &str| model.dtype_of(k);
-            let target = gemma4c_passes::Target::Cpu;
             let compiled = super::compile::compile_model(
                 cfg,
                 &dtype_of,
                 Some(&model_dir),
-                target,
+                &gemma4c_backends::cpu::CpuBackend,
                 true,
                 Some(max_context),
                 Some(chunk),

@@ -18,7 +18,6 @@ use gemma4c_backends::tt::lower::{Prepared, Source};
 use gemma4c_backends::tt::{weights, TtTarget};
 use gemma4c_ir::eval::eval;
 use gemma4c_ir::{Op, RopeSpec, Tensor};
-use gemma4c_passes::Target;
 use serde_json::{json, Value};
 
 /// Deterministic normal samples (xorshift64* + Box-Muller).
@@ -1010,7 +1009,7 @@ fn write_safetensors(path: &Path, tensors: &[(String, usize, usize, Vec<f32>)]) 
 /// Writes the bundle into `dir`; returns the number of cases.
 pub fn write_bundle(dir: &Path) -> usize {
     let mut b = Bundle {
-        t: TtTarget::for_target(Target::TtP300).unwrap(),
+        t: TtTarget::P300,
         kernels: Vec::new(),
         cases: Vec::new(),
     };

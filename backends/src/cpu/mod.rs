@@ -4,8 +4,12 @@
 
 pub mod llvm;
 
-use gemma4c_passes::plan::Plan;
+use std::path::Path;
 
+use gemma4c_passes::plan::Plan;
+use gemma4c_passes::CostModel;
+
+use crate::backend::{write_file, Backend, BackendError, Checkpoint, Emitted};
 use crate::kernel::{lower_plan, KernelPlan};
 
 /// File name of the CPU artifact next to plan.json.
@@ -24,4 +28,29 @@ pub fn kernels_ll(plan: &Plan) -> Result<String, String> {
 /// Prints the kernels of a lowered plan, sorted by name.
 pub fn emit(kp: &KernelPlan) -> String {
     llvm::print_module(HEADER, kp.kernels.values())
+}
+
+/// The `cpu` row of the backend registry.
+pub struct CpuBackend;
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn describe(&self) -> &'static str {
+        "host CPU: kernels.ll (LLVM IR), JIT-compiled by `run --plan`"
+    }
+
+    fn cost_model(&self) -> CostModel {
+        CostModel::cpu()
+    }
+
+    fn emit(&self, plan: &Plan, out: &Path, _: Option<&dyn Checkpoint>) -> Result<Emitted, BackendError> {
+        write_file(out, KERNELS_FILE, &kernels_ll(plan)?)?;
+        Ok(Emitted {
+            files: vec![KERNELS_FILE.to_string()],
+            ..Emitted::default()
+        })
+    }
 }

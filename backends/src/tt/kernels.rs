@@ -654,10 +654,9 @@ pub fn copy(t: &TtTarget, doc: &str, rows_t: usize, cols_t: usize) -> Result<Ker
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gemma4c_passes::Target;
 
     fn p300() -> TtTarget {
-        TtTarget::for_target(Target::TtP300).unwrap()
+        TtTarget::P300
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! step one position at a time); see `lower.rs` for how steps map to launches and `layout.rs` for
 //! the device layout of activations.
 
+pub mod backend;
 pub mod kernels;
 pub mod layout;
 pub mod lower;

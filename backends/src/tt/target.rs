@@ -1,7 +1,5 @@
 //! Figures of the Tenstorrent targets that the generated kernels are sized for.
 
-use gemma4c_passes::Target;
-
 use super::TtError;
 
 /// Bytes of one 32x32 bf16 tile (what every dataflow buffer of the generated kernels holds).
@@ -20,30 +18,34 @@ pub struct TtTarget {
 }
 
 impl TtTarget {
-    /// Blackhole p300 (the generated code drives one of its chips) and p150: 1.5 MB of L1 per
-    /// Tensix core; Wormhole n150: 8x8 cores with 1464 KiB each.
-    pub fn for_target(t: Target) -> Result<TtTarget, TtError> {
-        Ok(match t {
-            Target::TtP300 => TtTarget {
-                name: "tt-p300",
-                grid: (10, 13),
-                l1_bytes: 1536 * 1024,
-                max_dfbs: 32,
-            },
-            Target::TtP150 => TtTarget {
-                name: "tt-p150",
-                grid: (10, 13),
-                l1_bytes: 1536 * 1024,
-                max_dfbs: 32,
-            },
-            Target::TtN150 => TtTarget {
-                name: "tt-n150",
-                grid: (8, 8),
-                l1_bytes: 1464 * 1024,
-                max_dfbs: 32,
-            },
-            other => return Err(TtError::new(format!("`{other}` is not a Tenstorrent target"))),
-        })
+    /// Blackhole p300 (the generated code drives one of its chips): 1.5 MB of L1 per Tensix core.
+    pub const P300: TtTarget = TtTarget {
+        name: "tt-p300",
+        grid: (10, 13),
+        l1_bytes: 1536 * 1024,
+        max_dfbs: 32,
+    };
+    /// Blackhole p150: one Blackhole chip, sized as the p300.
+    pub const P150: TtTarget = TtTarget {
+        name: "tt-p150",
+        grid: (10, 13),
+        l1_bytes: 1536 * 1024,
+        max_dfbs: 32,
+    };
+    /// Wormhole n150: 8x8 cores with 1464 KiB each.
+    pub const N150: TtTarget = TtTarget {
+        name: "tt-n150",
+        grid: (8, 8),
+        l1_bytes: 1464 * 1024,
+        max_dfbs: 32,
+    };
+
+    /// The device named `name` (`tt-p300`, `tt-p150`, `tt-n150`).
+    pub fn named(name: &str) -> Result<TtTarget, TtError> {
+        [TtTarget::P300, TtTarget::P150, TtTarget::N150]
+            .into_iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| TtError::new(format!("`{name}` is not a Tenstorrent target")))
     }
 
     pub fn cores(&self) -> usize {

@@ -1,0 +1,53 @@
+//! The Tenstorrent rows of the backend registry: glue from [`Backend`] to [`write_artifact`].
+
+use std::path::Path;
+
+use gemma4c_passes::{CostModel, Plan};
+
+use super::{write_artifact, TtTarget, Weights};
+use crate::backend::{Backend, BackendError, Checkpoint, Emitted};
+
+/// One Tenstorrent device as a compilation target.
+pub struct TtBackend(pub TtTarget);
+
+impl Backend for TtBackend {
+    fn name(&self) -> &'static str {
+        self.0.name
+    }
+
+    fn describe(&self) -> &'static str {
+        match self.0.name {
+            "tt-n150" => "Tenstorrent Wormhole n150: TT-Lang kernels.py, TTNN model.py, weights",
+            _ => "Tenstorrent Blackhole: TT-Lang kernels.py, TTNN model.py, weights",
+        }
+    }
+
+    fn cost_model(&self) -> CostModel {
+        CostModel::accelerator()
+    }
+
+    fn emit(&self, plan: &Plan, out: &Path, checkpoint: Option<&dyn Checkpoint>) -> Result<Emitted, BackendError> {
+        let tensor = |k: &str| checkpoint.ok_or("no checkpoint")?.tensor_f32(k);
+        let rows = |k: &str, r: std::ops::Range<usize>| checkpoint.ok_or("no checkpoint")?.rows_f32(k, r);
+        let dtype_of = |k: &str| checkpoint.and_then(|c| c.dtype(k));
+        let weights = checkpoint.map(|_| Weights {
+            tensor: &tensor,
+            rows: Some(&rows),
+            dtype_of: &dtype_of,
+        });
+        let stats = write_artifact(out, plan, &self.0, weights).map_err(|e| BackendError(e.0))?;
+        let mut files: Vec<String> = ["kernels.py", "model.py", "run.py", "sim_support.py", "README.md"]
+            .map(String::from)
+            .to_vec();
+        if checkpoint.is_some() {
+            files.push("weights.safetensors".into());
+        }
+        files.sort();
+        let mut emitted = Emitted {
+            files,
+            ..Emitted::default()
+        };
+        emitted.stats.insert("tt".into(), stats);
+        Ok(emitted)
+    }
+}
