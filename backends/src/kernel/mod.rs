@@ -1,5 +1,5 @@
-//! The kernel IR: loop-level code shared by the CPU (LLVM), CUDA and Metal
-//! printers.
+//! The kernel IR: loop-level code shared by the LLVM printer (`cpu/`) and the
+//! C-style printer (`cstyle/`, whose dialects are CUDA today).
 //!
 //! A kernel is a body that runs once per *row* of a 1-D launch grid
 //! `row in 0..rows`. Rows are independent — any split of the grid across
