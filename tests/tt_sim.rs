@@ -298,3 +298,70 @@ fn tt_targets_differ_only_in_grid_and_l1() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("not implemented"), "{}", r.stderr);
 }
+
+/// tt-lang reads `ttl.operation(grid=...)` as `(cols, rows)` and refuses a grid outside the
+/// device's compute grid (13 x 10 on Blackhole) at launch: every generated E4B kernel must fit
+/// that way round, and the big matmuls must use all 13 columns.
+#[test]
+fn tt_kernel_grids_are_cols_by_rows_within_the_blackhole_grid() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = repo_root().join("tests/configs/gemma-4-e4b.json");
+    compile_tt(&["--config", cfg.to_str().expect("utf-8 path")], tmp.path());
+    let py = std::fs::read_to_string(tmp.path().join("kernels.py")).unwrap();
+    let mut grids = Vec::new();
+    for line in py.lines() {
+        if let Some(rest) = line.trim().strip_prefix("@ttl.operation(grid=(") {
+            let (g, _) = rest.split_once(')').expect("grid tuple");
+            let (c, r) = g.split_once(", ").expect("two dims");
+            grids.push((c.parse::<usize>().unwrap(), r.parse::<usize>().unwrap()));
+        }
+    }
+    assert!(grids.len() >= 20, "{grids:?}");
+    assert!(grids.iter().all(|&(c, r)| c <= 13 && r <= 10), "{grids:?}");
+    assert!(grids.contains(&(13, 10)), "no kernel uses the whole 13 x 10 grid: {grids:?}");
+    // Nodes are flattened row-major over (cols, rows): y * cols + x.
+    assert!(py.contains("(ny * 13 + nx)"), "row-major flattening over 13 columns");
+    assert!(!py.contains("nx * 13"), "old (rows, cols) flattening");
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["tt"]["grid"], serde_json::json!({"cols": 13, "rows": 10}));
+    assert_eq!(stats["tt"]["chips"], 2);
+    let dram = &stats["tt"]["dram"];
+    assert!(dram["total_bytes"].as_u64().unwrap() < dram["available_bytes"].as_u64().unwrap());
+}
+
+/// Gemma 4 31B and 26B-A4B in bf16 do not fit one Blackhole chip's 32 GB (the generated program
+/// runs on one chip of a p300): compile refuses them with the figures and a hint.
+#[test]
+fn tt_models_larger_than_the_device_dram_are_refused_with_the_figures() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for (cfg, min_gb) in [("gemma-4-31b", 55), ("gemma-4-26b-a4b", 45)] {
+        for target in ["tt-p150", "tt-p300"] {
+            let out = tmp.path().join(format!("{cfg}-{target}"));
+            let path = repo_root().join(format!("tests/configs/{cfg}.json"));
+            let r = gemma4c(&[
+                "compile",
+                "--config",
+                path.to_str().unwrap(),
+                "--target",
+                target,
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+            assert_ne!(r.code, 0, "{cfg} on {target} compiled");
+            let e = &r.stderr;
+            assert!(e.contains("of device DRAM") && e.contains("32000000000 bytes"), "{e}");
+            assert!(e.contains("--weights bfp8") && e.contains("mesh"), "{e}");
+            let needed: u64 = e
+                .split(" needs ")
+                .nth(1)
+                .and_then(|s| s.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no byte count in: {e}"));
+            assert!(needed > min_gb * 1_000_000_000, "{cfg}: {needed}");
+            if target == "tt-p300" {
+                assert!(e.contains("1 of the board's 2 chips"), "{e}");
+            }
+        }
+    }
+}

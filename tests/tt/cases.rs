@@ -15,6 +15,7 @@ use std::path::Path;
 use gemma4c_backends::tt::kernels::{self, Kernel, Mode};
 use gemma4c_backends::tt::layout::DevLayout;
 use gemma4c_backends::tt::lower::{Prepared, Source};
+use gemma4c_backends::tt::target::Grid;
 use gemma4c_backends::tt::{weights, TtTarget};
 use gemma4c_ir::eval::eval;
 use gemma4c_ir::{Op, RopeSpec, Tensor};
@@ -248,7 +249,7 @@ fn matmul_cases(b: &mut Bundle, rng: &mut Rng) {
     ] {
         let target = if name.contains("small_grid") {
             TtTarget {
-                grid: (2, 3),
+                grid: Grid { cols: 3, rows: 2 },
                 ..b.t.clone()
             }
         } else {
@@ -301,7 +302,7 @@ fn matmul_cases(b: &mut Bundle, rng: &mut Rng) {
     // Final norm + tied LM head + soft-cap (pre-cap logits reach about +-25): on the full grid
     // (one panel per node), and on a 2x3 grid where nodes take several panels and two idle.
     let small_grid = TtTarget {
-        grid: (2, 3),
+        grid: Grid { cols: 3, rows: 2 },
         ..b.t.clone()
     };
     for (target, h, v, name) in [

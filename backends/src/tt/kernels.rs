@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::target::{TtTarget, TILE_BYTES};
+use super::target::{Grid, TtTarget, TILE_BYTES};
 use super::TtError;
 
 /// `sqrt(2 / pi)` of `gelu_pytorch_tanh`, as the Python literal the kernels use.
@@ -36,7 +36,8 @@ pub struct Kernel {
     pub base: String,
     pub ctx: Value,
     pub dfbs: Vec<Dfb>,
-    pub grid: (usize, usize),
+    /// `(cols, rows)` as tt-lang's `grid=` reads it.
+    pub grid: Grid,
     /// `K.name(tile_row)(...)` rather than `K.name(...)`.
     pub factory: bool,
 }
@@ -58,6 +59,12 @@ impl Kernel {
     }
 
     fn checked(self, t: &TtTarget) -> Result<Kernel, TtError> {
+        if !t.grid.contains(self.grid) {
+            return Err(TtError::new(format!(
+                "kernel `{}` needs a grid of {} x {} cores (cols x rows); {} has {} x {}",
+                self.base, self.grid.cols, self.grid.rows, t.name, t.grid.cols, t.grid.rows
+            )));
+        }
         if self.dfbs.len() > t.max_dfbs {
             return Err(TtError::new(format!(
                 "kernel `{}` needs {} dataflow buffers; {} allows {}",
@@ -70,8 +77,9 @@ impl Kernel {
         let l1 = self.l1_bytes();
         if l1 > t.l1_bytes {
             return Err(TtError::new(format!(
-                "kernel `{}` needs {l1} bytes of L1 per core for its dataflow buffers ({}); {} has {} \
-                 (a smaller block or a streaming variant of this family is needed)",
+                "kernel `{}` needs {l1} bytes of L1 per core for its dataflow buffers ({}); {} leaves {} \
+                 for them (of {} per core, after firmware and headroom for compiler temporaries; \
+                 a smaller block or a streaming variant of this family is needed)",
                 self.base,
                 self.dfbs
                     .iter()
@@ -79,7 +87,8 @@ impl Kernel {
                     .collect::<Vec<_>>()
                     .join(", "),
                 t.name,
-                t.l1_bytes
+                t.l1_bytes,
+                t.l1_total
             )));
         }
         Ok(self)
@@ -125,10 +134,12 @@ pub fn softcap_expr(v: &str, cap: f32) -> String {
     format!("ttl.block.fill({c}, shp) * ttl.math.tanh({v} / ttl.block.fill({c}, shp))")
 }
 
-fn with_grid(mut ctx: Value, grid: (usize, usize), per_node: usize, n_blocks: usize) -> Value {
+/// `gx` = columns, `gy` = rows (tt-lang's `grid=(gx, gy)`); templates flatten the node
+/// `(nx, ny)` row-major as `ny * gx + nx`.
+fn with_grid(mut ctx: Value, grid: Grid, per_node: usize, n_blocks: usize) -> Value {
     let m = ctx.as_object_mut().expect("kernel contexts are objects");
-    m.insert("gx".into(), json!(grid.0));
-    m.insert("gy".into(), json!(grid.1));
+    m.insert("gx".into(), json!(grid.cols));
+    m.insert("gy".into(), json!(grid.rows));
     m.insert("per_node".into(), json!(per_node));
     m.insert("n_blocks".into(), json!(n_blocks));
     ctx
@@ -298,13 +309,17 @@ pub fn logits_head(
         ));
     }
     let mut nb = divisor_le(nt, (nt / t.cores()).clamp(1, 8));
-    let (grid, per_node, n_blocks, b) = loop {
+    let (grid, per_node, n_blocks, b, bw) = loop {
         let n_blocks = rows_t * (nt / nb);
         let (grid, per_node) = t.grid_for(n_blocks);
         let b = bc(per_node);
-        let bytes = (2 * kt + (kt * nb + nb) * b) * TILE_BYTES;
-        if bytes <= t.l1_bytes || nb == 1 {
-            break (grid, per_node, n_blocks, b);
+        let bytes = |bw: usize| (2 * kt + kt * nb * bw + nb * b) * TILE_BYTES;
+        if bytes(b) <= t.l1_bytes {
+            break (grid, per_node, n_blocks, b, b);
+        }
+        if nb == 1 {
+            // One weight column panel at a time (31B's 5376-deep panel does not fit twice).
+            break (grid, per_node, n_blocks, b, 1);
         }
         nb = divisor_le(nt, nb - 1);
     };
@@ -314,7 +329,7 @@ pub fn logits_head(
     };
     let ctx = json!({
         "doc": doc, "rows_t": rows_t, "kt": kt, "nt": nt, "nb": nb, "n": n, "col_blocks": nt / nb,
-        "bc_out": b, "bc_x": 1, "inv_n": py_f32(1.0 / n as f32), "eps": py_f32(eps), "epilogue": expr, "epilogue_doc": edoc,
+        "bc_out": b, "bc_w": bw, "bc_x": 1, "inv_n": py_f32(1.0 / n as f32), "eps": py_f32(eps), "epilogue": expr, "epilogue_doc": edoc,
     });
     Kernel {
         name: String::new(),
@@ -324,7 +339,7 @@ pub fn logits_head(
         dfbs: vec![
             Dfb::new("x", kt, 1),
             Dfb::new("g", kt, 1),
-            Dfb::new("w", kt * nb, b),
+            Dfb::new("w", kt * nb, bw),
             Dfb::new("y", nb, b),
         ],
         grid,
@@ -586,7 +601,7 @@ pub fn moe_route(t: &TtTarget, doc: &str, experts: usize, top_k: usize) -> Resul
         name: String::new(),
         family: "moe_route",
         base: format!("moe_route_{experts}_top{top_k}"),
-        ctx: with_grid(ctx, (1, 1), 1, 1),
+        ctx: with_grid(ctx, Grid { cols: 1, rows: 1 }, 1, 1),
         dfbs: ["scores", "scale", "pad", "y"]
             .iter()
             .map(|&name| Dfb {
@@ -595,7 +610,7 @@ pub fn moe_route(t: &TtTarget, doc: &str, experts: usize, top_k: usize) -> Resul
                 count: 1,
             })
             .collect(),
-        grid: (1, 1),
+        grid: Grid { cols: 1, rows: 1 },
         factory: false,
     }
     .checked(t)
@@ -660,16 +675,19 @@ mod tests {
     }
 
     #[test]
-    fn every_node_of_a_grid_gets_work() {
+    fn kernels_use_grids_in_cols_rows_order_within_the_device() {
         let t = p300();
-        for n in 1..400 {
-            let ((gx, gy), per_node) = t.grid_for(n);
-            assert!(gx <= t.grid.0 && gy <= t.grid.1, "{n}");
-            let nodes = gx * gy;
-            assert!(nodes * per_node >= n, "{n}: not covered");
-            // Only the last row of a multi-row grid may hold idle nodes.
-            assert!(n.div_ceil(per_node) > (gx - 1) * gy, "{n}: a whole idle row");
-        }
+        // A wide matmul (E4B's LM head: 2560 -> 262144) spreads over all 13 x 10 cores.
+        let k = matmul(&t, "doc", 1, 80, 8192, None).unwrap();
+        assert_eq!(k.grid, Grid { cols: 13, rows: 10 });
+        assert_eq!((k.ctx["gx"].as_u64(), k.ctx["gy"].as_u64()), (Some(13), Some(10)));
+        // A kernel grid wider than the device is refused, naming kernel and figures.
+        let narrow = TtTarget {
+            grid: Grid { cols: 4, rows: 13 },
+            ..p300()
+        };
+        let e = Kernel { grid: Grid { cols: 13, rows: 1 }, ..k }.checked(&narrow).unwrap_err();
+        assert!(e.0.contains("13 x 1") && e.0.contains("4 x 13"), "{e}");
     }
 
     #[test]

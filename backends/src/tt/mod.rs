@@ -194,7 +194,7 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
                 k.name.clone(),
                 json!({
                     "family": k.family,
-                    "grid": [k.grid.0, k.grid.1],
+                    "grid": {"cols": k.grid.cols, "rows": k.grid.rows},
                     "dataflow_buffers": k.dfbs.len(),
                     "l1_bytes_per_core": k.l1_bytes(),
                     "launches_per_token": uses.get(&i).copied().unwrap_or(0),
@@ -202,10 +202,23 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
             )
         })
         .collect();
+    let dram = dram_use(&low);
+    target.check_dram(dram.total(), &format!("the compiled model ({})", header["model"].as_str().unwrap_or("?")))?;
     let stats = json!({
         "device": target.name,
-        "grid": [target.grid.0, target.grid.1],
+        "grid": {"cols": target.grid.cols, "rows": target.grid.rows},
+        "chips": target.chips,
+        "chips_used": target.chips_used,
         "l1_bytes_per_core": target.l1_bytes,
+        "l1_total_bytes_per_core": target.l1_total,
+        "dram": {
+            "weights_bytes": dram.weights,
+            "kv_cache_bytes": dram.kv,
+            "activation_bytes": dram.activations,
+            "total_bytes": dram.total(),
+            "available_bytes": target.dram_available(),
+            "host_table_bytes": dram.host_tables,
+        },
         "max_dataflow_buffers": target.max_dfbs,
         "device_launches_per_token": uses.values().sum::<usize>(),
         "host_row_fetches_per_token": low.launches.iter().filter(|l| l.kernel.is_none()).count(),
@@ -218,6 +231,31 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
         lowered: low,
         stats,
     })
+}
+
+/// Device DRAM of the generated program: every device tensor is bf16 (`Model.up`).
+pub struct DramUse {
+    pub weights: u64,
+    pub kv: u64,
+    pub activations: u64,
+    /// Kept on the host (embedding tables, RoPE tables), not counted in `total`.
+    pub host_tables: u64,
+}
+
+impl DramUse {
+    pub fn total(&self) -> u64 {
+        self.weights + self.kv + self.activations
+    }
+}
+
+fn dram_use(low: &lower::Lowered) -> DramUse {
+    let bytes = |rows: usize, cols: usize| (rows.div_ceil(32) * 32 * cols.div_ceil(32) * 32 * 2) as u64;
+    DramUse {
+        weights: low.prepared.iter().filter(|p| !p.host).map(|p| bytes(p.rows, p.cols)).sum(),
+        kv: low.states.iter().map(|s| bytes(s.rows, s.cols)).sum(),
+        activations: low.slots.iter().map(|s| bytes(s.rows, s.cols)).sum(),
+        host_tables: low.prepared.iter().filter(|p| p.host).map(|p| bytes(p.rows, p.cols)).sum(),
+    }
 }
 
 /// Writes the TT artifact files into `dir` (plan.json and stats.json are the caller's). With a

@@ -1,43 +1,125 @@
-//! Figures of the Tenstorrent targets that the generated kernels are sized for.
+//! The device model of the Tenstorrent targets: what one board offers the generated program
+//! (compute grid, L1 per core, DRAM per chip, chips, dispatch cost, DRAM bandwidth), and the
+//! compile-time checks against it.
+//!
+//! Sources of the figures (read from the public tt-metal / tt-lang sources and Tenstorrent's
+//! board specifications; none of it was measured here):
+//! * grid: tt-lang's `ttl.operation(grid=(x, y))` is `(cols, rows)`, compared against
+//!   `device.compute_with_storage_grid_size()` (tt-lang `python/ttl/ttl_api.py`: "Grid is
+//!   (cols, rows) = (x, y), matching tt-metal CoreCoord convention"). Blackhole's worker grid
+//!   is 13 x 10 (one Tensix column of the 14 x 10 array is kept for dispatch); Wormhole n150's
+//!   is 8 x 8.
+//! * L1: 1536 KiB per Blackhole Tensix core, 1464 KiB per Wormhole core. Firmware, kernel
+//!   binaries, runtime arguments and dispatch take the first part: tt-metal's Gemma 4 bring-up
+//!   on Blackhole runs with `worker_l1_size` of about 1.36 MB (176 KiB reserved); the same
+//!   reserve is assumed on Wormhole. Of what is left we budget dataflow buffers only up to
+//!   `L1_HEADROOM` less, for the temporaries the TT-Lang compiler adds (register spills of block
+//!   expressions, reduce scalers, matmul partials).
+//! * DRAM: 32 GB GDDR6 per Blackhole chip (p150: one chip, p300: two), 12 GB on a Wormhole n150;
+//!   bandwidth 512 GB/s per Blackhole chip, 288 GB/s on n150.
+//! * dispatch: about 0.23 ms per untraced TT-Lang launch end to end (measured by Tenstorrent on
+//!   a hand-written TT-Lang Gemma port); a traced launch (replayed command queue) costs about
+//!   10 us of device-side dispatch. The performance model (`perf.rs`) uses both.
 
 use super::TtError;
 
 /// Bytes of one 32x32 bf16 tile (what every dataflow buffer of the generated kernels holds).
 pub const TILE_BYTES: usize = 32 * 32 * 2;
 
-/// Hardware limits of one Tenstorrent device, as the code generator models them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+const KIB: usize = 1024;
+const GB: u64 = 1_000_000_000;
+
+/// L1 reserved below the worker area (firmware, kernel config, dispatch): Blackhole's
+/// 1536 KiB minus tt-metal's `worker_l1_size` of ~1.36 MB.
+pub const L1_RESERVED: usize = 176 * KIB;
+/// L1 kept free for the compiler's own temporaries on top of the declared dataflow buffers.
+pub const L1_HEADROOM: usize = 96 * KIB;
+
+/// A compute grid in tt-lang's convention: `grid=(cols, rows)`, node `(x, y)` with `x < cols`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grid {
+    pub cols: usize,
+    pub rows: usize,
+}
+
+impl Grid {
+    pub fn cores(self) -> usize {
+        self.cols * self.rows
+    }
+
+    /// Whether a kernel grid fits inside this (device) grid, as tt-lang checks at launch.
+    pub fn contains(self, g: Grid) -> bool {
+        g.cols <= self.cols && g.rows <= self.rows
+    }
+}
+
+/// Hardware of one Tenstorrent board, as the code generator models it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TtTarget {
     pub name: &'static str,
-    /// Worker-core grid used for operations: (rows, cols).
-    pub grid: (usize, usize),
-    /// L1 bytes per core available to dataflow buffers.
+    /// Worker-core grid of one chip, `(cols, rows)`.
+    pub grid: Grid,
+    /// L1 bytes per core (the whole SRAM).
+    pub l1_total: usize,
+    /// L1 bytes per core the generated dataflow buffers may use (total - reserved - headroom).
     pub l1_bytes: usize,
     /// Dataflow buffers per operation.
     pub max_dfbs: usize,
+    /// DRAM bytes per chip.
+    pub dram_per_chip: u64,
+    /// Chips on the board.
+    pub chips: usize,
+    /// Chips the generated program uses (today: one; the p300's second chip is idle).
+    pub chips_used: usize,
+    /// DRAM bandwidth per chip, bytes/s.
+    pub dram_bw: f64,
+    /// Sustained bf16 matmul throughput per core, FLOP/s (approximate: about 195 TFLOP/s over
+    /// Blackhole's 130 workers, 64 TFLOP/s over Wormhole's 64; decode is bandwidth bound, so this
+    /// only matters for prefill-sized matmuls).
+    pub flops_per_core: f64,
+    /// Seconds per launch, untraced (host dispatch of every operation).
+    pub dispatch_untraced_s: f64,
+    /// Seconds per launch when the decode step is replayed from a captured trace.
+    pub dispatch_traced_s: f64,
+}
+
+/// One Blackhole chip's figures; `chips` is the board's count.
+const fn blackhole(name: &'static str, chips: usize) -> TtTarget {
+    TtTarget {
+        name,
+        grid: Grid { cols: 13, rows: 10 },
+        l1_total: 1536 * KIB,
+        l1_bytes: 1536 * KIB - L1_RESERVED - L1_HEADROOM,
+        max_dfbs: 32,
+        dram_per_chip: 32 * GB,
+        chips,
+        chips_used: 1,
+        dram_bw: 512e9,
+        flops_per_core: 1.5e12,
+        dispatch_untraced_s: 230e-6,
+        dispatch_traced_s: 10e-6,
+    }
 }
 
 impl TtTarget {
-    /// Blackhole p300 (the generated code drives one of its chips): 1.5 MB of L1 per Tensix core.
-    pub const P300: TtTarget = TtTarget {
-        name: "tt-p300",
-        grid: (10, 13),
-        l1_bytes: 1536 * 1024,
-        max_dfbs: 32,
-    };
-    /// Blackhole p150: one Blackhole chip, sized as the p300.
-    pub const P150: TtTarget = TtTarget {
-        name: "tt-p150",
-        grid: (10, 13),
-        l1_bytes: 1536 * 1024,
-        max_dfbs: 32,
-    };
-    /// Wormhole n150: 8x8 cores with 1464 KiB each.
+    /// Blackhole p300: two chips; the generated program drives one of them.
+    pub const P300: TtTarget = blackhole("tt-p300", 2);
+    /// Blackhole p150: one chip.
+    pub const P150: TtTarget = blackhole("tt-p150", 1);
+    /// Wormhole n150: one chip, 8 x 8 workers with 1464 KiB of L1 each, 12 GB of DRAM.
     pub const N150: TtTarget = TtTarget {
         name: "tt-n150",
-        grid: (8, 8),
-        l1_bytes: 1464 * 1024,
+        grid: Grid { cols: 8, rows: 8 },
+        l1_total: 1464 * KIB,
+        l1_bytes: 1464 * KIB - L1_RESERVED - L1_HEADROOM,
         max_dfbs: 32,
+        dram_per_chip: 12 * GB,
+        chips: 1,
+        chips_used: 1,
+        dram_bw: 288e9,
+        flops_per_core: 1.0e12,
+        dispatch_untraced_s: 230e-6,
+        dispatch_traced_s: 10e-6,
     };
 
     /// The device named `name` (`tt-p300`, `tt-p150`, `tt-n150`).
@@ -49,20 +131,102 @@ impl TtTarget {
     }
 
     pub fn cores(&self) -> usize {
-        self.grid.0 * self.grid.1
+        self.grid.cores()
+    }
+
+    /// DRAM the generated program can use: the chips it runs on.
+    pub fn dram_available(&self) -> u64 {
+        self.dram_per_chip * self.chips_used as u64
     }
 
     /// Grid for `n_blocks` equal blocks: `(grid, per_node)`. Nodes take contiguous ranges of
-    /// `per_node` blocks; the grid has as few nodes as that needs (at least one).
-    pub fn grid_for(&self, n_blocks: usize) -> ((usize, usize), usize) {
+    /// `per_node` blocks; the grid fills whole rows of `cols` nodes first and has as few nodes
+    /// as that needs (at least one).
+    pub fn grid_for(&self, n_blocks: usize) -> (Grid, usize) {
         let n = n_blocks.max(1);
         let per_node = n.div_ceil(self.cores().min(n));
         let nodes = n.div_ceil(per_node);
-        let cols = self.grid.1;
+        let cols = self.grid.cols;
         if nodes <= cols {
-            ((1, nodes), per_node)
+            (Grid { cols: nodes, rows: 1 }, per_node)
         } else {
-            ((nodes.div_ceil(cols), cols), per_node)
+            (
+                Grid {
+                    cols,
+                    rows: nodes.div_ceil(cols),
+                },
+                per_node,
+            )
         }
+    }
+
+    /// Refuses a program whose device tensors do not fit the DRAM of the chips it runs on.
+    pub fn check_dram(&self, needed: u64, what: &str) -> Result<(), TtError> {
+        let avail = self.dram_available();
+        if needed <= avail {
+            return Ok(());
+        }
+        let gb = |b: u64| b as f64 / GB as f64;
+        let board = if self.chips > self.chips_used {
+            format!(
+                " (the generated program runs on {} of the board's {} chips; weights are not sharded across chips yet)",
+                self.chips_used, self.chips
+            )
+        } else {
+            String::new()
+        };
+        Err(TtError::new(format!(
+            "{what} needs {needed} bytes ({:.1} GB) of device DRAM; {} has {avail} bytes ({:.1} GB) for it{board}. \
+             Use smaller weights (`--weights bfp8`, about half of bf16; not implemented yet) or a bigger mesh \
+             (more chips), or lower --max-context if the KV caches dominate",
+            gb(needed),
+            self.name,
+            gb(avail)
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blackhole_grid_is_13_columns_by_10_rows() {
+        for t in [TtTarget::P300, TtTarget::P150] {
+            assert_eq!(t.grid, Grid { cols: 13, rows: 10 });
+            assert_eq!(t.cores(), 130);
+            // tt-metal's worker_l1_size ~1.36 MB, less headroom for compiler temporaries.
+            assert_eq!(t.l1_bytes, 1264 * 1024);
+        }
+        let n150 = TtTarget::N150;
+        assert_eq!(n150.grid, Grid { cols: 8, rows: 8 });
+        assert_eq!(TtTarget::P300.chips, 2);
+        assert_eq!(TtTarget::P150.chips, 1);
+    }
+
+    #[test]
+    fn grids_fill_whole_rows_of_columns_and_fit_the_device() {
+        let t = TtTarget::P150;
+        assert_eq!(t.grid_for(5), (Grid { cols: 5, rows: 1 }, 1));
+        assert_eq!(t.grid_for(13), (Grid { cols: 13, rows: 1 }, 1));
+        assert_eq!(t.grid_for(14), (Grid { cols: 13, rows: 2 }, 1));
+        assert_eq!(t.grid_for(130), (Grid { cols: 13, rows: 10 }, 1));
+        assert_eq!(t.grid_for(320), (Grid { cols: 13, rows: 9 }, 3));
+        for n in 1..2000 {
+            let (g, per_node) = t.grid_for(n);
+            assert!(t.grid.contains(g), "{n}: {g:?} exceeds the device grid");
+            assert!(g.cores() * per_node >= n, "{n}: not covered");
+            // Only the last row of a multi-row grid may hold idle nodes.
+            assert!(n.div_ceil(per_node) > (g.rows - 1) * g.cols, "{n}: a whole idle row");
+        }
+    }
+
+    #[test]
+    fn dram_refusal_names_the_figures_and_a_hint() {
+        let t = TtTarget::P300;
+        assert!(t.check_dram(31 * GB, "model").is_ok());
+        let e = t.check_dram(59 * GB, "Gemma 4 31B").unwrap_err();
+        assert!(e.0.contains("59000000000 bytes") && e.0.contains("32000000000 bytes"), "{e}");
+        assert!(e.0.contains("--weights bfp8") && e.0.contains("1 of the board's 2 chips"), "{e}");
     }
 }
