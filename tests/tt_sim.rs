@@ -318,7 +318,10 @@ fn tt_kernel_grids_are_cols_by_rows_within_the_blackhole_grid() {
     }
     assert!(grids.len() >= 20, "{grids:?}");
     assert!(grids.iter().all(|&(c, r)| c <= 13 && r <= 10), "{grids:?}");
-    assert!(grids.contains(&(13, 10)), "no kernel uses the whole 13 x 10 grid: {grids:?}");
+    assert!(
+        grids.contains(&(13, 10)),
+        "no kernel uses the whole 13 x 10 grid: {grids:?}"
+    );
     // Nodes are flattened row-major over (cols, rows): y * cols + x.
     assert!(py.contains("(ny * 13 + nx)"), "row-major flattening over 13 columns");
     assert!(!py.contains("nx * 13"), "old (rows, cols) flattening");

@@ -686,7 +686,12 @@ mod tests {
             grid: Grid { cols: 4, rows: 13 },
             ..p300()
         };
-        let e = Kernel { grid: Grid { cols: 13, rows: 1 }, ..k }.checked(&narrow).unwrap_err();
+        let e = Kernel {
+            grid: Grid { cols: 13, rows: 1 },
+            ..k
+        }
+        .checked(&narrow)
+        .unwrap_err();
         assert!(e.0.contains("13 x 1") && e.0.contains("4 x 13"), "{e}");
     }
 

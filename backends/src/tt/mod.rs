@@ -203,7 +203,10 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
         })
         .collect();
     let dram = dram_use(&low);
-    target.check_dram(dram.total(), &format!("the compiled model ({})", header["model"].as_str().unwrap_or("?")))?;
+    target.check_dram(
+        dram.total(),
+        &format!("the compiled model ({})", header["model"].as_str().unwrap_or("?")),
+    )?;
     let stats = json!({
         "device": target.name,
         "grid": {"cols": target.grid.cols, "rows": target.grid.rows},
@@ -251,10 +254,20 @@ impl DramUse {
 fn dram_use(low: &lower::Lowered) -> DramUse {
     let bytes = |rows: usize, cols: usize| (rows.div_ceil(32) * 32 * cols.div_ceil(32) * 32 * 2) as u64;
     DramUse {
-        weights: low.prepared.iter().filter(|p| !p.host).map(|p| bytes(p.rows, p.cols)).sum(),
+        weights: low
+            .prepared
+            .iter()
+            .filter(|p| !p.host)
+            .map(|p| bytes(p.rows, p.cols))
+            .sum(),
         kv: low.states.iter().map(|s| bytes(s.rows, s.cols)).sum(),
         activations: low.slots.iter().map(|s| bytes(s.rows, s.cols)).sum(),
-        host_tables: low.prepared.iter().filter(|p| p.host).map(|p| bytes(p.rows, p.cols)).sum(),
+        host_tables: low
+            .prepared
+            .iter()
+            .filter(|p| p.host)
+            .map(|p| bytes(p.rows, p.cols))
+            .sum(),
     }
 }
 

@@ -226,7 +226,13 @@ mod tests {
         let t = TtTarget::P300;
         assert!(t.check_dram(31 * GB, "model").is_ok());
         let e = t.check_dram(59 * GB, "Gemma 4 31B").unwrap_err();
-        assert!(e.0.contains("59000000000 bytes") && e.0.contains("32000000000 bytes"), "{e}");
-        assert!(e.0.contains("--weights bfp8") && e.0.contains("1 of the board's 2 chips"), "{e}");
+        assert!(
+            e.0.contains("59000000000 bytes") && e.0.contains("32000000000 bytes"),
+            "{e}"
+        );
+        assert!(
+            e.0.contains("--weights bfp8") && e.0.contains("1 of the board's 2 chips"),
+            "{e}"
+        );
     }
 }
