@@ -127,3 +127,90 @@ fn generation_stops_at_eos() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout.trim(), first.to_string());
 }
+
+/// `run --chat` renders the prompt with the chat template and greedy-decodes
+/// exactly the first turn of the transformers conversation in
+/// tests/fixtures/chat/reference.json; stdout is the decoded reply.
+#[test]
+fn run_chat_matches_the_transformers_first_turn() {
+    let dir = fixture("tiny_ple");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("chat").join("reference.json")).expect("reference.json"))
+            .expect("json");
+    let c = &r["conversation"];
+    let turn = &c["turns"][0];
+    let template = fixture("chat").join("gemma4_chat_template.jinja");
+    let n = c["max_new_tokens"].to_string();
+    let base = [
+        "run",
+        "--model",
+        dir.to_str().expect("utf-8"),
+        "--chat",
+        "--chat-template",
+        template.to_str().expect("utf-8"),
+        "--system",
+        c["system"].as_str().expect("system"),
+        "--prompt",
+        turn["user"].as_str().expect("user"),
+        "--max-new-tokens",
+        &n,
+    ];
+    let ids = gemma4c(&[&base[..], &["--output", "ids"]].concat());
+    assert_eq!(ids.code, 0, "{}", ids.stderr);
+    let want: Vec<String> = turn["generated"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    assert_eq!(ids.stdout.trim(), want.join(" "));
+    // Timings on stderr, like llama.cpp.
+    assert!(ids.stderr.contains("prompt eval"), "{}", ids.stderr);
+    assert!(
+        ids.stderr.contains(&format!(
+            "/ {:>5} tokens",
+            turn["new_ids"].as_array().expect("ids").len()
+        )),
+        "{}",
+        ids.stderr
+    );
+    let text = gemma4c(&[&base[..], &["--quiet"]].concat());
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert_eq!(
+        text.stdout.strip_suffix('\n').expect("newline"),
+        turn["reply"].as_str().expect("reply")
+    );
+    assert!(!text.stderr.contains("prompt eval"), "{}", text.stderr);
+    // A stop string made of the reply's later text cuts it there, streamed or not.
+    let reply = turn["reply"].as_str().expect("reply");
+    let cut = reply.char_indices().nth(3).expect("long reply").0;
+    let stopped = gemma4c(&[&base[..], &["--quiet", "--stop", &reply[cut..]]].concat());
+    assert_eq!(stopped.code, 0, "{}", stopped.stderr);
+    assert_eq!(stopped.stdout.strip_suffix('\n').expect("newline"), &reply[..cut]);
+}
+
+#[test]
+fn run_chat_without_a_template_says_how_to_give_one() {
+    let dir = fixture("tiny_ple");
+    let out = gemma4c(&[
+        "run",
+        "--model",
+        dir.to_str().expect("utf-8"),
+        "--chat",
+        "--prompt",
+        "hi",
+    ]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("--chat-template"), "{}", out.stderr);
+    let out = gemma4c(&[
+        "run",
+        "--model",
+        dir.to_str().expect("utf-8"),
+        "--system",
+        "x",
+        "--prompt",
+        "hi",
+    ]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("need --chat"), "{}", out.stderr);
+}

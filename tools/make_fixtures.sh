@@ -55,6 +55,10 @@ gen "$FIX/tiny_ple_long"    --variant ple_long --seed 10
 gen "$FIX/tiny_dense_kv"    --variant dense_kv --seed 2
 gen "$FIX/tiny_ple_bf16_mm" --variant ple      --seed 3 --dtype bfloat16 --config-form multimodal --shards 2
 
+# Chat-template renderings and a three-turn greedy conversation on tiny_ple (tests/fixtures/chat/).
+printf '== tests/fixtures/chat/reference.json\n'
+"$PY" "$ROOT/tools/make_chat_reference.py" "$FIX/chat/reference.json" 2>/dev/null
+
 # Extra checkpoints that tests never saw (not committed).
 if [[ -n "${UNSEEN_DIR:-}" ]]; then
     gen "$UNSEEN_DIR/ple_s7"      --variant ple      --seed 7

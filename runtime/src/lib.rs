@@ -1,5 +1,7 @@
 //! gemma4c runtime: executors, KV cache, sampling, tokenizer, generation loop.
 
+pub mod chat_template;
+pub mod conversation;
 pub mod error;
 pub mod generate;
 pub mod jit;
@@ -7,10 +9,11 @@ pub mod npy;
 pub mod plan_session;
 pub mod sampler;
 pub mod session;
+pub mod stop;
 pub mod tokenizer;
 pub mod weights;
 
 pub use error::RuntimeError;
-pub use generate::{generate, Generation};
+pub use generate::{generate, Flow, Generation, Output, StopReason, Timings};
 pub use plan_session::PlanSession;
 pub use session::{Executor, ReferenceSession};

@@ -5,6 +5,7 @@ pub mod compile;
 pub mod inspect;
 pub mod ir;
 pub mod run;
+pub mod textgen;
 
 use std::path::PathBuf;
 

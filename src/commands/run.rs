@@ -4,11 +4,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use gemma4c_frontend::Model;
 use gemma4c_passes::plan::{Plan, PLAN_FORMAT};
+use gemma4c_runtime::chat_template::{Message, RenderOptions};
 use gemma4c_runtime::jit::{JitOptions, JitSession};
 use gemma4c_runtime::npy::write_npy_f32;
 use gemma4c_runtime::sampler::{Sampler, SamplingParams};
-use gemma4c_runtime::tokenizer::{TextStream, Tokenizer};
-use gemma4c_runtime::{generate, Executor, Generation, PlanSession, ReferenceSession};
+use gemma4c_runtime::{generate, Executor, Flow, Generation, PlanSession};
+
+use super::textgen::{self, Setup, TextOut};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -37,11 +39,26 @@ pub struct Args {
     #[arg(long)]
     plan: Option<PathBuf>,
     /// Prompt text (tokenized with the model's tokenizer.json; BOS is added).
-    #[arg(long, conflicts_with = "prompt_ids", required_unless_present = "prompt_ids")]
+    #[arg(long, conflicts_with_all = ["prompt_ids", "prompt_file"], required_unless_present_any = ["prompt_ids", "prompt_file"])]
     prompt: Option<String>,
+    /// Read the prompt text from FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "prompt_ids")]
+    prompt_file: Option<PathBuf>,
     /// Prompt as token ids, e.g. 2,17,301 (used as given: include BOS yourself).
     #[arg(long, value_delimiter = ',')]
     prompt_ids: Option<Vec<u32>>,
+    /// Send the prompt as one user message through the model's chat template.
+    #[arg(long, conflicts_with = "prompt_ids")]
+    chat: bool,
+    #[command(flatten)]
+    template: textgen::ChatArgs,
+    /// Stop when the generated text contains STRING (repeatable; the stop
+    /// string and anything after it are not printed).
+    #[arg(long, value_name = "STRING")]
+    stop: Vec<String>,
+    /// Do not print timings on stderr.
+    #[arg(long, short)]
+    quiet: bool,
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
     /// 0 = greedy.
@@ -84,6 +101,8 @@ fn read_plan(dir: &Path) -> Result<Plan> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let mut setup = Setup::default();
+    let load_start = std::time::Instant::now();
     let plan = args.plan.as_deref().map(read_plan).transpose()?;
     let model_dir: PathBuf = match (&args.model, &plan) {
         (Some(dir), _) => dir.clone(),
@@ -93,24 +112,54 @@ pub fn run(args: Args) -> Result<()> {
         },
         (None, None) => bail!("give --model DIR or --plan DIR"),
     };
+    if (args.template.system.is_some() || args.template.think) && !args.chat {
+        bail!("--system and --think need --chat");
+    }
     let model = Model::open(&model_dir)?;
     let cfg = &model.config;
-    let tokenizer_path = model_dir.join("tokenizer.json");
-    let tokenizer = if args.prompt.is_some() || args.output == OutputFormat::Text {
-        if !tokenizer_path.exists() {
-            bail!(
-                "{}: no tokenizer.json (needed for --prompt and --output text; use --prompt-ids and --output ids)",
-                model_dir.display()
-            );
+    let prompt_text = match (&args.prompt, &args.prompt_file) {
+        (Some(text), _) => Some(text.clone()),
+        (None, Some(file)) => {
+            Some(std::fs::read_to_string(file).with_context(|| format!("reading --prompt-file {}", file.display()))?)
         }
-        Some(Tokenizer::from_file(&tokenizer_path)?)
+        (None, None) => None,
+    };
+    let needs_tokenizer = prompt_text.is_some() || args.output == OutputFormat::Text || !args.stop.is_empty();
+    let tokenizer = if needs_tokenizer {
+        Some(textgen::load_tokenizer(
+            &model_dir,
+            "text prompts, --stop and --output text; use --prompt-ids and --output ids",
+        )?)
     } else {
         None
     };
-    let prompt: Vec<u32> = match (&args.prompt, &args.prompt_ids, &tokenizer) {
-        (Some(text), _, Some(tok)) => tok.encode(text, Some(cfg.bos_token_id))?,
-        (None, Some(ids), _) => ids.clone(),
-        _ => bail!("give --prompt TEXT or --prompt-ids IDS"),
+    let template = if args.chat {
+        Some(textgen::load_template(
+            &model_dir,
+            args.template.chat_template.as_deref(),
+        )?)
+    } else {
+        None
+    };
+    let prompt: Vec<u32> = match (&prompt_text, &args.prompt_ids, &tokenizer, &template) {
+        (Some(text), _, Some(tok), Some(tpl)) => {
+            let mut messages = Vec::new();
+            if let Some(system) = &args.template.system {
+                messages.push(Message::new("system", system));
+            }
+            messages.push(Message::new("user", text));
+            let rendered = tpl.render(
+                &messages,
+                RenderOptions {
+                    add_generation_prompt: true,
+                    enable_thinking: args.template.think,
+                },
+            )?;
+            tok.encode(&rendered, None)?
+        }
+        (Some(text), _, Some(tok), None) => tok.encode(text, Some(cfg.bos_token_id))?,
+        (None, Some(ids), _, _) => ids.clone(),
+        _ => bail!("give --prompt TEXT, --prompt-file FILE or --prompt-ids IDS"),
     };
     if prompt.is_empty() {
         bail!("the prompt is empty");
@@ -135,6 +184,8 @@ pub fn run(args: Args) -> Result<()> {
         top_p: args.top_p,
         seed: args.seed,
     })?;
+    let eos = textgen::stop_ids(&cfg.eos_token_ids, template.as_ref(), tokenizer.as_ref());
+    setup.load = load_start.elapsed();
     let kernels_path = args.plan.as_ref().map(|d| d.join(gemma4c_backends::cpu::KERNELS_FILE));
     let has_kernels = kernels_path.as_ref().is_some_and(|p| p.exists());
     let executor = args.executor.unwrap_or(if plan.is_some() && !has_kernels {
@@ -142,9 +193,9 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         ExecutorKind::Jit
     });
+    let compile_start = std::time::Instant::now();
     let mut session: Box<dyn Executor + '_> = match (executor, plan) {
         (ExecutorKind::Reference, Some(plan)) => Box::new(PlanSession::new(plan, &model)?),
-        (ExecutorKind::Reference, None) => Box::new(ReferenceSession::new(&model, max_context, chunk)?),
         (ExecutorKind::Jit, Some(plan)) => {
             let path = kernels_path.context("--plan DIR")?;
             if !has_kernels {
@@ -156,34 +207,21 @@ pub fn run(args: Args) -> Result<()> {
             let ll = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
             Box::new(JitSession::new(plan, &model, &ll, &JitOptions::default())?)
         }
-        (ExecutorKind::Jit, None) => {
-            // Compile and run in memory.
-            let dtype_of = |k: &str| model.dtype_of(k);
-            let compiled = super::compile::compile_model(
-                cfg,
-                &dtype_of,
-                Some(&model_dir),
-                &gemma4c_backends::cpu::CpuBackend,
-                true,
-                Some(max_context),
-                Some(chunk),
-            )?;
-            let ll = gemma4c_backends::cpu::kernels_ll(&compiled.plan).map_err(anyhow::Error::msg)?;
-            Box::new(JitSession::new(compiled.plan, &model, &ll, &JitOptions::default())?)
-        }
+        (kind, None) => textgen::model_executor(&model, kind, max_context, chunk)?,
     };
+    setup.compile = compile_start.elapsed();
 
     let mut all_logits: Vec<f32> = Vec::new();
     let mut steps = 0usize;
-    let mut stream = tokenizer.as_ref().map(TextStream::new);
+    let mut text = tokenizer.as_ref().map(|t| TextOut::new(t, &args.stop, &eos));
     let stdout = std::io::stdout();
     let text_out = args.output == OutputFormat::Text;
-    let generated = generate(
+    let out = generate(
         session.as_mut(),
         &Generation {
             prompt: &prompt,
             max_new_tokens: args.max_new_tokens,
-            eos_token_ids: &cfg.eos_token_ids,
+            eos_token_ids: &eos,
         },
         &mut sampler,
         &mut |token, logits| {
@@ -191,31 +229,33 @@ pub fn run(args: Args) -> Result<()> {
                 all_logits.extend_from_slice(logits);
                 steps += 1;
             }
-            if let (true, Some(s)) = (text_out, stream.as_mut()) {
-                let delta = s
-                    .push(token)
-                    .map_err(|e| gemma4c_runtime::RuntimeError::Other(e.to_string()))?;
-                if let Some(delta) = delta {
-                    let mut out = stdout.lock();
-                    let _ = out.write_all(delta.as_bytes());
-                    let _ = out.flush();
-                }
+            let Some(t) = text.as_mut() else {
+                return Ok(Flow::Continue);
+            };
+            let (delta, flow) = t.push(token)?;
+            if text_out && !delta.is_empty() {
+                let mut out = stdout.lock();
+                let _ = out.write_all(delta.as_bytes());
+                let _ = out.flush();
             }
-            Ok(())
+            Ok(flow)
         },
     )?;
     if text_out {
-        if let Some(rest) = stream.as_mut().and_then(|s| s.finish()) {
+        if let Some(rest) = text.as_mut().map(TextOut::finish) {
             print!("{rest}");
         }
         println!();
     } else {
-        let ids: Vec<String> = generated.iter().map(u32::to_string).collect();
+        let ids: Vec<String> = out.ids.iter().map(u32::to_string).collect();
         println!("{}", ids.join(" "));
     }
     if let Some(path) = &args.logits_out {
         write_npy_f32(path, &[steps, cfg.vocab_size], &all_logits)
             .with_context(|| format!("writing --logits-out {}", path.display()))?;
+    }
+    if !args.quiet {
+        textgen::print_timings(&setup, &out.timings);
     }
     Ok(())
 }

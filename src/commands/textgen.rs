@@ -1,0 +1,196 @@
+//! What `run`, `chat` and `serve` share around the generation loop: the chat
+//! template and stop ids of a checkpoint, streamed text with stop strings, an
+//! executor for a checkpoint, and llama.cpp-style timings on stderr.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use gemma4c_frontend::Model;
+use gemma4c_runtime::chat_template::{ChatTemplate, SpecialTokens};
+use gemma4c_runtime::jit::{JitOptions, JitSession};
+use gemma4c_runtime::stop::StopStrings;
+use gemma4c_runtime::tokenizer::{TextStream, Tokenizer};
+use gemma4c_runtime::{Executor, Flow, ReferenceSession, RuntimeError, Timings};
+
+use super::run::ExecutorKind;
+
+/// Chat-template options shared by `run --chat`, `chat` and `serve`.
+#[derive(clap::Args, Clone, Default)]
+pub struct ChatArgs {
+    /// A system message before the conversation.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Turn on the model's thinking (Gemma 4 `enable_thinking`).
+    #[arg(long)]
+    pub think: bool,
+    /// Use this Jinja chat template instead of the checkpoint's
+    /// (chat_template.jinja or tokenizer_config.json `chat_template`).
+    #[arg(long, value_name = "FILE")]
+    pub chat_template: Option<std::path::PathBuf>,
+}
+
+/// The tokenizer of a checkpoint directory, with an error that says what needs it.
+pub fn load_tokenizer(model_dir: &Path, needed_for: &str) -> Result<Tokenizer> {
+    let path = model_dir.join("tokenizer.json");
+    if !path.exists() {
+        anyhow::bail!("{}: no tokenizer.json (needed for {needed_for})", model_dir.display());
+    }
+    Ok(Tokenizer::from_file(&path)?)
+}
+
+/// The chat template: `file` if given (special tokens from the checkpoint's
+/// tokenizer_config.json), else the checkpoint's own; an error if neither.
+pub fn load_template(model_dir: &Path, file: Option<&Path>) -> Result<ChatTemplate> {
+    if let Some(file) = file {
+        let special = ChatTemplate::from_model_dir(model_dir)
+            .ok()
+            .flatten()
+            .map(|t| t.special_tokens().clone())
+            .unwrap_or_else(|| special_tokens_of(model_dir));
+        return Ok(ChatTemplate::from_file(file, special)?);
+    }
+    ChatTemplate::from_model_dir(model_dir)?.with_context(|| {
+        format!(
+            "{}: no chat template (neither chat_template.jinja nor a chat_template in tokenizer_config.json); \
+             give one with --chat-template FILE",
+            model_dir.display()
+        )
+    })
+}
+
+/// bos/eos strings of a tokenizer_config.json that has no template ("<bos>"
+/// and "<eos>", Gemma's, when it says nothing).
+fn special_tokens_of(model_dir: &Path) -> SpecialTokens {
+    let cfg: serde_json::Value = std::fs::read_to_string(model_dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let get = |k: &str, d: &str| match &cfg[k] {
+        serde_json::Value::String(s) => s.clone(),
+        v => v["content"].as_str().unwrap_or(d).to_string(),
+    };
+    SpecialTokens {
+        bos: get("bos_token", "<bos>"),
+        eos: get("eos_token", "<eos>"),
+    }
+}
+
+/// Stop ids: the config's and generation_config's eos ids, plus the ids of
+/// the template's end-of-turn markers (`<turn|>`, `<end_of_turn>`).
+pub fn stop_ids(config_eos: &[u32], template: Option<&ChatTemplate>, tokenizer: Option<&Tokenizer>) -> Vec<u32> {
+    let mut ids = config_eos.to_vec();
+    if let (Some(t), Some(tok)) = (template, tokenizer) {
+        for marker in t.end_of_turn_markers() {
+            if let Some(id) = tok.token_to_id(marker) {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// Generated ids to shown text: incremental decoding, then stop strings.
+pub struct TextOut<'t> {
+    stream: TextStream<'t>,
+    stops: StopStrings,
+    eos: Vec<u32>,
+    /// Everything handed out so far.
+    pub text: String,
+}
+
+impl<'t> TextOut<'t> {
+    pub fn new(tokenizer: &'t Tokenizer, stops: &[String], eos: &[u32]) -> TextOut<'t> {
+        TextOut {
+            stream: TextStream::new(tokenizer),
+            stops: StopStrings::new(stops),
+            eos: eos.to_vec(),
+            text: String::new(),
+        }
+    }
+
+    /// Takes a generated id; returns the text to show now and whether a stop
+    /// string has ended the reply. Stop ids add no text.
+    pub fn push(&mut self, id: u32) -> Result<(String, Flow), RuntimeError> {
+        let mut out = String::new();
+        if !self.eos.contains(&id) {
+            if let Some(d) = self.stream.push(id).map_err(|e| RuntimeError::Other(e.to_string()))? {
+                out = self.stops.push(&d);
+            }
+        }
+        self.text.push_str(&out);
+        let flow = if self.stops.stopped() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        };
+        Ok((out, flow))
+    }
+
+    /// The text held back at the end.
+    pub fn finish(&mut self) -> String {
+        let mut out = String::new();
+        if let Some(d) = self.stream.finish() {
+            out = self.stops.push(&d);
+        }
+        out.push_str(&self.stops.finish());
+        self.text.push_str(&out);
+        out
+    }
+}
+
+/// An executor for a checkpoint (no plan): the reference interpreter, or
+/// kernels generated for the CPU and JIT-compiled in memory.
+pub fn model_executor<'m>(
+    model: &'m Model,
+    kind: ExecutorKind,
+    max_context: usize,
+    chunk: usize,
+) -> Result<Box<dyn Executor + 'm>> {
+    Ok(match kind {
+        ExecutorKind::Reference => Box::new(ReferenceSession::new(model, max_context, chunk)?),
+        ExecutorKind::Jit => {
+            let cfg = &model.config;
+            let dtype_of = |k: &str| model.dtype_of(k);
+            let compiled = super::compile::compile_model(
+                cfg,
+                &dtype_of,
+                Some(&model.dir),
+                &gemma4c_backends::cpu::CpuBackend,
+                true,
+                Some(max_context),
+                Some(chunk),
+            )?;
+            let ll = gemma4c_backends::cpu::kernels_ll(&compiled.plan).map_err(anyhow::Error::msg)?;
+            Box::new(JitSession::new(compiled.plan, model, &ll, &JitOptions::default())?)
+        }
+    })
+}
+
+/// Wall time of the steps before generation.
+#[derive(Default)]
+pub struct Setup {
+    pub load: Duration,
+    pub compile: Duration,
+}
+
+/// llama.cpp-style timing lines on stderr.
+pub fn print_timings(setup: &Setup, t: &Timings) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    eprintln!("gemma4c: load time     = {:10.2} ms", ms(setup.load));
+    eprintln!("gemma4c: compile time  = {:10.2} ms", ms(setup.compile));
+    eprintln!(
+        "gemma4c: prompt eval   = {:10.2} ms / {:5} tokens ({:8.2} tokens per second)",
+        ms(t.prompt_time),
+        t.prompt_tokens,
+        t.prompt_tokens_per_s()
+    );
+    eprintln!(
+        "gemma4c: eval time     = {:10.2} ms / {:5} tokens ({:8.2} tokens per second)",
+        ms(t.generate_time),
+        t.generated_tokens,
+        t.generated_tokens_per_s()
+    );
+}
