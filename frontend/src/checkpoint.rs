@@ -52,6 +52,11 @@ impl Checkpoint {
         let mut files = Vec::new();
         let mut tensors = BTreeMap::new();
         for (fi, path) in file_names.into_iter().enumerate() {
+            // A FIFO would block `open`, a device would map endlessly.
+            gemma4c_ir::limits::check_regular_file(&path).map_err(|message| FrontendError::Io {
+                path: path.clone(),
+                message,
+            })?;
             let file = File::open(&path).map_err(|e| FrontendError::Io {
                 path: path.clone(),
                 message: format!("cannot open: {e}"),
@@ -176,9 +181,11 @@ impl Checkpoint {
 
 /// Shard file names from an HF index, in first-appearance order (deduplicated).
 fn shard_files(index_path: &Path) -> Result<Vec<PathBuf>, FrontendError> {
-    let text = std::fs::read_to_string(index_path).map_err(|e| FrontendError::Io {
-        path: index_path.to_path_buf(),
-        message: format!("cannot read: {e}"),
+    let text = gemma4c_ir::limits::read_text(index_path, gemma4c_ir::limits::MAX_JSON_BYTES).map_err(|e| {
+        FrontendError::Io {
+            path: index_path.to_path_buf(),
+            message: format!("cannot read: {e}"),
+        }
     })?;
     let v: Value = serde_json::from_str(&text).map_err(|e| FrontendError::Json {
         path: index_path.to_path_buf(),

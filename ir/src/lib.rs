@@ -12,6 +12,7 @@ pub mod eval;
 pub mod graph;
 pub mod infer;
 pub mod interpret;
+pub mod limits;
 pub mod op;
 pub mod print;
 pub mod tensor;

@@ -4,6 +4,7 @@ pub mod cost;
 pub mod fusion;
 pub mod pipeline;
 pub mod plan;
+pub mod plan_check;
 
 pub use cost::CostModel;
 pub use fusion::{fuse, FusionReport, Limits};

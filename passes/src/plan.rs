@@ -144,6 +144,12 @@ impl Program {
 }
 
 impl Plan {
+    /// Validates a plan read from disk before anything is allocated or run
+    /// (see `plan_check`); the error names the program, step or buffer.
+    pub fn check(&self) -> Result<(), String> {
+        crate::plan_check::check(self)
+    }
+
     pub fn program(&self, name: &str) -> Option<&Program> {
         self.programs.iter().find(|p| p.name == name)
     }
@@ -327,38 +333,14 @@ pub fn lower(
 /// storage's lifetime; outputs live to the end), then first-fit in step order,
 /// reusing space of buffers that died before the current step.
 fn allocate(buffers: &mut [Buffer], steps: &[Step]) -> usize {
-    let root = |buffers: &[Buffer], mut id: usize| {
-        while let BufferKind::View { of } = buffers[id].kind {
-            id = of;
-        }
-        id
-    };
-    let end = steps.len();
-    let mut life: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
-    for (i, s) in steps.iter().enumerate() {
-        for &o in &s.outputs {
-            let r = root(buffers, o);
-            life.entry(r).or_insert((i, i));
-        }
-        for &b in &s.inputs {
-            let r = root(buffers, b);
-            if let Some(l) = life.get_mut(&r) {
-                l.1 = l.1.max(i);
-            }
-        }
-    }
-    for (&r, l) in life.iter_mut() {
-        if matches!(&buffers[r].kind, BufferKind::Activation { output: Some(_), .. }) {
-            l.1 = end;
-        }
-    }
+    let life = lifetimes(buffers, steps);
     // (offset, size, last step) of live blocks.
     let mut live: Vec<(usize, usize, usize)> = Vec::new();
     let mut arena = 0usize;
     for (i, s) in steps.iter().enumerate() {
         live.retain(|&(_, _, last)| last >= i);
         for &o in &s.outputs {
-            let r = root(buffers, o);
+            let r = storage_root(buffers, o);
             if !matches!(buffers[r].kind, BufferKind::Activation { .. }) || life[&r].0 != i {
                 continue;
             }
@@ -380,4 +362,40 @@ fn allocate(buffers: &mut [Buffer], steps: &[Step]) -> usize {
         }
     }
     arena
+}
+
+/// The buffer owning `id`'s storage (follows views). Views must point to
+/// lower ids (as `lower` makes them; `check` enforces it), so this ends.
+pub(crate) fn storage_root(buffers: &[Buffer], mut id: usize) -> usize {
+    while let BufferKind::View { of } = buffers[id].kind {
+        id = of;
+    }
+    id
+}
+
+/// Lifetime `(first write, last read)` of every storage buffer a step writes,
+/// from the step order alone: views extend their storage's lifetime, and
+/// program outputs live to the end. The allocator assigns offsets from these,
+/// and the plan checker recomputes them to verify a loaded plan.
+pub(crate) fn lifetimes(buffers: &[Buffer], steps: &[Step]) -> BTreeMap<usize, (usize, usize)> {
+    let end = steps.len();
+    let mut life: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+    for (i, s) in steps.iter().enumerate() {
+        for &o in &s.outputs {
+            let r = storage_root(buffers, o);
+            life.entry(r).or_insert((i, i));
+        }
+        for &b in &s.inputs {
+            let r = storage_root(buffers, b);
+            if let Some(l) = life.get_mut(&r) {
+                l.1 = l.1.max(i);
+            }
+        }
+    }
+    for (&r, l) in life.iter_mut() {
+        if matches!(&buffers[r].kind, BufferKind::Activation { output: Some(_), .. }) {
+            l.1 = end;
+        }
+    }
+    life
 }

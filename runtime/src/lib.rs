@@ -1,5 +1,6 @@
 //! gemma4c runtime: executors, KV cache, sampling, tokenizer, generation loop.
 
+pub mod artifact;
 pub mod chat_template;
 pub mod conversation;
 pub mod error;

@@ -21,6 +21,16 @@ pub struct PlanSession {
     position: usize,
 }
 
+/// Validates a plan (see `Plan::check`) and that its target is one this
+/// gemma4c knows, before anything is allocated.
+pub fn check_plan(plan: &Plan) -> Result<(), RuntimeError> {
+    plan.check()
+        .map_err(|e| RuntimeError::Request(format!("invalid plan: {e}")))?;
+    gemma4c_backends::backend::lookup(&plan.target)
+        .map_err(|e| RuntimeError::Request(format!("invalid plan: field `target`: {e}")))?;
+    Ok(())
+}
+
 /// Checks that `model` is the checkpoint `plan` was compiled for: the same
 /// configuration fingerprint, and every bound tensor with the planned shape and dtype.
 pub(crate) fn check_model(plan: &Plan, model: &Model) -> Result<(), RuntimeError> {
@@ -54,6 +64,7 @@ impl PlanSession {
     /// Binds `model`'s tensors to the plan's weights, after checking that the
     /// model is the one the plan was compiled for.
     pub fn new(plan: Plan, model: &Model) -> Result<PlanSession, RuntimeError> {
+        check_plan(&plan)?;
         check_model(&plan, model)?;
         let mut weights = Vec::with_capacity(plan.weights.len());
         for w in &plan.weights {

@@ -55,9 +55,11 @@ impl Tokenizer {
     pub fn from_file(path: &Path) -> Result<Self, TokenizerError> {
         // Read it ourselves so a missing file and a malformed one produce
         // distinct errors that both name the file.
-        let json = std::fs::read_to_string(path).map_err(|source| TokenizerError::Read {
-            path: path.to_path_buf(),
-            source,
+        let json = gemma4c_ir::limits::read_text(path, gemma4c_ir::limits::MAX_JSON_BYTES).map_err(|e| {
+            TokenizerError::Read {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e),
+            }
         })?;
         let inner = tokenizers::Tokenizer::from_str(&json).map_err(|e| TokenizerError::Parse {
             path: path.to_path_buf(),

@@ -131,9 +131,10 @@ pub fn run(args: Args) -> Result<()> {
         )?)
     };
 
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let staging = super::out_dir::Staging::new(&args.out)?;
+    let dir = staging.path();
     let write = |name: &str, text: &str| -> Result<()> {
-        let path = args.out.join(name);
+        let path = dir.join(name);
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
     };
     write("plan.json", &compiled.plan.to_json())?;
@@ -146,7 +147,7 @@ pub fn run(args: Args) -> Result<()> {
     let emitted = target
         .emit(
             &compiled.plan,
-            &args.out,
+            dir,
             checkpoint.as_ref().map(|c| c as &dyn Checkpoint),
         )
         .with_context(|| format!("generating code for {}", target.name()))?;
@@ -170,6 +171,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.emit.iter().any(|e| e == "ir-after") {
         write("ir-after.txt", &gemma4c_ir::print(&compiled.fused[0]))?;
     }
+    staging.commit()?;
     if args.stats {
         // Baseline measured in the same run: the same pipeline without fusion.
         let baseline = unfused.as_ref().map_or(compiled.compile_ms, |u| u.compile_ms);

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod compile;
 pub mod inspect;
 pub mod ir;
+pub mod out_dir;
 pub mod run;
 pub mod textgen;
 

@@ -1,10 +1,10 @@
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use gemma4c_frontend::Model;
-use gemma4c_passes::plan::{Plan, PLAN_FORMAT};
 use gemma4c_runtime::chat_template::{Message, RenderOptions};
+use gemma4c_runtime::artifact::{Artifact, MAX_KERNELS_BYTES};
 use gemma4c_runtime::jit::{JitOptions, JitSession};
 use gemma4c_runtime::npy::write_npy_f32;
 use gemma4c_runtime::sampler::{Sampler, SamplingParams};
@@ -84,26 +84,13 @@ pub struct Args {
     executor: Option<ExecutorKind>,
 }
 
-/// Reads and checks `DIR/plan.json`.
-fn read_plan(dir: &Path) -> Result<Plan> {
-    let path = dir.join("plan.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let plan: Plan = serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: not a valid gemma4c plan: {e}", path.display()))?;
-    if plan.format != PLAN_FORMAT {
-        bail!(
-            "{}: plan format {} is not supported (this gemma4c reads format {PLAN_FORMAT}); recompile",
-            path.display(),
-            plan.format
-        );
-    }
-    Ok(plan)
-}
-
 pub fn run(args: Args) -> Result<()> {
     let mut setup = Setup::default();
     let load_start = std::time::Instant::now();
-    let plan = args.plan.as_deref().map(read_plan).transpose()?;
+    // The manifest's hashes and the whole plan are checked here, before any
+    // checkpoint is opened or memory allocated.
+    let artifact = args.plan.as_deref().map(Artifact::open).transpose()?;
+    let plan = artifact.as_ref().map(|a| a.plan.clone());
     let model_dir: PathBuf = match (&args.model, &plan) {
         (Some(dir), _) => dir.clone(),
         (None, Some(p)) => match &p.model.source {
@@ -186,8 +173,12 @@ pub fn run(args: Args) -> Result<()> {
     })?;
     let eos = textgen::stop_ids(&cfg.eos_token_ids, template.as_ref(), tokenizer.as_ref());
     setup.load = load_start.elapsed();
-    let kernels_path = args.plan.as_ref().map(|d| d.join(gemma4c_backends::cpu::KERNELS_FILE));
-    let has_kernels = kernels_path.as_ref().is_some_and(|p| p.exists());
+    let kernels_file = gemma4c_backends::cpu::KERNELS_FILE;
+    // A plan compiled for another target, or whose kernels file was removed,
+    // runs on the reference executor by default.
+    let has_kernels = artifact
+        .as_ref()
+        .is_some_and(|a| a.has(kernels_file) && a.dir.join(kernels_file).symlink_metadata().is_ok());
     let executor = args.executor.unwrap_or(if plan.is_some() && !has_kernels {
         ExecutorKind::Reference
     } else {
@@ -197,14 +188,14 @@ pub fn run(args: Args) -> Result<()> {
     let mut session: Box<dyn Executor + '_> = match (executor, plan) {
         (ExecutorKind::Reference, Some(plan)) => Box::new(PlanSession::new(plan, &model)?),
         (ExecutorKind::Jit, Some(plan)) => {
-            let path = kernels_path.context("--plan DIR")?;
+            let artifact = artifact.as_ref().context("--plan DIR")?;
             if !has_kernels {
                 bail!(
-                    "{}: not found (compile with --target cpu for the JIT executor)",
-                    path.display()
+                    "{}: no {kernels_file} (compile with --target cpu for the JIT executor)",
+                    artifact.dir.display()
                 );
             }
-            let ll = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let ll = artifact.read_text(kernels_file, MAX_KERNELS_BYTES)?;
             Box::new(JitSession::new(plan, &model, &ll, &JitOptions::default())?)
         }
         (kind, None) => textgen::model_executor(&model, kind, max_context, chunk)?,

@@ -22,7 +22,8 @@ use inkwell::OptimizationLevel;
 
 /// Kernels compiled for this process.
 pub struct JitModule {
-    functions: HashMap<String, usize>,
+    /// Address and buffer-parameter count of each kernel.
+    functions: HashMap<String, (usize, usize)>,
     /// Threads holding the LLVM contexts that own the code; dropping the
     /// sender lets them finish.
     keepers: Vec<(mpsc::Sender<()>, JoinHandle<()>)>,
@@ -122,12 +123,70 @@ impl JitModule {
     pub fn function(&self, name: &str) -> Result<usize, String> {
         self.functions
             .get(name)
-            .copied()
+            .map(|&(addr, _)| addr)
             .ok_or_else(|| format!("kernels.ll has no kernel `{name}` (is it stale? recompile the plan)"))
+    }
+
+    /// Address of a kernel called with `buffers` buffer arguments, after
+    /// checking its type: `void (ptr × buffers, i64 begin, i64 end)`.
+    pub fn kernel(&self, name: &str, buffers: usize) -> Result<usize, String> {
+        let addr = self.function(name)?;
+        let have = self.functions[name].1;
+        if have != buffers {
+            return Err(format!(
+                "kernels.ll: kernel `{name}` takes {have} buffers, the plan passes {buffers} (recompile the plan)"
+            ));
+        }
+        Ok(addr)
     }
 }
 
-type Compiled<'ctx> = (inkwell::execution_engine::ExecutionEngine<'ctx>, Vec<(String, usize)>);
+type Compiled<'ctx> = (
+    inkwell::execution_engine::ExecutionEngine<'ctx>,
+    Vec<(String, (usize, usize))>,
+);
+
+/// Buffer parameters of a kernel whose type is `void (ptr..., i64, i64)`.
+fn kernel_arity(f: inkwell::values::FunctionValue) -> Result<usize, String> {
+    let ty = f.get_type();
+    let params = ty.get_param_types();
+    let ok = ty.get_return_type().is_none()
+        && params.len() >= 2
+        && params[..params.len() - 2].iter().all(|t| t.is_pointer_type())
+        && params[params.len() - 2..]
+            .iter()
+            .all(|t| t.is_int_type() && t.into_int_type().get_bit_width() == 64);
+    if !ok {
+        return Err(format!(
+            "kernels.ll: `{}` has type `{}`, a kernel is `void (ptr..., i64, i64)` (recompile the plan)",
+            f.get_name().to_string_lossy(),
+            ty.print_to_string().to_string_lossy()
+        ));
+    }
+    Ok(params.len() - 2)
+}
+
+/// Kernels may only call LLVM intrinsics: anything else would be resolved
+/// against this process's symbols (or crash) when the code runs.
+fn check_no_externals(module: &inkwell::module::Module) -> Result<(), String> {
+    for f in module.get_functions() {
+        let name = f.get_name().to_string_lossy();
+        if f.count_basic_blocks() == 0 && !name.starts_with("llvm.") {
+            return Err(format!(
+                "kernels.ll declares `{name}` without defining it (kernels may only call LLVM intrinsics)"
+            ));
+        }
+    }
+    for g in module.get_globals() {
+        if g.is_declaration() {
+            return Err(format!(
+                "kernels.ll declares the external global `{}` (kernels use none)",
+                g.get_name().to_string_lossy()
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Parses the module, drops the kernels outside `keep`, optimizes and compiles the rest.
 fn compile_part<'ctx>(
@@ -158,6 +217,7 @@ fn compile_part<'ctx>(
     module
         .verify()
         .map_err(|e| format!("kernels.ll is not valid LLVM IR: {}", e.to_string()))?;
+    check_no_externals(&module)?;
     let mut kept = Vec::new();
     let functions: Vec<_> = module.get_functions().collect();
     for f in functions {
@@ -179,7 +239,7 @@ fn compile_part<'ctx>(
             );
         }
         if exported {
-            kept.push(name);
+            kept.push((name, kernel_arity(f)?));
         }
     }
     module
@@ -189,11 +249,11 @@ fn compile_part<'ctx>(
         .create_jit_execution_engine(OptimizationLevel::Aggressive)
         .map_err(|e| format!("creating the JIT: {}", e.to_string()))?;
     let mut addrs = Vec::with_capacity(kept.len());
-    for name in kept {
+    for (name, arity) in kept {
         let a = engine
             .get_function_address(&name)
             .map_err(|e| format!("compiling kernel `{name}`: {e:?}"))?;
-        addrs.push((name, a));
+        addrs.push((name, (a, arity)));
     }
     Ok((engine, addrs))
 }

@@ -14,7 +14,7 @@ use super::memory::AlignedBuf;
 use super::pool::{Job, Pool};
 use super::{Kernel, MAX_ARGS};
 use crate::error::RuntimeError;
-use crate::plan_session::{check_model, Schedule};
+use crate::plan_session::{check_model, check_plan, Schedule};
 use crate::session::Executor;
 
 /// By default, launches touching fewer bytes than this run on the calling thread alone.
@@ -105,6 +105,7 @@ impl<'m> JitSession<'m> {
     /// Binds `model`'s tensors (memory-mapped, not copied) to the plan, and
     /// JIT-compiles `kernels_ll` (the plan's `kernels.ll`).
     pub fn new(plan: Plan, model: &'m Model, kernels_ll: &str, opts: &JitOptions) -> Result<Self, RuntimeError> {
+        check_plan(&plan)?;
         check_model(&plan, model)?;
         let mut owned = Vec::new();
         let mut weights = Vec::with_capacity(plan.weights.len());
@@ -176,7 +177,7 @@ impl<'m> JitSession<'m> {
                 for (slot, s) in args.iter_mut().zip(&spans) {
                     *slot = s.0;
                 }
-                let f = module.function(&l.kernel).map_err(RuntimeError::Other)?;
+                let f = module.kernel(&l.kernel, l.args.len()).map_err(RuntimeError::Other)?;
                 resolved.push(Resolved {
                     kernel: Kernel {
                         f,
