@@ -207,7 +207,7 @@ fn corrupt_plan_is_rejected() {
     ]);
     assert_ne!(out.code, 0);
     assert!(
-        out.stderr.contains("plan.json") && out.stderr.contains("not a valid gemma4c plan"),
+        out.stderr.contains("plan.json") && out.stderr.contains("changed since compile"),
         "{}",
         out.stderr
     );
