@@ -14,6 +14,7 @@ use gemma4c_frontend::Model;
 use gemma4c_passes::plan::Plan;
 use gemma4c_runtime::artifact::{Manifest, MANIFEST_FILE};
 use gemma4c_runtime::jit::{JitOptions, JitSession};
+use gemma4c_runtime::plan_session::check_plan;
 use gemma4c_runtime::PlanSession;
 use serde_json::{json, Value};
 
@@ -25,7 +26,15 @@ fn path(p: &Path) -> &str {
 fn compiled(extra: &[&str]) -> tempfile::TempDir {
     let out = tempfile::tempdir().expect("tempdir");
     let dir = fixture("tiny_ple");
-    let mut args = vec!["compile", "--model", path(&dir), "--target", "cpu", "--out", path(out.path())];
+    let mut args = vec![
+        "compile",
+        "--model",
+        path(&dir),
+        "--target",
+        "cpu",
+        "--out",
+        path(out.path()),
+    ];
     args.extend_from_slice(extra);
     let r = gemma4c(&args);
     assert_eq!(r.code, 0, "compile failed: {}", r.stderr);
@@ -72,7 +81,7 @@ fn assert_clean_error(out: &CliOutput, needles: &[&str]) {
     }
 }
 
-/// Applies `edit` to the plan and expects `Plan::check`, the reference
+/// Applies `edit` to the plan and expects the plan checker, the reference
 /// executor and the JIT executor to refuse it with all of `needles`.
 fn refused(base: &Value, model: &Model, ll: &str, what: &str, edit: impl Fn(&mut Value), needles: &[&str]) {
     let mut v = base.clone();
@@ -81,11 +90,13 @@ fn refused(base: &Value, model: &Model, ll: &str, what: &str, edit: impl Fn(&mut
         Ok(p) => p,
         Err(e) => panic!("{what}: the edit does not deserialize: {e}"),
     };
-    let e = plan.check().expect_err(what);
+    let e = check_plan(&plan).expect_err(what).to_string();
     for n in needles {
         assert!(e.contains(n), "{what}: error should mention `{n}`: {e}");
     }
-    let r = PlanSession::new(plan.clone(), model).err().unwrap_or_else(|| panic!("{what}: reference accepted it"));
+    let r = PlanSession::new(plan.clone(), model)
+        .err()
+        .unwrap_or_else(|| panic!("{what}: reference accepted it"));
     assert!(r.to_string().contains(needles[0]), "{what}: {r}");
     let j = JitSession::new(plan, model, ll, &JitOptions::default())
         .err()
@@ -120,15 +131,27 @@ fn edited_plans_are_refused_before_anything_runs() {
     let r = |what: &str, edit: &dyn Fn(&mut Value), needles: &[&str]| refused(&base, &model, &ll, what, edit, needles);
 
     // Item 1: sizes are recomputed, never trusted.
-    r("state bytes shrunk", &|v| v["state"][4]["bytes"] = json!(64), &["state[4]", "bytes"]);
-    r("state shape shrunk", &|v| v["state"][0]["shape"] = json!([2, 1, 32]), &["state"]);
+    r(
+        "state bytes shrunk",
+        &|v| v["state"][4]["bytes"] = json!(64),
+        &["state[4]", "bytes"],
+    );
+    r(
+        "state shape shrunk",
+        &|v| v["state"][0]["shape"] = json!([2, 1, 32]),
+        &["state"],
+    );
     r(
         "activation past the arena",
         &|v| decode(v)["buffers"][a]["kind"]["offset"] = json!(1 << 20),
         &[&format!("buffer {a}"), "outside the arena"],
     );
     // Item 13: an undersized arena is reported as such, not as an overlap.
-    r("small arena", &|v| decode(v)["arena_bytes"] = json!(64), &["outside the arena"]);
+    r(
+        "small arena",
+        &|v| decode(v)["arena_bytes"] = json!(64),
+        &["outside the arena"],
+    );
     // Item 3: out-of-range fields.
     let w = find_buffer(&base, |b| b["kind"]["kind"] == "weight");
     r(
@@ -154,7 +177,11 @@ fn edited_plans_are_refused_before_anything_runs() {
         &|v| decode(v)["buffers"][view]["kind"]["of"] = json!(99999),
         &["a view must be of an earlier buffer"],
     );
-    r("step operand", &|v| decode(v)["steps"][3]["inputs"][0] = json!(99999), &["step 3", "out of range"]);
+    r(
+        "step operand",
+        &|v| decode(v)["steps"][3]["inputs"][0] = json!(99999),
+        &["step 3", "out of range"],
+    );
     r(
         "huge vocabulary",
         &|v| v["model"]["vocab_size"] = json!(u64::MAX),
@@ -207,13 +234,21 @@ fn edited_plans_are_refused_before_anything_runs() {
         &|v| decode(v)["steps"].as_array_mut().expect("steps").swap(0, 1),
         &["before any step writes it"],
     );
-    r("prefill seq_len", &|v| v["programs"][1]["seq_len"] = json!(4), &["seq_len 4"]);
+    r(
+        "prefill seq_len",
+        &|v| v["programs"][1]["seq_len"] = json!(4),
+        &["seq_len 4"],
+    );
     r(
         "context beyond the caches",
         &|v| v["model"]["max_context"] = json!(100000),
         &["cache", "max_context"],
     );
-    r("unknown target", &|v| v["target"] = json!("bogus"), &["unknown target `bogus`"]);
+    r(
+        "unknown target",
+        &|v| v["target"] = json!("bogus"),
+        &["unknown target `bogus`"],
+    );
     r(
         "lifetime edited",
         &|v| decode(v)["buffers"][a]["lifetime"] = json!([0, 0]),
@@ -297,11 +332,7 @@ fn edited_kernels_are_refused() {
     assert_clean_error(&run_plan(dir, "jit"), &[name, "void (ptr..., i64, i64)"]);
 
     // A call to an undeclared external symbol fails before anything runs.
-    let external = original.replacen(
-        "define void @",
-        "declare void @system(ptr)\n\ndefine void @",
-        1,
-    );
+    let external = original.replacen("define void @", "declare void @system(ptr)\n\ndefine void @", 1);
     std::fs::write(&ll_path, &external).expect("write");
     rehash(dir);
     assert_clean_error(&run_plan(dir, "jit"), &["declares `system`"]);
@@ -318,7 +349,15 @@ fn concurrent_compiles_never_mix_files() {
         .iter()
         .map(|f| {
             std::process::Command::new(env!("CARGO_BIN_EXE_gemma4c"))
-                .args(["compile", "--model", path(&fixture(f)), "--target", "cpu", "--out", path(&out)])
+                .args([
+                    "compile",
+                    "--model",
+                    path(&fixture(f)),
+                    "--target",
+                    "cpu",
+                    "--out",
+                    path(&out),
+                ])
                 .stderr(std::process::Stdio::piped())
                 .spawn()
                 .expect("spawn")
@@ -362,7 +401,15 @@ fn released_config_plans_pass_the_checker() {
     for entry in std::fs::read_dir(repo_root().join("tests/configs")).expect("configs") {
         let config = entry.expect("entry").path();
         let out = tempfile::tempdir().expect("tmp");
-        let r = gemma4c(&["compile", "--config", path(&config), "--target", "cpu", "--out", path(out.path())]);
+        let r = gemma4c(&[
+            "compile",
+            "--config",
+            path(&config),
+            "--target",
+            "cpu",
+            "--out",
+            path(out.path()),
+        ]);
         assert_eq!(r.code, 0, "{}: {}", config.display(), r.stderr);
         let plan: Plan = serde_json::from_value(plan_value(out.path())).expect("plan");
         plan.check().unwrap_or_else(|e| panic!("{}: {e}", config.display()));

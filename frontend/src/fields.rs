@@ -7,10 +7,11 @@ use serde_json::{Map, Value};
 use crate::error::FrontendError;
 
 pub(crate) fn read_json(path: &Path) -> Result<Value, FrontendError> {
-    let text = gemma4c_ir::limits::read_text(path, gemma4c_ir::limits::MAX_JSON_BYTES).map_err(|e| FrontendError::Io {
-        path: path.to_path_buf(),
-        message: format!("cannot read: {e}"),
-    })?;
+    let text =
+        gemma4c_ir::limits::read_text(path, gemma4c_ir::limits::MAX_JSON_BYTES).map_err(|e| FrontendError::Io {
+            path: path.to_path_buf(),
+            message: format!("cannot read: {e}"),
+        })?;
     serde_json::from_str(&text).map_err(|e| FrontendError::Json {
         path: path.to_path_buf(),
         message: e.to_string(),

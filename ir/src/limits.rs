@@ -138,8 +138,6 @@ mod tests {
         assert!(check_regular_file(Path::new("/dev/zero"))
             .unwrap_err()
             .contains("character device"));
-        assert!(check_regular_file(Path::new("/"))
-            .unwrap_err()
-            .contains("directory"));
+        assert!(check_regular_file(Path::new("/")).unwrap_err().contains("directory"));
     }
 }

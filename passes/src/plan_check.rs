@@ -42,8 +42,7 @@ pub fn check(plan: &Plan) -> Result<(), String> {
         if !w.dtype.is_float() {
             return Err(format!("{what}: dtype {} is not a float type", w.dtype));
         }
-        tensor_bytes(&w.shape, w.dtype.size_bytes())
-            .ok_or_else(|| format!("{what}: shape {:?} overflows", w.shape))?;
+        tensor_bytes(&w.shape, w.dtype.size_bytes()).ok_or_else(|| format!("{what}: shape {:?} overflows", w.shape))?;
     }
     let mut state_bytes = 0usize;
     for (i, s) in plan.state.iter().enumerate() {
@@ -134,10 +133,12 @@ fn check_program(plan: &Plan, p: &Program) -> Result<(), String> {
         let ty = TensorType::new(b.dtype, b.shape.clone());
         match &b.kind {
             BufferKind::Weight { index } => {
-                let w = plan
-                    .weights
-                    .get(*index)
-                    .ok_or_else(|| format!("{what}: weight index {index} is out of range ({} weights)", plan.weights.len()))?;
+                let w = plan.weights.get(*index).ok_or_else(|| {
+                    format!(
+                        "{what}: weight index {index} is out of range ({} weights)",
+                        plan.weights.len()
+                    )
+                })?;
                 if w.dtype != b.dtype || w.shape != b.shape {
                     return Err(format!(
                         "{what}: {ty} differs from weight `{}` ({} {:?})",
@@ -146,10 +147,12 @@ fn check_program(plan: &Plan, p: &Program) -> Result<(), String> {
                 }
             }
             BufferKind::State { index } => {
-                let s = plan
-                    .state
-                    .get(*index)
-                    .ok_or_else(|| format!("{what}: state index {index} is out of range ({} state buffers)", plan.state.len()))?;
+                let s = plan.state.get(*index).ok_or_else(|| {
+                    format!(
+                        "{what}: state index {index} is out of range ({} state buffers)",
+                        plan.state.len()
+                    )
+                })?;
                 if s.dtype != b.dtype || s.shape != b.shape {
                     return Err(format!(
                         "{what}: {ty} differs from state `{}` ({} {:?})",
@@ -161,7 +164,11 @@ fn check_program(plan: &Plan, p: &Program) -> Result<(), String> {
                 let want = match name.as_str() {
                     "token_ids" => TensorType::i32([p.seq_len]),
                     "position" => TensorType::i32([1]),
-                    other => return Err(format!("{what}: unknown input `{other}` (expected token_ids or position)")),
+                    other => {
+                        return Err(format!(
+                            "{what}: unknown input `{other}` (expected token_ids or position)"
+                        ))
+                    }
                 };
                 if ty != want {
                     return Err(format!("{what}: input `{name}` must be {want}, got {ty}"));
@@ -258,12 +265,18 @@ fn check_steps(plan: &Plan, p: &Program) -> Result<(), String> {
         if s.op.updates_cache() {
             let cache = s.inputs[0];
             if s.outputs != [cache] || !matches!(p.buffers[cache].kind, BufferKind::State { .. }) {
-                return Err(e("a cache update writes its first operand, a state buffer, in place".into()));
+                return Err(e(
+                    "a cache update writes its first operand, a state buffer, in place".into()
+                ));
             }
             continue;
         }
         if results.len() != s.outputs.len() {
-            return Err(e(format!("has {} results, the plan lists {}", results.len(), s.outputs.len())));
+            return Err(e(format!(
+                "has {} results, the plan lists {}",
+                results.len(),
+                s.outputs.len()
+            )));
         }
         for (&o, want) in s.outputs.iter().zip(&results) {
             let b = &p.buffers[o];

@@ -63,7 +63,11 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, RuntimeError> {
     if meta.len() > limit {
         return Err(err(
             path,
-            format!("{} is more than the {} allowed", human_bytes(meta.len()), human_bytes(limit)),
+            format!(
+                "{} is more than the {} allowed",
+                human_bytes(meta.len()),
+                human_bytes(limit)
+            ),
         ));
     }
     let mut bytes = Vec::new();
@@ -81,7 +85,10 @@ impl Artifact {
     /// and validates the plan.
     pub fn open(dir: &Path) -> Result<Artifact, RuntimeError> {
         if !dir.is_dir() {
-            return Err(err(dir, "not a directory (expected the --out directory of `gemma4c compile`)"));
+            return Err(err(
+                dir,
+                "not a directory (expected the --out directory of `gemma4c compile`)",
+            ));
         }
         let mpath = dir.join(MANIFEST_FILE);
         let mbytes = read_bounded(&mpath, MAX_JSON_BYTES).map_err(|e| {
@@ -133,7 +140,9 @@ fn read_checked(dir: &Path, manifest: &Manifest, name: &str, limit: u64) -> Resu
     if &got != want {
         return Err(err(
             &path,
-            format!("contents changed since compile (SHA-256 {got}, {MANIFEST_FILE} records {want}): recompile the plan"),
+            format!(
+                "contents changed since compile (SHA-256 {got}, {MANIFEST_FILE} records {want}): recompile the plan"
+            ),
         ));
     }
     Ok(bytes)

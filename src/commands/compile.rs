@@ -145,11 +145,7 @@ pub fn run(args: Args) -> Result<()> {
         .unwrap_or(decode.launches());
     let checkpoint = model.as_ref().map(ModelCheckpoint);
     let emitted = target
-        .emit(
-            &compiled.plan,
-            dir,
-            checkpoint.as_ref().map(|c| c as &dyn Checkpoint),
-        )
+        .emit(&compiled.plan, dir, checkpoint.as_ref().map(|c| c as &dyn Checkpoint))
         .with_context(|| format!("generating code for {}", target.name()))?;
     let mut stats = json!({
         "target": target.name(),
