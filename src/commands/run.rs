@@ -3,8 +3,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use gemma4c_frontend::Model;
-use gemma4c_runtime::chat_template::{Message, RenderOptions};
 use gemma4c_runtime::artifact::{Artifact, MAX_KERNELS_BYTES};
+use gemma4c_runtime::chat_template::{Message, RenderOptions};
 use gemma4c_runtime::jit::{JitOptions, JitSession};
 use gemma4c_runtime::npy::write_npy_f32;
 use gemma4c_runtime::sampler::{Sampler, SamplingParams};
