@@ -4,6 +4,7 @@
 //! clarity over speed; reductions accumulate in f64 where Hugging Face's f32
 //! result is itself the rounded value of a longer sum (norm means, softmax sums).
 
+use crate::math;
 use crate::op::Op;
 use crate::tensor::Tensor;
 
@@ -26,7 +27,7 @@ pub fn eval(op: &Op, operands: &[&Tensor]) -> Result<Vec<Tensor>, String> {
         Op::GeluTanh => one(Tensor::f32(shape0(), f(0)?.iter().map(|&x| gelu_tanh(x)).collect())),
         Op::Softcap { cap } => one(Tensor::f32(
             shape0(),
-            f(0)?.iter().map(|&x| (x / cap).tanh() * cap).collect(),
+            f(0)?.iter().map(|&x| math::softcap(x, *cap)).collect(),
         )),
         Op::Reshape { shape } => {
             let mut t = operands[0].clone();
@@ -117,10 +118,9 @@ pub fn eval(op: &Op, operands: &[&Tensor]) -> Result<Vec<Tensor>, String> {
     }
 }
 
-/// `gelu_pytorch_tanh`.
+/// `gelu_pytorch_tanh` of one value.
 pub fn gelu_tanh(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())
+    math::gelu_tanh(x)
 }
 
 fn broadcast(a: &[f32], b: &[f32], op: impl Fn(f32, f32) -> f32) -> Vec<f32> {
@@ -194,7 +194,7 @@ pub fn rms_norm(x: &[f32], w: Option<&[f32]>, d: usize, eps: f32) -> Vec<f32> {
     let mut out = Vec::with_capacity(x.len());
     for row in x.chunks_exact(d) {
         let ms = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / d as f64;
-        let inv = ((ms as f32 + eps) as f64).powf(-0.5) as f32;
+        let inv = math::inv_rms(ms as f32, eps);
         match w {
             Some(w) => out.extend(row.iter().zip(w).map(|(&v, &g)| v * inv * g)),
             None => out.extend(row.iter().map(|&v| v * inv)),
@@ -214,22 +214,13 @@ fn position(t: &Tensor) -> Result<i64, String> {
     Ok(p as i64)
 }
 
-/// cos/sin of `pos * inv_freq` (angle in f32, like Hugging Face).
-pub fn rope_angles(inv_freq: &[f32], pos: i64) -> (Vec<f32>, Vec<f32>) {
-    let angles: Vec<f32> = inv_freq.iter().map(|&f| pos as f32 * f).collect();
-    (
-        angles.iter().map(|a| a.cos()).collect(),
-        angles.iter().map(|a| a.sin()).collect(),
-    )
-}
+pub use crate::math::rope_angles;
 
 /// Half-split rotation of one head: lane `i` pairs with lane `i + D/2`.
 pub fn rotate(row: &mut [f32], cos: &[f32], sin: &[f32]) {
     let half = row.len() / 2;
     for i in 0..half {
-        let (a, b) = (row[i], row[i + half]);
-        row[i] = a * cos[i] - b * sin[i];
-        row[i + half] = b * cos[i] + a * sin[i];
+        (row[i], row[i + half]) = math::rotate_pair(row[i], row[i + half], cos[i], sin[i]);
     }
 }
 

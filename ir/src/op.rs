@@ -48,17 +48,7 @@ impl RopeSpec {
     /// Inverse frequencies, computed with f32 arithmetic like Hugging Face
     /// (`1.0 / theta ** (arange(0, dim, 2).float() / dim)`).
     pub fn inv_freq(&self) -> Vec<f32> {
-        (0..self.head_dim / 2)
-            .map(|i| {
-                if i < self.rotated_pairs {
-                    let exponent = (2 * i) as f32 / self.head_dim as f32;
-                    let f = 1.0f32 / (self.theta as f32).powf(exponent);
-                    (f as f64 / self.factor) as f32
-                } else {
-                    0.0
-                }
-            })
-            .collect()
+        crate::math::rope_inv_freq(self.theta, self.head_dim, self.rotated_pairs, self.factor)
     }
 }
 
@@ -187,35 +177,132 @@ impl Op {
         }
     }
 
+    /// What passes and backends may assume about this op (one exhaustive table, so a new op
+    /// must say what it is).
+    pub fn props(&self) -> OpProps {
+        const LEAF: OpProps = OpProps::NONE.leaf();
+        const ELEMENTWISE: OpProps = OpProps::NONE.elementwise();
+        const ROW_WISE: OpProps = OpProps::NONE.preserves_layout();
+        const OTHER: OpProps = OpProps::NONE;
+        match self {
+            Op::Input { .. } | Op::Weight { .. } => LEAF,
+            Op::Add | Op::Mul | Op::Scale { .. } | Op::GeluTanh | Op::Softcap { .. } => ELEMENTWISE,
+            Op::Reshape { .. } => OpProps::NONE.view(),
+            Op::RmsNorm { .. } | Op::Rope { .. } => ROW_WISE,
+            Op::Slice { .. }
+            | Op::ReplaceIds { .. }
+            | Op::Embedding
+            | Op::MatMul
+            | Op::Attention { .. }
+            | Op::MoeRoute { .. }
+            | Op::MoeExperts => OTHER,
+            Op::KvWrite => OpProps::NONE.updates_cache(),
+            Op::GeluMul => ELEMENTWISE.fused(),
+            Op::AddRmsNorm { .. } | Op::NormAddNorm { .. } | Op::NormAdd { .. } | Op::NormRope { .. } => {
+                ROW_WISE.fused()
+            }
+            Op::RopeKvWrite { .. } | Op::NormKvWrite { .. } => OpProps::NONE.updates_cache().fused(),
+            Op::MoeRouter { .. } | Op::LogitsHead { .. } => OTHER.fused(),
+        }
+    }
+
     /// Leaves have no operands and cost no kernel launch.
     pub fn is_leaf(&self) -> bool {
-        matches!(self, Op::Input { .. } | Op::Weight { .. })
+        self.props().leaf
     }
 
     /// Ops that only passes create.
     pub fn is_fused(&self) -> bool {
-        matches!(
-            self,
-            Op::GeluMul
-                | Op::AddRmsNorm { .. }
-                | Op::NormAddNorm { .. }
-                | Op::NormRope { .. }
-                | Op::RopeKvWrite { .. }
-                | Op::NormKvWrite { .. }
-                | Op::LogitsHead { .. }
-                | Op::NormAdd { .. }
-                | Op::MoeRouter { .. }
-        )
+        self.props().fused
     }
 
     /// Ops whose result is operand 0 (a KV cache) updated in place.
     pub fn updates_cache(&self) -> bool {
-        matches!(self, Op::KvWrite | Op::RopeKvWrite { .. } | Op::NormKvWrite { .. })
+        self.props().updates_cache
     }
 
     /// Ops that only reinterpret memory (no kernel on any target).
     pub fn is_view(&self) -> bool {
-        matches!(self, Op::Reshape { .. })
+        self.props().view
+    }
+
+    /// Ops computed element by element (broadcast operands allowed).
+    pub fn is_elementwise(&self) -> bool {
+        self.props().elementwise
+    }
+
+    /// Ops whose activation operands and results map element for element, so a backend can give
+    /// them one device layout: elementwise ops and row-wise ones over the last dimension.
+    pub fn preserves_layout(&self) -> bool {
+        self.props().preserves_layout
+    }
+}
+
+/// Properties of an op kind (see [`Op::props`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpProps {
+    /// No operands: binds a graph input or a checkpoint tensor; no kernel.
+    pub leaf: bool,
+    /// Only reinterprets memory (same elements, new shape); no kernel.
+    pub view: bool,
+    /// Each result element is computed from the operand elements at the same index
+    /// (broadcast operands allowed).
+    pub elementwise: bool,
+    /// Activation operands and results map element for element (elementwise ops, and row-wise
+    /// ops over the last dimension such as RMSNorm and RoPE).
+    pub preserves_layout: bool,
+    /// Created only by fusion; equal to its unfused chain (`eval.rs` defines it so).
+    pub fused: bool,
+    /// Result 0 is operand 0, a KV cache, updated in place (state).
+    pub updates_cache: bool,
+}
+
+impl OpProps {
+    pub const NONE: OpProps = OpProps {
+        leaf: false,
+        view: false,
+        elementwise: false,
+        preserves_layout: false,
+        fused: false,
+        updates_cache: false,
+    };
+
+    const fn leaf(self) -> OpProps {
+        OpProps { leaf: true, ..self }
+    }
+
+    const fn view(self) -> OpProps {
+        OpProps {
+            view: true,
+            preserves_layout: false,
+            ..self
+        }
+    }
+
+    const fn elementwise(self) -> OpProps {
+        OpProps {
+            elementwise: true,
+            preserves_layout: true,
+            ..self
+        }
+    }
+
+    const fn preserves_layout(self) -> OpProps {
+        OpProps {
+            preserves_layout: true,
+            ..self
+        }
+    }
+
+    const fn fused(self) -> OpProps {
+        OpProps { fused: true, ..self }
+    }
+
+    const fn updates_cache(self) -> OpProps {
+        OpProps {
+            updates_cache: true,
+            ..self
+        }
     }
 }
 

@@ -293,6 +293,22 @@ pub fn sqrt(a: impl Into<Expr>) -> Expr {
     un(UnOp::Sqrt, a)
 }
 
+/// Kernel expressions as numbers, so the kernel builders call the formulas of
+/// `gemma4c_ir::math` and print the reference's constants and operation order.
+impl gemma4c_ir::math::Real for Expr {
+    fn lit(x: f32) -> Expr {
+        Expr::F32(x)
+    }
+
+    fn tanh(self) -> Expr {
+        tanh(self)
+    }
+
+    fn sqrt(self) -> Expr {
+        sqrt(self)
+    }
+}
+
 pub fn to_f32(a: impl Into<Expr>) -> Expr {
     un(UnOp::ToF32, a)
 }

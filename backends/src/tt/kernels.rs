@@ -7,9 +7,6 @@ use serde_json::{json, Value};
 use super::target::{Grid, TtTarget, TILE_BYTES};
 use super::TtError;
 
-/// `sqrt(2 / pi)` of `gelu_pytorch_tanh`, as the Python literal the kernels use.
-const GELU_C0: &str = "0.7978845608028654";
-
 /// One dataflow buffer of a kernel: `tiles` per block, `count` blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dfb {
@@ -124,7 +121,9 @@ pub fn py_f32(x: f32) -> String {
 /// `gelu_tanh(v)` as a block expression over shape `shp`.
 pub fn gelu_expr(v: &str) -> String {
     format!(
-        "ttl.block.fill(0.5, shp) * {v} * (ttl.block.fill(1.0, shp) + ttl.math.tanh(ttl.block.fill({GELU_C0}, shp) * ({v} + ttl.block.fill(0.044715, shp) * {v} * {v} * {v})))"
+        "ttl.block.fill(0.5, shp) * {v} * (ttl.block.fill(1.0, shp) + ttl.math.tanh(ttl.block.fill({}, shp) * ({v} + ttl.block.fill({}, shp) * {v} * {v} * {v})))",
+        gemma4c_ir::math::GELU_SQRT_2_OVER_PI,
+        gemma4c_ir::math::GELU_CUBIC
     )
 }
 

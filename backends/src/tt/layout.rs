@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use gemma4c_ir::{DType, Op};
+use gemma4c_ir::DType;
 use gemma4c_passes::plan::{BufferKind, Program};
 
 use super::TtError;
@@ -80,25 +80,6 @@ impl DevLayout {
     }
 }
 
-/// Ops whose activation operands and results are mapped element for element.
-fn same_layout(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Add
-            | Op::Mul
-            | Op::Scale { .. }
-            | Op::GeluTanh
-            | Op::Softcap { .. }
-            | Op::RmsNorm { .. }
-            | Op::Rope { .. }
-            | Op::GeluMul
-            | Op::AddRmsNorm { .. }
-            | Op::NormAddNorm { .. }
-            | Op::NormAdd { .. }
-            | Op::NormRope { .. }
-    )
-}
-
 /// Layout of every activation/view/input buffer of a program (by buffer id; state and weight
 /// buffers have none).
 pub fn infer(p: &Program) -> Result<BTreeMap<usize, DevLayout>, TtError> {
@@ -130,7 +111,7 @@ pub fn infer(p: &Program) -> Result<BTreeMap<usize, DevLayout>, TtError> {
         }
     }
     for s in &p.steps {
-        if !same_layout(&s.op) {
+        if !s.op.preserves_layout() {
             continue;
         }
         let numel = |id: usize| p.buffers[id].shape.iter().product::<usize>();

@@ -3,7 +3,9 @@
 //! contiguous and vectorizes.
 
 use super::gelu;
-use crate::kernel::build::{eq, select, tanh, KernelBuilder};
+use gemma4c_ir::math;
+
+use crate::kernel::build::{eq, select, KernelBuilder};
 use crate::kernel::{name_f32, Access, Elem, Expr, Kernel};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,7 +31,7 @@ pub fn unary(kind: UnaryKind, n: usize, d: usize, x_elem: Elem) -> Kernel {
         let y = match kind {
             UnaryKind::Scale(f) => Expr::Var(v) * f,
             UnaryKind::GeluTanh => gelu(&Expr::Var(v)),
-            UnaryKind::Softcap(c) => tanh(Expr::Var(v) / c) * c,
+            UnaryKind::Softcap(c) => math::softcap(Expr::Var(v), c),
         };
         b.store(out, &base + &j, y);
     });

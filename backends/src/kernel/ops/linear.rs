@@ -3,8 +3,10 @@
 //! row per output feature: a row reads one weight row once, for all `m` input
 //! rows, which is what makes decode run at memory bandwidth.
 
+use gemma4c_ir::math;
+
 use super::gelu;
-use crate::kernel::build::{tanh, KernelBuilder};
+use crate::kernel::build::KernelBuilder;
 use crate::kernel::{name_f32, Access, Elem, Expr, Kernel, Scalar};
 
 /// `out[m, n] = sum_k x[m, k] * w[n, k]` (`MatMul`), optionally soft-capped
@@ -44,7 +46,7 @@ pub fn matmul_blocked(m: usize, n: usize, k: usize, w: Elem, cap: Option<f32>, r
     let out = b.param("out", Elem::F32, Access::Write);
     let n0 = Expr::Var(b.let_i64("n0", b.row() * r_block));
     let epilogue = |v: Expr| match cap {
-        Some(c) => tanh(v / c) * c,
+        Some(c) => math::softcap(v, c),
         None => v,
     };
     const M_BLOCK: usize = 4;

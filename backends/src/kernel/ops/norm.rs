@@ -1,7 +1,7 @@
 //! RMSNorm and its fused forms, and the per-head row transforms (q/k norm,
 //! RoPE, KV-cache writes). One grid row per normalized row.
 
-use gemma4c_ir::RopeSpec;
+use gemma4c_ir::{math, RopeSpec};
 
 use super::inv_rms;
 use crate::kernel::build::{cos, sin, to_f32, KernelBuilder};
@@ -243,13 +243,14 @@ pub fn head_rows(
             let p = b.let_f32("p", to_f32(pos.at(0usize) + t));
             let (c, sn) = (b.local("cos", Scalar::F32), b.local("sin", Scalar::F32));
             b.for_range("i", 0usize, half, |b, i| {
-                let angle = b.let_f32("angle", Expr::Var(p) * inv_freq.at(&i));
+                let angle = b.let_f32("angle", math::rope_angle(Expr::Var(p), inv_freq.at(&i)));
                 b.set(c, cos(Expr::Var(angle)));
                 b.set(sn, sin(Expr::Var(angle)));
                 let a = b.let_f32("a", elem(i.clone()));
                 let bv = b.let_f32("b", elem(&i + half));
-                b.store(dst, &dst_base + &i, Expr::Var(a) * c - Expr::Var(bv) * sn);
-                b.store(dst, &dst_base + &i + half, Expr::Var(bv) * c + Expr::Var(a) * sn);
+                let (lo, hi) = math::rotate_pair(Expr::Var(a), Expr::Var(bv), Expr::Var(c), Expr::Var(sn));
+                b.store(dst, &dst_base + &i, lo);
+                b.store(dst, &dst_base + &i + half, hi);
             });
         }
         None => {
