@@ -368,3 +368,30 @@ fn tt_models_larger_than_the_device_dram_are_refused_with_the_figures() {
         }
     }
 }
+
+/// Positions, slots and slice offsets are read from device tensors at run time, so the number
+/// of distinct TT-Lang programs does not grow with the context: E4B compiles to at most 60 at
+/// any --max-context, and no kernel is a per-position factory any more.
+#[test]
+fn tt_program_count_is_independent_of_the_context_length() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = repo_root().join("tests/configs/gemma-4-e4b.json");
+    let mut counts = Vec::new();
+    for ctx in ["1024", "4096", "16384"] {
+        let out = tmp.path().join(ctx);
+        compile_tt(&["--config", cfg.to_str().unwrap(), "--max-context", ctx], &out);
+        let stats: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("stats.json")).unwrap()).unwrap();
+        let programs = stats["tt"]["programs"].as_u64().expect("programs in stats.json");
+        let ops = std::fs::read_to_string(out.join("kernels.py"))
+            .unwrap()
+            .matches("@ttl.operation(")
+            .count() as u64;
+        assert_eq!(programs, ops, "programs = operations in kernels.py");
+        let model = std::fs::read_to_string(out.join("model.py")).unwrap();
+        assert!(!model.contains(")(b["), "a kernel instantiated per position/offset");
+        counts.push(programs);
+    }
+    assert!(counts.iter().all(|&c| c == counts[0]), "{counts:?}");
+    assert!(counts[0] <= 60, "E4B compiles to {} programs", counts[0]);
+}

@@ -614,7 +614,10 @@ fn eltwise_cases(b: &mut Bundle, rng: &mut Rng) {
     let k = b.k(kernels::copy(&b.t, "test", 1, out.col_tiles()));
     c.act("x", seg, &x);
     c.zeros("y", out);
-    c.call(&k, Some(seg.dev_col(2 * 16) / 32), &["x", "y"]);
+    let mut off = vec![0.0; 32];
+    off[0] = (seg.dev_col(2 * 16) / 32) as f32;
+    c.tensor("off", 1, 32, off);
+    c.call(&k, None, &["x", "off", "y"]);
     c.expect_row("y", out, &want);
     b.cases.push(c);
 }
@@ -633,8 +636,9 @@ fn rope_tables(c: &mut Case, spec: &RopeSpec, p: usize) {
                 sin,
             },
         };
+        // The whole table: the kernel gathers row p at run time.
         let v = weights::values(&prep, &|_: &str| Err("no weights".to_string())).unwrap();
-        c.tensor(name, 1, d, v[p * d..(p + 1) * d].to_vec());
+        c.tensor(name, p + 1, d, v);
     }
     let rot = Prepared {
         name: "rot".into(),
@@ -647,8 +651,20 @@ fn rope_tables(c: &mut Case, spec: &RopeSpec, p: usize) {
     c.tensor("rot", d, d, v);
 }
 
-fn sel_keep(c: &mut Case, slot: usize) {
-    let r = slot % 32;
+/// The position tensor of `model.py`: tile 0 holds (p // 32, p % 32), tile 1 the same of the slot
+/// `p mod capacity`.
+fn position(c: &mut Case, p: usize, capacity: usize) {
+    let mut v = vec![0.0; 32 * 64];
+    let slot = p % capacity;
+    v[0] = (p / 32) as f32;
+    v[1] = (p % 32) as f32;
+    v[32] = (slot / 32) as f32;
+    v[33] = (slot % 32) as f32;
+    c.tensor("pos", 32, 64, v);
+}
+
+/// The 32 selection and keep tiles, whole (kernels index them at run time).
+fn sel_keep(c: &mut Case) {
     for (name, src) in [("sel", Source::KvSelect), ("keep", Source::KvKeep)] {
         let p = Prepared {
             name: name.into(),
@@ -658,7 +674,7 @@ fn sel_keep(c: &mut Case, slot: usize) {
             source: src,
         };
         let v = weights::values(&p, &|_: &str| Err("no weights".to_string())).unwrap();
-        c.tensor(name, 32, 32, v[r * 32 * 32..(r + 1) * 32 * 32].to_vec());
+        c.tensor(name, 1024, 32, v);
     }
 }
 
@@ -702,8 +718,10 @@ fn rope_cases(b: &mut Bundle, rng: &mut Rng) {
     let (r, cc, src) = row_source("w", flat(d));
     c.weight("w", r, cc, src, &vals);
     rope_tables(&mut c, &spec, p as usize);
+    sel_keep(&mut c);
+    position(&mut c, p as usize, 1);
     c.zeros("y", flat(heads * d));
-    c.call(&k, None, &["x", "w", "cos", "sin", "rot", "y"]);
+    c.call(&k, None, &["x", "w", "cos", "sin", "rot", "sel", "pos", "y"]);
     c.expect_row("y", flat(heads * d), &want);
     b.cases.push(c);
     // RoPE alone, head_dim 256, full rotary.
@@ -720,8 +738,10 @@ fn rope_cases(b: &mut Bundle, rng: &mut Rng) {
     let k = b.k(kernels::norm_rope(&b.t, "test", heads, d / 32, d, None));
     c.act("x", flat(heads * d), &x);
     rope_tables(&mut c, &spec, p as usize);
+    sel_keep(&mut c);
+    position(&mut c, p as usize, 1);
     c.zeros("y", flat(heads * d));
-    c.call(&k, None, &["x", "cos", "sin", "rot", "y"]);
+    c.call(&k, None, &["x", "cos", "sin", "rot", "sel", "pos", "y"]);
     c.expect_row("y", flat(heads * d), &want);
     b.cases.push(c);
 }
@@ -762,11 +782,10 @@ fn kv_cases(b: &mut Bundle, rng: &mut Rng) {
             _ => vec![&ct, &nt, &pt],
         };
         let want = f(&eval(&op, &operands).unwrap()[0]);
-        let k = b.k(kernels::kv_write(&b.t, "test", mode, kv, cap, d / 32, d, eps));
+        let k = b.k(kernels::kv_write(&b.t, "test", mode, kv, cap, d / 32, d, eps, 1));
         let (r, cc, v) = cache_dev(&cache, kv, cap, d);
         c.tensor("cache", r, cc, v);
         c.act("new", flat(kv * d), &new);
-        let slot = p as usize % cap;
         let mut args = vec!["cache", "new"];
         if mode == "rope" {
             let vals = BTreeMap::from([("w".to_string(), w.clone())]);
@@ -775,9 +794,10 @@ fn kv_cases(b: &mut Bundle, rng: &mut Rng) {
             rope_tables(&mut c, &spec, p as usize);
             args.extend(["w", "cos", "sin", "rot"]);
         }
-        sel_keep(&mut c, slot);
-        args.extend(["sel", "keep"]);
-        c.call(&k, Some(slot / 32), &args);
+        sel_keep(&mut c);
+        position(&mut c, p as usize, cap);
+        args.extend(["sel", "keep", "pos"]);
+        c.call(&k, None, &args);
         let (r, cc, v) = cache_dev(&want, kv, cap, d);
         c.expect_all("cache", r, cc, v);
         b.cases.push(c);

@@ -22,8 +22,8 @@ impl Dfb {
     }
 }
 
-/// One generated operation (or, for `factory` kernels, a family of instances that differ only in
-/// a baked tile-row index).
+/// One generated operation: one compiled program, whatever the position (run-time indices are
+/// read from device tensors, see `POS_DFB_TILES`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Kernel {
     /// Python name in kernels.py (assigned when registered).
@@ -35,8 +35,6 @@ pub struct Kernel {
     pub dfbs: Vec<Dfb>,
     /// `(cols, rows)` as tt-lang's `grid=` reads it.
     pub grid: Grid,
-    /// `K.name(tile_row)(...)` rather than `K.name(...)`.
-    pub factory: bool,
 }
 
 impl Kernel {
@@ -91,6 +89,10 @@ impl Kernel {
         Ok(self)
     }
 }
+
+/// Tiles (of bf16 size) of the dataflow buffer that receives one tile of a float32 index tensor
+/// (the position tensor, slice offsets) for `ttl.read_index`.
+pub const POS_DFB_TILES: usize = 2;
 
 /// Largest divisor of `n` that is at most `cap` (at least 1).
 pub fn divisor_le(n: usize, cap: usize) -> usize {
@@ -204,7 +206,6 @@ pub fn eltwise(
         ctx: with_grid(ctx, grid, per_node, n_blocks),
         dfbs,
         grid,
-        factory: false,
     }
     .checked(t)
 }
@@ -257,7 +258,6 @@ pub fn matmul(
             Dfb::new("y", nb, bc_out),
         ],
         grid,
-        factory: false,
     }
     .checked(t)
 }
@@ -285,7 +285,6 @@ pub fn geglu_matmul(t: &TtTarget, doc: &str, rows_t: usize, kt: usize, nt: usize
             Dfb::new("y", nb, bc_out),
         ],
         grid,
-        factory: false,
     }
     .checked(t)
 }
@@ -342,7 +341,6 @@ pub fn logits_head(
             Dfb::new("y", nb, b),
         ],
         grid,
-        factory: false,
     }
     .checked(t)
 }
@@ -393,7 +391,6 @@ pub fn norm(
             })
             .collect(),
         grid,
-        factory: false,
     };
     if whole.l1_bytes() <= t.l1_bytes {
         return whole.checked(t);
@@ -448,7 +445,6 @@ pub fn norm(
             })
             .collect(),
         grid,
-        factory: false,
     }
     .checked(t)
 }
@@ -477,6 +473,8 @@ pub fn norm_rope(
         Dfb::new("cos", dt, b),
         Dfb::new("sin", dt, b),
         Dfb::new("rot", dt * dt, b),
+        Dfb::new("sel", 1, b),
+        Dfb::new("pos", POS_DFB_TILES, 1),
         Dfb::new("y", dt, b),
     ]);
     let fam = if has_norm { "norm_rope" } else { "rope" };
@@ -487,13 +485,12 @@ pub fn norm_rope(
         ctx: with_grid(ctx, grid, per_node, heads),
         dfbs,
         grid,
-        factory: false,
     }
     .checked(t)
 }
 
 /// KV-cache row write: `mode` is "plain" (kv_write), "norm" (norm_kv_write) or "rope"
-/// (rope_kv_write).
+/// (rope_kv_write). The slot is read at run time from tile `pos_tile` of the position tensor.
 #[allow(clippy::too_many_arguments)]
 pub fn kv_write(
     t: &TtTarget,
@@ -504,13 +501,14 @@ pub fn kv_write(
     dt: usize,
     n: usize,
     eps: f32,
+    pos_tile: usize,
 ) -> Result<Kernel, TtError> {
     let (grid, per_node) = t.grid_for(kv_heads);
     let b = bc(per_node);
     let cap_t = capacity.div_ceil(32);
     let ctx = json!({
         "doc": doc, "mode": mode, "kv_heads": kv_heads, "capacity": capacity, "cap_t": cap_t, "dt": dt,
-        "bc": b, "inv_n": py_f32(1.0 / n as f32), "eps": py_f32(eps),
+        "bc": b, "inv_n": py_f32(1.0 / n as f32), "eps": py_f32(eps), "pos_tile": pos_tile,
     });
     let mut dfbs = vec![Dfb::new("cache", dt, b), Dfb::new("new", dt, b)];
     if mode == "rope" {
@@ -519,9 +517,16 @@ pub fn kv_write(
             Dfb::new("cos", dt, b),
             Dfb::new("sin", dt, b),
             Dfb::new("rot", dt * dt, b),
+            Dfb::new("rope_sel", 1, b),
         ]);
     }
-    dfbs.extend([Dfb::new("sel", 1, b), Dfb::new("keep", 1, b), Dfb::new("out", dt, b)]);
+    dfbs.extend([
+        Dfb::new("sel", 1, b),
+        Dfb::new("keep", 1, b),
+        Dfb::new("out", dt, b),
+        Dfb::new("reader_pos", POS_DFB_TILES, 1),
+        Dfb::new("writer_pos", POS_DFB_TILES, 1),
+    ]);
     let fam = match mode {
         "rope" => "rope_kv_write",
         "norm" => "norm_kv_write",
@@ -534,7 +539,6 @@ pub fn kv_write(
         ctx: with_grid(ctx, grid, per_node, kv_heads),
         dfbs,
         grid,
-        factory: true,
     }
     .checked(t)
 }
@@ -587,7 +591,6 @@ pub fn attention(
             Dfb::new("o", dt, bq),
         ],
         grid,
-        factory: false,
     }
     .checked(t)
 }
@@ -610,7 +613,6 @@ pub fn moe_route(t: &TtTarget, doc: &str, experts: usize, top_k: usize) -> Resul
             })
             .collect(),
         grid: Grid { cols: 1, rows: 1 },
-        factory: false,
     }
     .checked(t)
 }
@@ -640,12 +642,11 @@ pub fn moe_act(t: &TtTarget, doc: &str, experts: usize, it: usize) -> Result<Ker
             Dfb::new("y", nb, b),
         ],
         grid,
-        factory: false,
     }
     .checked(t)
 }
 
-/// Tile-aligned column slice (the start column is the instance parameter).
+/// Tile-aligned column slice (the start column is read at run time from a one-tile tensor).
 pub fn copy(t: &TtTarget, doc: &str, rows_t: usize, cols_t: usize) -> Result<Kernel, TtError> {
     let nb = divisor_le(cols_t, 8);
     let col_blocks = cols_t / nb;
@@ -658,9 +659,12 @@ pub fn copy(t: &TtTarget, doc: &str, rows_t: usize, cols_t: usize) -> Result<Ker
         family: "copy",
         base: format!("slice_{}", cols_t * 32),
         ctx: with_grid(ctx, grid, per_node, n_blocks),
-        dfbs: vec![Dfb::new("x", nb, b), Dfb::new("y", nb, b)],
+        dfbs: vec![
+            Dfb::new("x", nb, b),
+            Dfb::new("y", nb, b),
+            Dfb::new("offset", POS_DFB_TILES, 1),
+        ],
         grid,
-        factory: true,
     }
     .checked(t)
 }

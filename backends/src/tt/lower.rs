@@ -36,6 +36,9 @@ pub enum Source {
     Rope { spec: RopeSpec, context: usize, sin: bool },
     /// `R [d, d]` with `x @ R == rotate_half(x)`.
     RotateHalf { d: usize },
+    /// A run-time index kernels read with `ttl.read_index` (element (0, 0) of one float32 tile):
+    /// a slice's start tile column.
+    Index { value: usize },
     /// 32 selection tiles `[32 * 32, 32]`: tile r has a 1 at (r, 0).
     KvSelect,
     /// 32 keep tiles `[32 * 32, 32]`: tile r is 1 in column 0 except at row r.
@@ -75,11 +78,10 @@ enum Arg {
     Buf(usize),
     State(usize),
     W(String),
-    Cos(usize),
-    Sin(usize),
     Mask(usize),
-    Sel(usize),
-    Keep(usize),
+    /// The step's position tensor (see `model.py.tera`: tile 0 the absolute position, tile 1 + i
+    /// the slot in ring `caps[i]`).
+    Pos,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,7 +89,6 @@ enum Call {
     Kernel {
         kernel: usize,
         args: Vec<Arg>,
-        instance: Option<String>,
     },
     Gather {
         table: String,
@@ -108,17 +109,10 @@ struct Item {
 
 impl Item {
     /// A kernel launch with what it reads and writes (for liveness).
-    fn kernel(
-        comment: String,
-        kernel: usize,
-        args: Vec<Arg>,
-        instance: Option<String>,
-        reads: Vec<usize>,
-        writes: Vec<usize>,
-    ) -> Item {
+    fn kernel(comment: String, kernel: usize, args: Vec<Arg>, reads: Vec<usize>, writes: Vec<usize>) -> Item {
         Item {
             comment,
-            call: Call::Kernel { kernel, args, instance },
+            call: Call::Kernel { kernel, args },
             reads,
             writes,
         }
@@ -152,7 +146,6 @@ pub struct Launch {
 pub struct Lowered {
     pub kernels: Vec<Kernel>,
     pub prepared: Vec<Prepared>,
-    pub ropes: Vec<(RopeSpec, String, String)>,
     pub masks: Vec<MaskUse>,
     pub caps: Vec<usize>,
     pub states: Vec<Slot>,
@@ -264,9 +257,10 @@ impl Ctx<'_> {
         )
     }
 
-    fn rope(&mut self, spec: &RopeSpec) -> Result<usize, TtError> {
-        if let Some(i) = self.ropes.iter().position(|r| &r.0 == spec) {
-            return Ok(i);
+    /// The device `(cos, sin)` tables of a RoPE variant, `[max_context, head_dim]`.
+    fn rope(&mut self, spec: &RopeSpec) -> Result<(String, String), TtError> {
+        if let Some(r) = self.ropes.iter().find(|r| &r.0 == spec) {
+            return Ok((r.1.clone(), r.2.clone()));
         }
         let base = format!(
             "rope.theta{}.pairs{}.d{}.factor{}",
@@ -274,11 +268,12 @@ impl Ctx<'_> {
         );
         let ctx = self.plan.model.max_context;
         let d = spec.head_dim;
+        // Device tables: kernels gather the step's row at run time.
         let cos = self.prep(
             format!("{base}.cos"),
             ctx,
             d,
-            true,
+            false,
             Source::Rope {
                 spec: spec.clone(),
                 context: ctx,
@@ -289,15 +284,15 @@ impl Ctx<'_> {
             format!("{base}.sin"),
             ctx,
             d,
-            true,
+            false,
             Source::Rope {
                 spec: spec.clone(),
                 context: ctx,
                 sin: true,
             },
         )?;
-        self.ropes.push((spec.clone(), cos, sin));
-        Ok(self.ropes.len() - 1)
+        self.ropes.push((spec.clone(), cos.clone(), sin.clone()));
+        Ok((cos, sin))
     }
 
     fn rotate_half(&mut self, d: usize) -> Result<String, TtError> {
@@ -461,7 +456,6 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
                 format!("{} + {} + {}", sg.name, su.name, comment),
                 k,
                 vec![Arg::Buf(x), Arg::W(wg), Arg::W(wu), Arg::Buf(s.outputs[0])],
-                None,
                 vec![x],
                 vec![s.outputs[0]],
             ));
@@ -560,23 +554,17 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
             Arg::Buf(id) => format!("b[{}]", slot_of[&root(*id)]),
             Arg::State(i) => format!("s[{i}]"),
             Arg::W(n) => format!("w[\"{n}\"]"),
-            Arg::Cos(i) => format!("cos{i}"),
-            Arg::Sin(i) => format!("sin{i}"),
-            Arg::Mask(i) => format!("mask{i}"),
-            Arg::Sel(i) => format!("sel{i}"),
-            Arg::Keep(i) => format!("keep{i}"),
+            Arg::Mask(i) => format!("self.masks[{i}]"),
+            Arg::Pos => "self.pos".to_string(),
         }
     };
     let launches = items
         .iter()
         .map(|it| match &it.call {
-            Call::Kernel { kernel, args, instance } => {
+            Call::Kernel { kernel, args } => {
                 let args: Vec<String> = args.iter().map(arg).collect();
                 let name = &c.kernels[*kernel].name;
-                let code = match instance {
-                    Some(i) => format!("K.{name}({i})({})", args.join(", ")),
-                    None => format!("K.{name}({})", args.join(", ")),
-                };
+                let code = format!("K.{name}({})", args.join(", "));
                 Launch {
                     code,
                     comment: it.comment.clone(),
@@ -584,7 +572,7 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
                 }
             }
             Call::Gather { table, out } => Launch {
-                code: format!("b[{}] = self.row(\"{table}\", token)", slot_of[&root(*out)]),
+                code: format!("self.write(b[{}], self.row(\"{table}\", token))", slot_of[&root(*out)]),
                 comment: it.comment.clone(),
                 kernel: None,
             },
@@ -599,7 +587,6 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
         logits_slot: slot_of[&root(logits)],
         kernels: c.kernels,
         prepared: c.prepared,
-        ropes: c.ropes,
         masks: c.masks,
         caps: c.caps,
         states,
@@ -653,7 +640,7 @@ fn transposed(c: &mut Ctx, s: &Step, w: usize, xin: DevLayout, out: DevLayout) -
 fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>) -> Result<(), TtError> {
     let t = c.t;
     let kcall = |kernel: usize, args: Vec<Arg>, reads: Vec<usize>, writes: Vec<usize>| {
-        Item::kernel(comment.clone(), kernel, args, None, reads, writes)
+        Item::kernel(comment.clone(), kernel, args, reads, writes)
     };
     match &s.op {
         Op::Input { .. } | Op::Weight { .. } | Op::Reshape { .. } => {}
@@ -854,9 +841,16 @@ fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>) -> 
                 let key = key.to_string();
                 args.push(Arg::W(c.row(&key, DevLayout::flat(1, d))?));
             }
-            let r = c.rope(rope)?;
+            let (cos, sin) = c.rope(rope)?;
             let rot = c.rotate_half(d)?;
-            args.extend([Arg::Cos(r), Arg::Sin(r), Arg::W(rot), Arg::Buf(out)]);
+            args.extend([
+                Arg::W(cos),
+                Arg::W(sin),
+                Arg::W(rot),
+                Arg::W("kv.select".into()),
+                Arg::Pos,
+                Arg::Buf(out),
+            ]);
             let doc = if eps.is_some() { "q/k rms_norm + RoPE" } else { "RoPE" };
             let k = kernels::norm_rope(t, doc, heads, d / 32, d, eps)?;
             let k = c.kernel(k);
@@ -884,19 +878,18 @@ fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>) -> 
                         .ok_or_else(|| c.err(s, "k_norm weight is not a checkpoint tensor"))?;
                     let key = key.to_string();
                     args.push(Arg::W(c.row(&key, DevLayout::flat(1, d))?));
-                    let r = c.rope(rope)?;
+                    let (cos, sin) = c.rope(rope)?;
                     let rot = c.rotate_half(d)?;
-                    args.extend([Arg::Cos(r), Arg::Sin(r), Arg::W(rot)]);
+                    args.extend([Arg::W(cos), Arg::W(sin), Arg::W(rot)]);
                     ("rope", *eps, "K path into the cache: rms_norm * w, RoPE, row write")
                 }
                 Op::NormKvWrite { eps } => ("norm", *eps, "V path into the cache: rms_norm (no weight), row write"),
                 _ => ("plain", 0.0, "KV-cache row write"),
             };
-            args.extend([Arg::Sel(ci), Arg::Keep(ci)]);
-            let k = kernels::kv_write(t, doc, mode, kv, capacity, d / 32, d, eps)?;
+            args.extend([Arg::W("kv.select".into()), Arg::W("kv.keep".into()), Arg::Pos]);
+            let k = kernels::kv_write(t, doc, mode, kv, capacity, d / 32, d, eps, 1 + ci)?;
             let k = c.kernel(k);
-            let instance = Some(format!("slot{ci} // TILE"));
-            items.push(Item::kernel(comment, k, args, instance, vec![new], vec![]));
+            items.push(Item::kernel(comment, k, args, vec![new], vec![]));
         }
         Op::Attention { window, scale } => {
             let (q, out) = (s.inputs[0], s.outputs[0]);
@@ -993,13 +986,19 @@ fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>) -> 
                 return Err(c.err(s, format!("slice {c0}..{} is not tile aligned in {lx:?}", c0 + len)));
             }
             let offset = lx.dev_col(c0) / 32;
+            let off = c.prep(
+                format!("slice.offset{offset}"),
+                1,
+                32,
+                false,
+                Source::Index { value: offset },
+            )?;
             let k = kernels::copy(t, "tile-aligned slice", lo.row_tiles(), lo.col_tiles())?;
             let k = c.kernel(k);
             items.push(Item::kernel(
                 comment,
                 k,
-                vec![Arg::Buf(x), Arg::Buf(out)],
-                Some(offset.to_string()),
+                vec![Arg::Buf(x), Arg::W(off), Arg::Buf(out)],
                 vec![x],
                 vec![out],
             ));
@@ -1039,7 +1038,6 @@ fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>) -> 
                 format!("{comment} (scores)"),
                 k,
                 vec![Arg::Buf(x), Arg::W(g), Arg::W(w), Arg::Buf(scores)],
-                None,
                 vec![x],
                 vec![scores],
             ));
@@ -1067,7 +1065,6 @@ fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>) -> 
                 format!("{comment} (routing)"),
                 k,
                 vec![Arg::Buf(scores), Arg::W(scale), Arg::W(pad), Arg::Buf(out)],
-                None,
                 vec![scores],
                 vec![out],
             ));
@@ -1192,7 +1189,6 @@ fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>) -> 
                 format!("{comment} (gate/up of every expert)"),
                 k1,
                 vec![Arg::Buf(x), Arg::W(gu), Arg::Buf(s1)],
-                None,
                 vec![x],
                 vec![s1],
             ));
@@ -1202,7 +1198,6 @@ fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>) -> 
                 format!("{comment} (gelu(gate) * up * routing weight)"),
                 k2,
                 vec![Arg::Buf(s1), Arg::Buf(wr), Arg::W(ex), Arg::Buf(s2)],
-                None,
                 vec![s1, wr],
                 vec![s2],
             ));
@@ -1219,7 +1214,6 @@ fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>) -> 
                 format!("{comment} (down of every expert, summed)"),
                 k3,
                 vec![Arg::Buf(s2), Arg::W(down), Arg::Buf(out)],
-                None,
                 vec![s2],
                 vec![out],
             ));

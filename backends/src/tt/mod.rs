@@ -139,8 +139,12 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
     let device_weights: Vec<Value> = low
         .prepared
         .iter()
-        .filter(|p| !p.host && p.name != "kv.keep")
-        .map(|p| json!({"name": p.name}))
+        .filter(|p| !p.host)
+        .map(|p| {
+            // Run-time indices stay float32 on the device: exact integers past bf16's 256.
+            let index = matches!(p.source, lower::Source::Index { .. });
+            json!({"name": p.name, "dtype": if index { "float32" } else { "bfloat16" }})
+        })
         .collect();
     let host_tables: Vec<Value> = low
         .prepared
@@ -158,13 +162,13 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
         "eos": plan.model.eos_token_ids,
         "device_weights": device_weights,
         "host_tables": host_tables,
-        "ropes": low.ropes.iter().map(|r| json!({"cos": r.1, "sin": r.2})).collect::<Vec<_>>(),
         "masks": low.masks.iter().map(|m| json!({
             "capacity": m.capacity,
             "window": m.window.map_or("MAX_CONTEXT".to_string(), |w| w.to_string()),
             "width": m.width,
         })).collect::<Vec<_>>(),
-        "caps": low.caps.iter().map(|c| json!({"capacity": c})).collect::<Vec<_>>(),
+        "caps": low.caps.iter().enumerate().map(|(i, c)| json!({"capacity": c, "col": 32 * (i + 1)})).collect::<Vec<_>>(),
+        "pos_cols": 32 * (1 + low.caps.len()),
         "states": low.states.iter().map(|s| json!({"rows": s.rows, "cols": s.cols, "name": s.comment})).collect::<Vec<_>>(),
         "slots": low.slots.iter().map(|s| json!({"rows": s.rows, "cols": s.cols, "comment": s.comment})).collect::<Vec<_>>(),
         "logits_slot": low.logits_slot,
@@ -224,6 +228,9 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
         },
         "max_dataflow_buffers": target.max_dfbs,
         "device_launches_per_token": uses.values().sum::<usize>(),
+        // Distinct TT-Lang programs to compile: one per kernel, whatever the position, sequence
+        // length or --max-context (positions and offsets are read from device tensors).
+        "programs": low.kernels.len(),
         "host_row_fetches_per_token": low.launches.iter().filter(|l| l.kernel.is_none()).count(),
         "max_l1_bytes_per_core": low.kernels.iter().map(|k| k.l1_bytes()).max().unwrap_or(0),
         "max_dataflow_buffers_per_kernel": low.kernels.iter().map(|k| k.dfbs.len()).max().unwrap_or(0),

@@ -128,6 +128,7 @@ pub fn values(p: &Prepared, reader: WeightReader) -> Result<Vec<f32>, TtError> {
                 out[j * cols + j + half] = 1.0;
             }
         }
+        Source::Index { value } => out[0] = *value as f32,
         Source::KvSelect => {
             for r in 0..32 {
                 out[(r * 32 + r) * cols] = 1.0;
