@@ -185,3 +185,85 @@ fn tiny_fixture_graph_snapshots() {
         }
     }
 }
+
+/// `parse(print(g))` prints as `g` for `g` before and after fusion (so every fused op is
+/// covered too); the parser re-infers every type and verifies the graph.
+fn assert_round_trip(g: &Graph, what: &str) {
+    let fused = gemma4c_passes::fuse(g, &gemma4c_passes::CostModel::cpu(), &Default::default())
+        .expect("fuses")
+        .0;
+    for g in [g, &fused] {
+        let text = print(g);
+        let back = gemma4c_ir::parse(&text).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(back.node_count(), g.node_count(), "{what}");
+        assert!(
+            print(&back) == text,
+            "{what}: printing the parsed graph changes the text"
+        );
+    }
+}
+
+#[test]
+fn text_form_parses_back_for_every_fixture_and_released_config() {
+    let fixtures = std::fs::read_dir(repo_root().join("tests/fixtures")).expect("fixtures");
+    let mut seen = 0;
+    for entry in fixtures {
+        let dir = entry.expect("entry").path();
+        if !dir.join("config.json").exists() {
+            continue;
+        }
+        let model = gemma4c_frontend::Model::open(&dir).expect("fixture opens");
+        for seq in [1, 4] {
+            let opts = BuildOptions::new(&model.config, seq, 32, seq);
+            let g = model.graph(&opts).expect("graph");
+            assert_round_trip(&g, &format!("{} seq {seq}", dir.display()));
+        }
+        seen += 1;
+    }
+    assert!(seen >= 5, "only {seen} fixtures found");
+    for file in [
+        "gemma-4-e2b.json",
+        "gemma-4-e4b.json",
+        "gemma-4-31b.json",
+        "gemma-4-26b-a4b.json",
+    ] {
+        assert_round_trip(&decode_graph(&config(file)), file);
+    }
+}
+
+#[test]
+fn bad_text_graphs_name_the_line() {
+    let ok = "graph g {\n  %0 = input[position] : i32[1]  # position\n  output p = %0\n}\n";
+    assert!(gemma4c_ir::parse(ok).is_ok());
+    for (text, line, what) in [
+        ("", 1, "empty"),
+        (
+            "graph g {\n  %1 = input[position] : i32[1]  # p\n}\n",
+            2,
+            "expected node %0",
+        ),
+        (
+            "graph g {\n  %0 = input[position] : i32[1]  # p\n  %1 = frob(%0) : i32[1]  # f\n}\n",
+            3,
+            "unknown op `frob`",
+        ),
+        (
+            "graph g {\n  %0 = input[position] : i32[1]  # p\n  %1 = scale[factor=2.0](%0) : f32[1]  # s\n}\n",
+            3,
+            "scale",
+        ),
+        (
+            "graph g {\n  %0 = input[position] : i32[1]  # p\n  output x = %4\n}\n",
+            3,
+            "not defined",
+        ),
+        ("graph g {\n  %0 = input[position] : i32[1]  # p\n", 2, "closing"),
+        ("graph g {\n  %0 = rms_norm[eps=x] : f32[1]  # n\n}\n", 2, "eps"),
+    ] {
+        let e = gemma4c_ir::parse(text)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: parsed"));
+        assert_eq!(e.line, line, "{what}: {e}");
+        assert!(e.to_string().contains(what), "{what}: {e}");
+    }
+}
