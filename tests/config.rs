@@ -134,3 +134,18 @@ fn a_stored_lm_head_is_used_even_when_the_config_says_tied() {
     let d = max_abs_diff(&got, &negated);
     assert!(d <= 5e-3, "logits are not the negated tied logits: max |Δ| = {d}");
 }
+
+#[test]
+fn fingerprint_covers_the_model_not_the_file() {
+    let a = tiny_text_config();
+    let fp = parse(a.clone()).fingerprint();
+    assert_eq!(fp.len(), 16, "{fp}");
+    let elsewhere = Gemma4Config::from_json(&a, Path::new("/elsewhere/config.json")).expect("valid");
+    assert_eq!(elsewhere.fingerprint(), fp, "the path is not part of the model");
+    let mut eps = a.clone();
+    eps["rms_norm_eps"] = json!(1e-5);
+    assert_ne!(parse(eps).fingerprint(), fp, "rms_norm_eps shapes the model");
+    let mut window = a;
+    window["sliding_window"] = json!(7);
+    assert_ne!(parse(window).fingerprint(), fp, "sliding_window shapes the model");
+}

@@ -5,13 +5,14 @@
 use std::path::{Path, PathBuf};
 
 use gemma4c_ir::{DType, RopeSpec};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::FrontendError;
 use crate::fields::{read_json, Fields};
 
 /// Attention type of a layer (`layer_types` entries).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum LayerType {
     Sliding,
     Full,
@@ -27,7 +28,7 @@ impl LayerType {
 }
 
 /// Resolved geometry of one decoder layer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LayerConfig {
     pub index: usize,
     pub layer_type: LayerType,
@@ -48,7 +49,7 @@ impl LayerConfig {
 }
 
 /// `rope_parameters[layer_type]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RopeParams {
     pub rope_type: String,
     pub theta: f64,
@@ -75,7 +76,7 @@ impl RopeParams {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MoeConfig {
     pub num_experts: usize,
     pub top_k: usize,
@@ -83,7 +84,7 @@ pub struct MoeConfig {
 }
 
 /// Per-Layer Embeddings (E2B/E4B).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PleConfig {
     /// `hidden_size_per_layer_input` (P).
     pub hidden: usize,
@@ -91,8 +92,10 @@ pub struct PleConfig {
     pub vocab: usize,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Gemma4Config {
+    /// Where it was read from (not part of the fingerprint).
+    #[serde(skip)]
     pub path: PathBuf,
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -131,12 +134,15 @@ impl Gemma4Config {
 
     /// A digest of everything that shapes the model (not the file it came from),
     /// so a compiled plan can tell whether a checkpoint is the one it was built for.
+    ///
+    /// The digest is over the config's JSON (fields in declaration order, floats in shortest
+    /// round-trip form), a format that does not change with the Rust version the way `Debug`
+    /// output may.
     pub fn fingerprint(&self) -> String {
-        let mut canonical = self.clone();
-        canonical.path = PathBuf::new();
+        let json = serde_json::to_string(self).expect("a config always serializes");
         // FNV-1a, 64 bit: stable across builds and platforms.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in format!("{canonical:?}").bytes() {
+        for b in json.bytes() {
             h ^= b as u64;
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
