@@ -21,6 +21,8 @@ enum Command {
     Ir(commands::ir::Args),
     /// Generate text or token ids from a checkpoint or a compiled plan.
     Run(commands::run::Args),
+    /// Talk to an instruction-tuned checkpoint, one turn after another.
+    Chat(commands::chat::Args),
     /// Compile a checkpoint (or config) for a target into an artifact directory.
     Compile(commands::compile::Args),
     /// Measure prefill/decode speed of the JIT executor against memory bandwidth.
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Ir(a) => commands::ir::run(a),
         Command::Run(a) => commands::run::run(a),
+        Command::Chat(a) => commands::chat::run(a),
         Command::Compile(a) => commands::compile::run(a),
         Command::Bench(a) => commands::bench::run(a),
     };

@@ -259,4 +259,14 @@ impl Executor for PlanSession {
     fn position(&self) -> usize {
         self.position
     }
+
+    fn reset(&mut self) {
+        for s in &mut self.state {
+            match &mut s.data {
+                Data::F32(v) => v.fill(0.0),
+                Data::I32(v) => v.fill(0),
+            }
+        }
+        self.position = 0;
+    }
 }

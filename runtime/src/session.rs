@@ -20,6 +20,9 @@ pub trait Executor {
     fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>, RuntimeError>;
     /// Tokens consumed so far.
     fn position(&self) -> usize;
+    /// Forgets the context (zeroed KV caches, position 0), keeping what was
+    /// compiled and loaded: `chat`'s /reset.
+    fn reset(&mut self);
 }
 
 pub struct ReferenceSession<'m> {
@@ -154,5 +157,15 @@ impl Executor for ReferenceSession<'_> {
 
     fn position(&self) -> usize {
         self.position
+    }
+
+    fn reset(&mut self) {
+        for cache in self.caches.values_mut() {
+            match &mut cache.data {
+                gemma4c_ir::Data::F32(v) => v.fill(0.0),
+                gemma4c_ir::Data::I32(v) => v.fill(0),
+            }
+        }
+        self.position = 0;
     }
 }

@@ -176,11 +176,24 @@ pub struct Setup {
     pub compile: Duration,
 }
 
-/// llama.cpp-style timing lines on stderr.
-pub fn print_timings(setup: &Setup, t: &Timings) {
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// llama.cpp-style timing lines on stderr: loading and compiling.
+pub fn print_setup_timings(setup: &Setup) {
     eprintln!("gemma4c: load time     = {:10.2} ms", ms(setup.load));
     eprintln!("gemma4c: compile time  = {:10.2} ms", ms(setup.compile));
+}
+
+/// llama.cpp-style timing lines on stderr: the whole run.
+pub fn print_timings(setup: &Setup, t: &Timings) {
+    print_setup_timings(setup);
+    print_generation_timings(t);
+}
+
+/// llama.cpp-style timing lines on stderr: prompt and generation.
+pub fn print_generation_timings(t: &Timings) {
     eprintln!(
         "gemma4c: prompt eval   = {:10.2} ms / {:5} tokens ({:8.2} tokens per second)",
         ms(t.prompt_time),

@@ -354,4 +354,8 @@ impl Executor for JitSession<'_> {
     fn position(&self) -> usize {
         self.position
     }
+
+    fn reset(&mut self) {
+        JitSession::reset(self);
+    }
 }
