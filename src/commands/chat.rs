@@ -58,7 +58,7 @@ pub struct Args {
 
 /// Where user lines come from.
 enum Input {
-    Editor(rustyline::DefaultEditor),
+    Editor(Box<rustyline::DefaultEditor>),
     Piped(std::io::StdinLock<'static>),
 }
 
@@ -66,7 +66,7 @@ impl Input {
     fn open() -> Input {
         if std::io::stdin().is_terminal() {
             if let Ok(editor) = rustyline::DefaultEditor::new() {
-                return Input::Editor(editor);
+                return Input::Editor(Box::new(editor));
             }
         }
         Input::Piped(std::io::stdin().lock())
