@@ -1,0 +1,414 @@
+//! The decode program of a plan as a list of device launches: which kernel each step becomes,
+//! which prepared weights and per-position inputs it reads, and which device tensor holds each
+//! activation.
+//!
+//! Split by job: `ctx.rs` (lowering state: prepared tensors, kernels, layouts), `steps.rs` (one
+//! plan step → launches, dense ops), `moe.rs` (the MoE steps); this file holds the records and
+//! the driver (backend fusion, device-tensor allocation, launch code).
+
+use std::collections::BTreeMap;
+
+use gemma4c_ir::{Op, RopeSpec};
+use gemma4c_passes::plan::BufferKind;
+use gemma4c_passes::Plan;
+
+use super::kernels::{self, Kernel};
+use super::layout::{self, DevLayout};
+use super::target::TtTarget;
+use super::TtError;
+
+mod ctx;
+mod moe;
+mod steps;
+
+use ctx::{transposed, Ctx};
+
+/// How a prepared tensor is made from the checkpoint (or from constants).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// `nn.Linear` weight `[n, k]` as `W^T [k, n]`, rows laid out like `xin`, columns like `out`.
+    Transposed {
+        key: String,
+        xin: DevLayout,
+        out: DevLayout,
+    },
+    /// A vector repeated to fill `layout`'s columns, one row.
+    Row { key: String, layout: DevLayout },
+    /// One value in a `[1, 1]` tensor.
+    Scalar { key: String },
+    /// Embedding table `[vocab, h]` with its rows laid out like `layout` (host side).
+    Gather {
+        key: String,
+        vocab: usize,
+        layout: DevLayout,
+    },
+    /// `cos`/`sin` of every position `[max_context, head_dim]`.
+    Rope { spec: RopeSpec, context: usize, sin: bool },
+    /// `R [d, d]` with `x @ R == rotate_half(x)`.
+    RotateHalf { d: usize },
+    /// A run-time index kernels read with `ttl.read_index` (element (0, 0) of one float32 tile):
+    /// a slice's start tile column.
+    Index { value: usize },
+    /// 32 selection tiles `[32 * 32, 32]`: tile r has a 1 at (r, 0).
+    KvSelect,
+    /// 32 keep tiles `[32 * 32, 32]`: tile r is 1 in column 0 except at row r.
+    KvKeep,
+    /// Experts' `gate_up [e, 2i, h]` as `[h rows like xin, e x (gate i | up i) padded]`.
+    MoeGateUp {
+        key: String,
+        experts: usize,
+        inter: usize,
+        xin: DevLayout,
+    },
+    /// Experts' `down [e, h, i]` as `[e x i padded, h columns like out]`.
+    MoeDown {
+        key: String,
+        experts: usize,
+        inter: usize,
+        out: DevLayout,
+    },
+    /// 0/1 `[experts, experts x i padded]` that repeats lane e over expert e's columns.
+    MoeExpand { experts: usize, inter: usize },
+    /// `[1, experts]` of zeros (padding lanes -1e9).
+    MoePad { experts: usize },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub name: String,
+    pub rows: usize,
+    pub cols: usize,
+    /// Kept on the host (embedding tables, RoPE tables) rather than uploaded.
+    pub host: bool,
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Arg {
+    Buf(usize),
+    State(usize),
+    W(String),
+    Mask(usize),
+    /// The step's position tensor (see `model.py.tera`: tile 0 the absolute position, tile 1 + i
+    /// the slot in ring `caps[i]`).
+    Pos,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    Kernel {
+        kernel: usize,
+        args: Vec<Arg>,
+    },
+    Gather {
+        table: String,
+        out: usize,
+    },
+    /// A host line (token-id bookkeeping).
+    Host {
+        code: String,
+    },
+}
+
+struct Item {
+    comment: String,
+    call: Call,
+    reads: Vec<usize>,
+    writes: Vec<usize>,
+}
+
+impl Item {
+    /// A kernel launch with what it reads and writes (for liveness).
+    fn kernel(comment: String, kernel: usize, args: Vec<Arg>, reads: Vec<usize>, writes: Vec<usize>) -> Item {
+        Item {
+            comment,
+            call: Call::Kernel { kernel, args },
+            reads,
+            writes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub rows: usize,
+    pub cols: usize,
+    pub comment: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskUse {
+    pub capacity: usize,
+    /// `None`: causal only (full attention).
+    pub window: Option<usize>,
+    pub width: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub code: String,
+    pub comment: String,
+    /// Index into `Lowered::kernels` (None for host row fetches).
+    pub kernel: Option<usize>,
+}
+
+/// Everything the host program and kernels.py are rendered from.
+pub struct Lowered {
+    pub kernels: Vec<Kernel>,
+    pub prepared: Vec<Prepared>,
+    pub masks: Vec<MaskUse>,
+    pub caps: Vec<usize>,
+    pub states: Vec<Slot>,
+    pub slots: Vec<Slot>,
+    pub launches: Vec<Launch>,
+    pub logits_slot: usize,
+    pub max_context: usize,
+}
+
+/// Lowers the plan's decode program for target `t`.
+pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
+    let p = plan
+        .program("decode")
+        .ok_or_else(|| TtError::new("the plan has no decode program"))?;
+    if p.seq_len != 1 {
+        return Err(TtError::new(format!(
+            "decode program has seq_len {} (expected 1)",
+            p.seq_len
+        )));
+    }
+    let lay = layout::infer(p)?;
+    let mut c = Ctx {
+        t,
+        plan,
+        p,
+        lay,
+        kernels: Vec::new(),
+        prepared: Vec::new(),
+        ropes: Vec::new(),
+        masks: Vec::new(),
+        caps: Vec::new(),
+        scratch: 0,
+    };
+    // Constant tables every program reads.
+    c.prep("kv.select".into(), 32 * 32, 32, false, Source::KvSelect)?;
+    c.prep("kv.keep".into(), 32 * 32, 32, false, Source::KvKeep)?;
+
+    // Storage of a buffer (views followed; scratch buffers are their own storage).
+    let root = |mut id: usize| {
+        while let Some(BufferKind::View { of }) = p.buffers.get(id).map(|b| &b.kind) {
+            id = *of;
+        }
+        id
+    };
+    // Backend fusion: gelu_mul fed by two matmuls of the same input whose results nothing
+    // else reads becomes one geglu_matmul launch.
+    let mut uses: BTreeMap<usize, usize> = BTreeMap::new();
+    for s in &p.steps {
+        for &i in &s.inputs {
+            *uses.entry(root(i)).or_default() += 1;
+        }
+    }
+    let producer: BTreeMap<usize, usize> = p
+        .steps
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.outputs.iter().map(move |&o| (o, i)))
+        .collect();
+    let is_output = |id: usize| {
+        matches!(
+            &p.buffers[root(id)].kind,
+            BufferKind::Activation { output: Some(_), .. }
+        )
+    };
+    let mut absorbed = vec![false; p.steps.len()];
+    let mut geglu: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+    for (i, s) in p.steps.iter().enumerate() {
+        if !matches!(s.op, Op::GeluMul) {
+            continue;
+        }
+        let (g, u) = (root(s.inputs[0]), root(s.inputs[1]));
+        let (Some(&pg), Some(&pu)) = (producer.get(&g), producer.get(&u)) else {
+            continue;
+        };
+        let (sg, su) = (&p.steps[pg], &p.steps[pu]);
+        let fusable = pg != pu
+            && matches!(sg.op, Op::MatMul)
+            && matches!(su.op, Op::MatMul)
+            && root(sg.inputs[0]) == root(su.inputs[0])
+            && uses.get(&g) == Some(&1)
+            && uses.get(&u) == Some(&1)
+            && !is_output(g)
+            && !is_output(u)
+            && c.lay(g)? == c.lay(u)?
+            && c.lay(g)? == c.lay(s.outputs[0])?
+            && c.lay(g)?.groups == 1;
+        if fusable {
+            absorbed[pg] = true;
+            absorbed[pu] = true;
+            geglu.insert(i, (pg, pu));
+        }
+    }
+
+    let mut items: Vec<Item> = Vec::new();
+    for (i, s) in p.steps.iter().enumerate() {
+        if absorbed[i] {
+            continue;
+        }
+        let comment = format!("{}: {}", s.name, s.op);
+        if let Some(&(pg, pu)) = geglu.get(&i) {
+            let (sg, su) = (&p.steps[pg], &p.steps[pu]);
+            let x = sg.inputs[0];
+            let (lx, lo) = (c.lay(x)?, c.lay(s.outputs[0])?);
+            let k = kernels::geglu_matmul(
+                t,
+                "gelu_mul with its gate/up matmuls",
+                lx.row_tiles(),
+                lx.col_tiles(),
+                lo.col_tiles(),
+            )?;
+            let k = c.kernel(k);
+            let wg = transposed(&mut c, sg, sg.inputs[1], lx, lo)?;
+            let wu = transposed(&mut c, su, su.inputs[1], lx, lo)?;
+            items.push(Item::kernel(
+                format!("{} + {} + {}", sg.name, su.name, comment),
+                k,
+                vec![Arg::Buf(x), Arg::W(wg), Arg::W(wu), Arg::Buf(s.outputs[0])],
+                vec![x],
+                vec![s.outputs[0]],
+            ));
+            continue;
+        }
+        steps::lower_step(&mut c, s, comment, &mut items)?;
+    }
+
+    // ---- device tensors: activations share a tensor when their lifetimes are disjoint
+    let logits = p
+        .output("logits")
+        .ok_or_else(|| TtError::new("the decode program has no `logits` output"))?;
+    let end = items.len();
+    let mut life: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+    for (i, it) in items.iter().enumerate() {
+        for &w in &it.writes {
+            life.entry(root(w)).or_insert((i, i));
+        }
+        for &r in &it.reads {
+            if let Some(l) = life.get_mut(&root(r)) {
+                l.1 = l.1.max(i);
+            } else {
+                return Err(TtError::new(format!("buffer {r} is read before any launch writes it")));
+            }
+        }
+    }
+    if let Some(l) = life.get_mut(&root(logits)) {
+        l.1 = end;
+    }
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut slot_of: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut busy: Vec<(usize, usize)> = Vec::new(); // (slot, last)
+    let mut free: Vec<usize> = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        busy.retain(|&(s, last)| {
+            if last < i {
+                free.push(s);
+                false
+            } else {
+                true
+            }
+        });
+        free.sort_unstable();
+        for &w in &it.writes {
+            let r = root(w);
+            if life[&r].0 != i || slot_of.contains_key(&r) {
+                continue;
+            }
+            let [rows, cols] = c.lay(r)?.dev_shape();
+            let name = if r < p.buffers.len() {
+                p.steps
+                    .iter()
+                    .find(|s| s.outputs.contains(&r))
+                    .map_or("scratch", |s| s.name.as_str())
+            } else {
+                "scratch"
+            };
+            let s = match free
+                .iter()
+                .position(|&s| slots[s].rows == rows && slots[s].cols == cols)
+            {
+                Some(k) => {
+                    let s = free.remove(k);
+                    slots[s].comment.push_str(", ");
+                    slots[s].comment.push_str(name);
+                    s
+                }
+                None => {
+                    slots.push(Slot {
+                        rows,
+                        cols,
+                        comment: name.to_string(),
+                    });
+                    slots.len() - 1
+                }
+            };
+            slot_of.insert(r, s);
+            busy.push((s, life[&r].1));
+        }
+    }
+    let states: Vec<Slot> = plan
+        .state
+        .iter()
+        .map(|s| {
+            let (kv, cap, d) = (s.shape[0], s.shape[1], s.shape[2]);
+            Slot {
+                rows: kv * cap.div_ceil(32) * 32,
+                cols: d.div_ceil(32) * 32,
+                comment: s.name.clone(),
+            }
+        })
+        .collect();
+
+    let arg = |a: &Arg| -> String {
+        match a {
+            Arg::Buf(id) => format!("b[{}]", slot_of[&root(*id)]),
+            Arg::State(i) => format!("s[{i}]"),
+            Arg::W(n) => format!("w[\"{n}\"]"),
+            Arg::Mask(i) => format!("self.masks[{i}]"),
+            Arg::Pos => "self.pos".to_string(),
+        }
+    };
+    let launches = items
+        .iter()
+        .map(|it| match &it.call {
+            Call::Kernel { kernel, args } => {
+                let args: Vec<String> = args.iter().map(arg).collect();
+                let name = &c.kernels[*kernel].name;
+                let code = format!("K.{name}({})", args.join(", "));
+                Launch {
+                    code,
+                    comment: it.comment.clone(),
+                    kernel: Some(*kernel),
+                }
+            }
+            Call::Gather { table, out } => Launch {
+                code: format!("self.write(b[{}], self.row(\"{table}\", token))", slot_of[&root(*out)]),
+                comment: it.comment.clone(),
+                kernel: None,
+            },
+            Call::Host { code } => Launch {
+                code: code.clone(),
+                comment: it.comment.clone(),
+                kernel: None,
+            },
+        })
+        .collect();
+    Ok(Lowered {
+        logits_slot: slot_of[&root(logits)],
+        kernels: c.kernels,
+        prepared: c.prepared,
+        masks: c.masks,
+        caps: c.caps,
+        states,
+        slots,
+        launches,
+        max_context: plan.model.max_context,
+    })
+}
