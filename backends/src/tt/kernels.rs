@@ -35,6 +35,31 @@ pub struct Kernel {
     pub dfbs: Vec<Dfb>,
     /// `(cols, rows)` as tt-lang's `grid=` reads it.
     pub grid: Grid,
+    /// What one launch moves and computes (the performance model's input, `perf.rs`).
+    pub cost: Cost,
+}
+
+/// DRAM traffic and arithmetic of one launch. Tiles are bf16 tiles read or written in DRAM
+/// (inputs re-read by several cores count once: they are small next to the weights); FLOPs
+/// are what the tile engines compute (a decode row still costs a whole 32-row tile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cost {
+    pub dram_bytes: u64,
+    pub flops: u64,
+}
+
+impl Cost {
+    fn new(tiles: usize, flops: usize) -> Cost {
+        Cost {
+            dram_bytes: (tiles * TILE_BYTES) as u64,
+            flops: flops as u64,
+        }
+    }
+}
+
+/// FLOPs of `[rows_t x kt] @ [kt x nt]` in tiles.
+fn matmul_flops(rows_t: usize, kt: usize, nt: usize) -> usize {
+    2 * rows_t * kt * nt * 32 * 32 * 32
 }
 
 impl Kernel {
@@ -206,6 +231,22 @@ pub fn eltwise(
         ctx: with_grid(ctx, grid, per_node, n_blocks),
         dfbs,
         grid,
+        cost: Cost::new(
+            modes
+                .iter()
+                .map(|m| {
+                    if *m == Mode::Scalar {
+                        1
+                    } else if *m == Mode::Row {
+                        cols_t
+                    } else {
+                        rows_t * cols_t
+                    }
+                })
+                .sum::<usize>()
+                + rows_t * cols_t,
+            8 * rows_t * cols_t * 1024,
+        ),
     }
     .checked(t)
 }
@@ -258,6 +299,7 @@ pub fn matmul(
             Dfb::new("y", nb, bc_out),
         ],
         grid,
+        cost: Cost::new(kt * nt + rows_t * (kt + nt), matmul_flops(rows_t, kt, nt)),
     }
     .checked(t)
 }
@@ -285,6 +327,7 @@ pub fn geglu_matmul(t: &TtTarget, doc: &str, rows_t: usize, kt: usize, nt: usize
             Dfb::new("y", nb, bc_out),
         ],
         grid,
+        cost: Cost::new(2 * kt * nt + rows_t * (kt + nt), 2 * matmul_flops(rows_t, kt, nt)),
     }
     .checked(t)
 }
@@ -341,6 +384,7 @@ pub fn logits_head(
             Dfb::new("y", nb, b),
         ],
         grid,
+        cost: Cost::new(kt * nt + 2 * kt + nt, matmul_flops(rows_t, kt, nt)),
     }
     .checked(t)
 }
@@ -391,6 +435,7 @@ pub fn norm(
             })
             .collect(),
         grid,
+        cost: Cost::new(names.len() * rows_t * groups * st, 8 * rows_t * groups * st * 1024),
     };
     if whole.l1_bytes() <= t.l1_bytes {
         return whole.checked(t);
@@ -445,6 +490,7 @@ pub fn norm(
             })
             .collect(),
         grid,
+        cost: Cost::new(names.len() * rows_t * groups * st * 2, 8 * rows_t * groups * st * 1024),
     }
     .checked(t)
 }
@@ -485,6 +531,10 @@ pub fn norm_rope(
         ctx: with_grid(ctx, grid, per_node, heads),
         dfbs,
         grid,
+        cost: Cost::new(
+            heads * (4 * dt + dt * dt + 1) + if has_norm { heads * dt } else { 0 },
+            heads * (matmul_flops(1, dt, dt) + 2 * matmul_flops(1, 1, dt)),
+        ),
     }
     .checked(t)
 }
@@ -539,6 +589,21 @@ pub fn kv_write(
         ctx: with_grid(ctx, grid, per_node, kv_heads),
         dfbs,
         grid,
+        cost: Cost::new(
+            kv_heads * (3 * dt + 2)
+                + if mode == "rope" {
+                    kv_heads * (4 * dt + dt * dt + 1)
+                } else {
+                    0
+                },
+            kv_heads
+                * (matmul_flops(1, 1, dt)
+                    + if mode == "rope" {
+                        matmul_flops(1, dt, dt) + 2 * matmul_flops(1, 1, dt)
+                    } else {
+                        0
+                    }),
+        ),
     }
     .checked(t)
 }
@@ -591,6 +656,10 @@ pub fn attention(
             Dfb::new("o", dt, bq),
         ],
         grid,
+        cost: Cost::new(
+            kv_heads * (2 * cap_t * dt + cap_t) + 2 * heads * dt + 2 * heads,
+            kv_heads * 2 * matmul_flops(1, dt, cap_t),
+        ),
     }
     .checked(t)
 }
@@ -613,6 +682,7 @@ pub fn moe_route(t: &TtTarget, doc: &str, experts: usize, top_k: usize) -> Resul
             })
             .collect(),
         grid: Grid { cols: 1, rows: 1 },
+        cost: Cost::new(4 * et, 64 * et * 1024),
     }
     .checked(t)
 }
@@ -642,6 +712,10 @@ pub fn moe_act(t: &TtTarget, doc: &str, experts: usize, it: usize) -> Result<Ker
             Dfb::new("y", nb, b),
         ],
         grid,
+        cost: Cost::new(
+            experts * it * 3 + et * (1 + nb * jb * experts),
+            16 * experts * it * 1024,
+        ),
     }
     .checked(t)
 }
@@ -665,6 +739,7 @@ pub fn copy(t: &TtTarget, doc: &str, rows_t: usize, cols_t: usize) -> Result<Ker
             Dfb::new("offset", POS_DFB_TILES, 1),
         ],
         grid,
+        cost: Cost::new(2 * rows_t * cols_t, 0),
     }
     .checked(t)
 }

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod kernels;
 pub mod layout;
 pub mod lower;
+pub mod perf;
 pub mod target;
 pub mod weights;
 
@@ -189,23 +190,27 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
             *uses.entry(k).or_default() += 1;
         }
     }
+    let per_kernel_uses: Vec<usize> = (0..low.kernels.len())
+        .map(|i| uses.get(&i).copied().unwrap_or(0))
+        .collect();
+    let (perf_per_kernel, perf_total) = perf::model(target, &low.kernels, &per_kernel_uses);
     let kernels: serde_json::Map<String, Value> = low
         .kernels
         .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            (
-                k.name.clone(),
-                json!({
-                    "family": k.family,
-                    "grid": {"cols": k.grid.cols, "rows": k.grid.rows},
-                    "dataflow_buffers": k.dfbs.len(),
-                    "l1_bytes_per_core": k.l1_bytes(),
-                    "launches_per_token": uses.get(&i).copied().unwrap_or(0),
-                }),
-            )
+        .zip(perf_per_kernel)
+        .zip(&per_kernel_uses)
+        .map(|((k, mut perf), &n)| {
+            let m = perf.as_object_mut().expect("object");
+            m.insert("family".into(), json!(k.family));
+            m.insert("grid".into(), json!({"cols": k.grid.cols, "rows": k.grid.rows}));
+            m.insert("dataflow_buffers".into(), json!(k.dfbs.len()));
+            m.insert("l1_bytes_per_core".into(), json!(k.l1_bytes()));
+            m.insert("launches_per_token".into(), json!(n));
+            (k.name.clone(), perf)
         })
         .collect();
+    let launches: usize = per_kernel_uses.iter().sum();
+    let layers = decode_layers(plan);
     let dram = dram_use(&low);
     target.check_dram(
         dram.total(),
@@ -227,7 +232,10 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
             "host_table_bytes": dram.host_tables,
         },
         "max_dataflow_buffers": target.max_dfbs,
-        "device_launches_per_token": uses.values().sum::<usize>(),
+        "device_launches_per_token": launches,
+        "layers": layers,
+        "launches_per_layer": (launches as f64 / layers.max(1) as f64 * 100.0).round() / 100.0,
+        "performance": perf_total,
         // Distinct TT-Lang programs to compile: one per kernel, whatever the position, sequence
         // length or --max-context (positions and offsets are read from device tensors).
         "programs": low.kernels.len(),
@@ -240,6 +248,17 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
         files,
         lowered: low,
         stats,
+    })
+}
+
+/// Decoder layers of the plan's decode program (steps are named `layers.N.…`).
+fn decode_layers(plan: &Plan) -> usize {
+    plan.program("decode").map_or(0, |p| {
+        p.steps
+            .iter()
+            .filter_map(|s| s.name.strip_prefix("layers.")?.split('.').next()?.parse::<usize>().ok())
+            .max()
+            .map_or(0, |n| n + 1)
     })
 }
 
