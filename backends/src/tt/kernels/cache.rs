@@ -1,0 +1,132 @@
+//! The KV cache: the row write at a run-time slot and single-query attention over it.
+
+use serde_json::json;
+
+use super::{bc, divisor_le, matmul_flops, py_f32, with_grid, Cost, Dfb, Kernel, POS_DFB_TILES};
+use crate::tt::target::{TtTarget, TILE_BYTES};
+use crate::tt::TtError;
+
+/// KV-cache row write: `mode` is "plain" (kv_write), "norm" (norm_kv_write) or "rope"
+/// (rope_kv_write). The slot is read at run time from tile `pos_tile` of the position tensor.
+#[allow(clippy::too_many_arguments)]
+pub fn kv_write(
+    t: &TtTarget,
+    doc: &str,
+    mode: &'static str,
+    kv_heads: usize,
+    capacity: usize,
+    dt: usize,
+    n: usize,
+    eps: f32,
+    pos_tile: usize,
+) -> Result<Kernel, TtError> {
+    let (grid, per_node) = t.grid_for(kv_heads);
+    let b = bc(per_node);
+    let cap_t = capacity.div_ceil(32);
+    let ctx = json!({
+        "doc": doc, "mode": mode, "kv_heads": kv_heads, "capacity": capacity, "cap_t": cap_t, "dt": dt,
+        "bc": b, "inv_n": py_f32(1.0 / n as f32), "eps": py_f32(eps), "pos_tile": pos_tile,
+    });
+    let mut dfbs = vec![Dfb::new("cache", dt, b), Dfb::new("new", dt, b)];
+    if mode == "rope" {
+        dfbs.extend([
+            Dfb::new("w", dt, b),
+            Dfb::new("cos", dt, b),
+            Dfb::new("sin", dt, b),
+            Dfb::new("rot", dt * dt, b),
+            Dfb::new("rope_sel", 1, b),
+        ]);
+    }
+    dfbs.extend([
+        Dfb::new("sel", 1, b),
+        Dfb::new("keep", 1, b),
+        Dfb::new("out", dt, b),
+        Dfb::new("reader_pos", POS_DFB_TILES, 1),
+        Dfb::new("writer_pos", POS_DFB_TILES, 1),
+    ]);
+    let fam = match mode {
+        "rope" => "rope_kv_write",
+        "norm" => "norm_kv_write",
+        _ => "kv_write",
+    };
+    Kernel {
+        name: String::new(),
+        family: "kv_write",
+        base: format!("{fam}_{kv_heads}x{capacity}x{n}"),
+        ctx: with_grid(ctx, grid, per_node, kv_heads),
+        dfbs,
+        grid,
+        cost: Cost::new(
+            kv_heads * (3 * dt + 2)
+                + if mode == "rope" {
+                    kv_heads * (4 * dt + dt * dt + 1)
+                } else {
+                    0
+                },
+            kv_heads
+                * (matmul_flops(1, 1, dt)
+                    + if mode == "rope" {
+                        matmul_flops(1, dt, dt) + 2 * matmul_flops(1, 1, dt)
+                    } else {
+                        0
+                    }),
+        ),
+    }
+    .checked(t)
+}
+
+/// Decode attention over a head-major cache.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    t: &TtTarget,
+    doc: &str,
+    heads: usize,
+    kv_heads: usize,
+    capacity: usize,
+    dt: usize,
+    scale: f32,
+    window: Option<usize>,
+) -> Result<Kernel, TtError> {
+    // One block per KV head (GQA-packed: its query heads share every K/V chunk read).
+    let group = heads / kv_heads;
+    let (grid, per_node) = t.grid_for(kv_heads);
+    let cap_t = capacity.div_ceil(32);
+    let bq = bc(per_node * group);
+    let mut sb = divisor_le(cap_t, 8);
+    let bkv = loop {
+        let bkv = bc(per_node * (cap_t / sb));
+        let bytes = (2 * dt * bq + 2 + (2 * sb * dt + sb) * bkv) * TILE_BYTES;
+        if bytes <= t.l1_bytes || sb == 1 {
+            break bkv;
+        }
+        sb = divisor_le(cap_t, sb - 1);
+    };
+    let ctx = json!({
+        "doc": doc, "heads": heads, "kv_heads": kv_heads, "group": group, "cap_t": cap_t,
+        "dt": dt, "sb": sb, "n_chunks": cap_t / sb, "bc_q": bq, "bc_kv": bkv, "scale": py_f32(scale),
+    });
+    let w = match window {
+        Some(w) => format!("_w{w}"),
+        None => String::new(),
+    };
+    Kernel {
+        name: String::new(),
+        family: "attention",
+        base: format!("attention_{heads}x{}_{kv_heads}x{capacity}{w}", dt * 32),
+        ctx: with_grid(ctx, grid, per_node, kv_heads),
+        dfbs: vec![
+            Dfb::new("q", dt, bq),
+            Dfb::new("sel", 1, 2),
+            Dfb::new("k", sb * dt, bkv),
+            Dfb::new("v", sb * dt, bkv),
+            Dfb::new("mask", sb, bkv),
+            Dfb::new("o", dt, bq),
+        ],
+        grid,
+        cost: Cost::new(
+            kv_heads * (2 * cap_t * dt + cap_t) + 2 * heads * dt + 2 * heads,
+            kv_heads * 2 * matmul_flops(1, dt, cap_t),
+        ),
+    }
+    .checked(t)
+}

@@ -1,0 +1,287 @@
+//! Kernel families: sizing (grid, blocks, dataflow buffers, modelled L1) and the template
+//! context of each generated TT-Lang operation. One template per family under
+//! `backends/templates/tt/`; these files decide only numbers. Shared records and helpers here;
+//! one file per group of families.
+
+use serde_json::{json, Value};
+
+use super::target::{Grid, TtTarget, TILE_BYTES};
+use super::TtError;
+
+mod cache;
+mod elementwise;
+mod matmul;
+mod moe;
+mod norm;
+
+pub use cache::{attention, kv_write};
+pub use elementwise::{copy, eltwise};
+pub use matmul::{geglu_matmul, logits_head, matmul};
+pub use moe::{moe_act, moe_route};
+pub use norm::{norm, norm_rope};
+
+/// One dataflow buffer of a kernel: `tiles` per block, `count` blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dfb {
+    pub name: &'static str,
+    pub tiles: usize,
+    pub count: usize,
+}
+
+impl Dfb {
+    /// `count` blocks of `tiles` tiles each, named as in the template.
+    pub fn new(name: &'static str, tiles: usize, count: usize) -> Dfb {
+        Dfb { name, tiles, count }
+    }
+}
+
+/// One generated operation: one compiled program, whatever the position (run-time indices are
+/// read from device tensors, see `POS_DFB_TILES`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kernel {
+    /// Python name in kernels.py (assigned when registered).
+    pub name: String,
+    pub family: &'static str,
+    /// Descriptive base for the name.
+    pub base: String,
+    pub ctx: Value,
+    pub dfbs: Vec<Dfb>,
+    /// `(cols, rows)` as tt-lang's `grid=` reads it.
+    pub grid: Grid,
+    /// What one launch moves and computes (the performance model's input, `perf.rs`).
+    pub cost: Cost,
+}
+
+/// DRAM traffic and arithmetic of one launch. Tiles are bf16 tiles read or written in DRAM
+/// (inputs re-read by several cores count once: they are small next to the weights); FLOPs
+/// are what the tile engines compute (a decode row still costs a whole 32-row tile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cost {
+    pub dram_bytes: u64,
+    pub flops: u64,
+}
+
+impl Cost {
+    pub(crate) fn new(tiles: usize, flops: usize) -> Cost {
+        Cost {
+            dram_bytes: (tiles * TILE_BYTES) as u64,
+            flops: flops as u64,
+        }
+    }
+}
+
+/// FLOPs of `[rows_t x kt] @ [kt x nt]` in tiles.
+pub(crate) fn matmul_flops(rows_t: usize, kt: usize, nt: usize) -> usize {
+    2 * rows_t * kt * nt * 32 * 32 * 32
+}
+
+impl Kernel {
+    /// The template that renders this kernel.
+    pub fn template(&self) -> &'static str {
+        let streamed = self.ctx.get("kind").is_some();
+        match self.family {
+            "rms_norm" | "add_rms_norm" | "norm_add" | "norm_add_norm" if streamed => "norm_stream",
+            "norm_add" => "norm_add_norm",
+            f => f,
+        }
+    }
+
+    /// Modelled L1 bytes per core: all dataflow buffers (bf16 tiles).
+    pub fn l1_bytes(&self) -> usize {
+        self.dfbs.iter().map(|d| d.tiles * d.count * TILE_BYTES).sum()
+    }
+
+    fn checked(self, t: &TtTarget) -> Result<Kernel, TtError> {
+        if !t.grid.contains(self.grid) {
+            return Err(TtError::new(format!(
+                "kernel `{}` needs a grid of {} x {} cores (cols x rows); {} has {} x {}",
+                self.base, self.grid.cols, self.grid.rows, t.name, t.grid.cols, t.grid.rows
+            )));
+        }
+        if self.dfbs.len() > t.max_dfbs {
+            return Err(TtError::new(format!(
+                "kernel `{}` needs {} dataflow buffers; {} allows {}",
+                self.base,
+                self.dfbs.len(),
+                t.name,
+                t.max_dfbs
+            )));
+        }
+        let l1 = self.l1_bytes();
+        if l1 > t.l1_bytes {
+            return Err(TtError::new(format!(
+                "kernel `{}` needs {l1} bytes of L1 per core for its dataflow buffers ({}); {} leaves {} \
+                 for them (of {} per core, after firmware and headroom for compiler temporaries; \
+                 a smaller block or a streaming variant of this family is needed)",
+                self.base,
+                self.dfbs
+                    .iter()
+                    .map(|d| format!("{} {}x{}", d.name, d.count, d.tiles))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                t.name,
+                t.l1_bytes,
+                t.l1_total
+            )));
+        }
+        Ok(self)
+    }
+}
+
+/// Tiles (of bf16 size) of the dataflow buffer that receives one tile of a float32 index tensor
+/// (the position tensor, slice offsets) for `ttl.read_index`.
+pub const POS_DFB_TILES: usize = 2;
+
+/// Largest divisor of `n` that is at most `cap` (at least 1).
+pub fn divisor_le(n: usize, cap: usize) -> usize {
+    (1..=cap.max(1).min(n.max(1)))
+        .rev()
+        .find(|d| n.is_multiple_of(*d))
+        .unwrap_or(1)
+}
+
+pub(crate) fn bc(iterations: usize) -> usize {
+    if iterations > 1 {
+        2
+    } else {
+        1
+    }
+}
+
+/// Python float literal of an f32 (shortest round trip).
+pub fn py_f32(x: f32) -> String {
+    let s = format!("{x:?}");
+    if s.contains('.') || s.contains('e') || s.contains("inf") || s.contains("NaN") {
+        s
+    } else {
+        format!("{s}.0")
+    }
+}
+
+/// `gelu_tanh(v)` as a block expression over shape `shp`.
+pub fn gelu_expr(v: &str) -> String {
+    format!(
+        "ttl.block.fill(0.5, shp) * {v} * (ttl.block.fill(1.0, shp) + ttl.math.tanh(ttl.block.fill({}, shp) * ({v} + ttl.block.fill({}, shp) * {v} * {v} * {v})))",
+        gemma4c_ir::math::GELU_SQRT_2_OVER_PI,
+        gemma4c_ir::math::GELU_CUBIC
+    )
+}
+
+/// `cap * tanh(v / cap)` over shape `shp`.
+pub fn softcap_expr(v: &str, cap: f32) -> String {
+    let c = py_f32(cap);
+    format!("ttl.block.fill({c}, shp) * ttl.math.tanh({v} / ttl.block.fill({c}, shp))")
+}
+
+/// `gx` = columns, `gy` = rows (tt-lang's `grid=(gx, gy)`); templates flatten the node
+/// `(nx, ny)` row-major as `ny * gx + nx`.
+pub(crate) fn with_grid(mut ctx: Value, grid: Grid, per_node: usize, n_blocks: usize) -> Value {
+    let m = ctx.as_object_mut().expect("kernel contexts are objects");
+    m.insert("gx".into(), json!(grid.cols));
+    m.insert("gy".into(), json!(grid.rows));
+    m.insert("per_node".into(), json!(per_node));
+    m.insert("n_blocks".into(), json!(n_blocks));
+    ctx
+}
+
+/// How an eltwise operand is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Same tile grid as the output.
+    Full,
+    /// A `[1, X]` row broadcast over rows.
+    Row,
+    /// One value (tile element (0, 0)) broadcast everywhere.
+    Scalar,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Row => "row",
+            Mode::Scalar => "scalar",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p300() -> TtTarget {
+        TtTarget::P300
+    }
+
+    #[test]
+    fn kernels_use_grids_in_cols_rows_order_within_the_device() {
+        let t = p300();
+        // A wide matmul (E4B's LM head: 2560 -> 262144) spreads over all 13 x 10 cores.
+        let k = matmul(&t, "doc", 1, 80, 8192, None).unwrap();
+        assert_eq!(k.grid, Grid { cols: 13, rows: 10 });
+        assert_eq!((k.ctx["gx"].as_u64(), k.ctx["gy"].as_u64()), (Some(13), Some(10)));
+        // A kernel grid wider than the device is refused, naming kernel and figures.
+        let narrow = TtTarget {
+            grid: Grid { cols: 4, rows: 13 },
+            ..p300()
+        };
+        let e = Kernel {
+            grid: Grid { cols: 13, rows: 1 },
+            ..k
+        }
+        .checked(&narrow)
+        .unwrap_err();
+        assert!(e.0.contains("13 x 1") && e.0.contains("4 x 13"), "{e}");
+    }
+
+    #[test]
+    fn l1_overflow_is_a_compile_time_error_naming_the_kernel() {
+        let t = p300();
+        // Too little L1 even for streaming: a clear error naming the kernel and the budget.
+        let small = TtTarget {
+            l1_bytes: 8 * TILE_BYTES,
+            ..p300()
+        };
+        let e = norm(&small, "norm_add_norm", "doc", 1, 1, 168, 5376, 1e-6, true).unwrap_err();
+        assert!(
+            e.0.contains("norm_add_norm_5376") && e.0.contains("L1") && e.0.contains("16384"),
+            "{e}"
+        );
+        // A whole-row sandwich norm of 5376 (Gemma 4 31B) would need six 168-tile buffers: streamed.
+        let k = norm(&t, "norm_add_norm", "doc", 1, 1, 168, 5376, 1e-6, true).unwrap();
+        assert_eq!(k.template(), "norm_stream");
+        assert!(k.l1_bytes() <= t.l1_bytes);
+        // The same kernel fits at E4B's 2560.
+        let k = norm(&t, "norm_add_norm", "doc", 1, 1, 80, 2560, 1e-6, true).unwrap();
+        assert_eq!(k.dfbs.len(), 6);
+        assert_eq!(k.l1_bytes(), 6 * 80 * TILE_BYTES);
+    }
+
+    #[test]
+    fn dataflow_buffer_limit_is_checked() {
+        let t = TtTarget { max_dfbs: 4, ..p300() };
+        let e = attention(&t, "doc", 8, 2, 1024, 8, 1.0, None).unwrap_err();
+        assert!(e.0.contains("dataflow buffers"), "{e}");
+    }
+
+    #[test]
+    fn matmul_blocks_shrink_to_fit_l1() {
+        let t = TtTarget {
+            l1_bytes: 64 * TILE_BYTES,
+            ..p300()
+        };
+        let k = matmul(&t, "doc", 1, 80, 320, None).unwrap();
+        assert!(k.l1_bytes() <= t.l1_bytes, "{}", k.l1_bytes());
+    }
+
+    #[test]
+    fn python_float_literals_round_trip() {
+        assert_eq!(py_f32(1.0), "1.0");
+        assert_eq!(py_f32(1e-6), "1e-6");
+        assert_eq!(py_f32(30.0), "30.0");
+        assert_eq!(py_f32(0.088_388_35), "0.08838835");
+        assert_eq!(divisor_le(336, 8), 8);
+        assert_eq!(divisor_le(15, 8), 5);
+        assert_eq!(divisor_le(7, 4), 1);
+    }
+}

@@ -1,0 +1,63 @@
+//! MoE routing and the dense expert activations.
+
+use serde_json::json;
+
+use super::{bc, divisor_le, gelu_expr, with_grid, Cost, Dfb, Kernel};
+use crate::tt::target::{Grid, TtTarget};
+use crate::tt::TtError;
+
+/// MoE routing to a dense weight row.
+pub fn moe_route(t: &TtTarget, doc: &str, experts: usize, top_k: usize) -> Result<Kernel, TtError> {
+    let et = experts.div_ceil(32);
+    let ctx = json!({"doc": doc, "experts": experts, "et": et, "top_k": top_k});
+    Kernel {
+        name: String::new(),
+        family: "moe_route",
+        base: format!("moe_route_{experts}_top{top_k}"),
+        ctx: with_grid(ctx, Grid { cols: 1, rows: 1 }, 1, 1),
+        dfbs: ["scores", "scale", "pad", "y"]
+            .iter()
+            .map(|&name| Dfb {
+                name,
+                tiles: et,
+                count: 1,
+            })
+            .collect(),
+        grid: Grid { cols: 1, rows: 1 },
+        cost: Cost::new(4 * et, 64 * et * 1024),
+    }
+    .checked(t)
+}
+
+/// Dense expert activations `gelu(gate_e) * up_e * w_e`.
+pub fn moe_act(t: &TtTarget, doc: &str, experts: usize, it: usize) -> Result<Kernel, TtError> {
+    let et = experts.div_ceil(32);
+    let nb = divisor_le(it, 8);
+    let jb = it / nb;
+    let n_blocks = experts * jb;
+    let (grid, per_node) = t.grid_for(n_blocks);
+    let b = bc(per_node);
+    let ctx = json!({
+        "doc": doc, "experts": experts, "et": et, "it": it, "it2": 2 * it, "nb": nb, "jb": jb, "bc": b,
+        "gelu_g": gelu_expr("g"),
+    });
+    Kernel {
+        name: String::new(),
+        family: "moe_act",
+        base: format!("moe_act_{experts}x{}", it * 32),
+        ctx: with_grid(ctx, grid, per_node, n_blocks),
+        dfbs: vec![
+            Dfb::new("gate", nb, b),
+            Dfb::new("up", nb, b),
+            Dfb::new("w", et, b),
+            Dfb::new("expand", et * nb, b),
+            Dfb::new("y", nb, b),
+        ],
+        grid,
+        cost: Cost::new(
+            experts * it * 3 + et * (1 + nb * jb * experts),
+            16 * experts * it * 1024,
+        ),
+    }
+    .checked(t)
+}
