@@ -20,6 +20,12 @@ if ! command -v llvm-config-19 >/dev/null 2>&1; then
         llvm-19-dev libpolly-19-dev libzstd-dev zlib1g-dev >/dev/null
 fi
 
+# `serve` tests (tests/cli_serve.rs) talk to the server over loopback with curl.
+if ! command -v curl >/dev/null 2>&1; then
+    apt-get update >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends curl >/dev/null
+fi
+
 # Tenstorrent simulator tests (tests/tt_sim.rs): tt-lang-sim + torch in a venv cached outside
 # the repository (~/.cache/gemma4c/venv-sim-<hash of tests/tt/requirements-sim.txt>).
 bash tools/setup_sim_venv.sh >/dev/null

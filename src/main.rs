@@ -23,6 +23,8 @@ enum Command {
     Run(commands::run::Args),
     /// Talk to an instruction-tuned checkpoint, one turn after another.
     Chat(commands::chat::Args),
+    /// An OpenAI-compatible HTTP server (chat and text completions, streaming).
+    Serve(commands::serve::Args),
     /// Compile a checkpoint (or config) for a target into an artifact directory.
     Compile(commands::compile::Args),
     /// Measure prefill/decode speed of the JIT executor against memory bandwidth.
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Command::Ir(a) => commands::ir::run(a),
         Command::Run(a) => commands::run::run(a),
         Command::Chat(a) => commands::chat::run(a),
+        Command::Serve(a) => commands::serve::run(a),
         Command::Compile(a) => commands::compile::run(a),
         Command::Bench(a) => commands::bench::run(a),
     };

@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod ir;
 pub mod out_dir;
 pub mod run;
+pub mod serve;
 pub mod textgen;
 
 use std::path::PathBuf;
