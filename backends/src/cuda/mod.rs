@@ -10,7 +10,7 @@ use gemma4c_passes::plan::Plan;
 use gemma4c_passes::CostModel;
 
 use crate::backend::{write_file, Backend, BackendError, Checkpoint, Emitted};
-use crate::kernel::{lower_plan, KernelPlan};
+use crate::kernel::{kernel_plan, KernelPlan};
 
 /// File name of the CUDA artifact next to plan.json.
 pub const KERNELS_FILE: &str = "kernels.cu";
@@ -53,7 +53,7 @@ past the grid return. Rows are independent.",
 
     /// `kernels.cu` for a plan.
     pub fn kernels_cu(&self, plan: &Plan) -> Result<String, String> {
-        Ok(self.print(&lower_plan(plan)?))
+        Ok(self.print(&kernel_plan(plan)?))
     }
 
     /// Prints the kernels of a lowered plan, sorted by name.

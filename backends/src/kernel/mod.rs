@@ -17,12 +17,12 @@
 //! LLVM, CUDA or Metal.
 
 pub mod build;
-pub mod lower;
+pub mod launches;
 pub mod ops;
 mod verify;
 
 pub use build::{Buf, KernelBuilder, TableRef};
-pub use lower::{lower_plan, Arg, KernelPlan, Launch, ProgramLaunches};
+pub use launches::{kernel_plan, KernelLaunch, KernelPlan, LaunchArg, ProgramLaunches};
 pub use verify::verify;
 
 use gemma4c_ir::DType;

@@ -4,7 +4,7 @@
 use std::marker::PhantomData;
 use std::time::Instant;
 
-use gemma4c_backends::kernel::{lower_plan, Access, Arg, KernelPlan};
+use gemma4c_backends::kernel::{kernel_plan, Access, KernelPlan, LaunchArg};
 use gemma4c_frontend::Model;
 use gemma4c_ir::Op;
 use gemma4c_passes::plan::{BufferKind, Plan, Program};
@@ -119,7 +119,7 @@ impl<'m> JitSession<'m> {
                 owned.push(b);
             }
         }
-        let kernels = lower_plan(&plan).map_err(RuntimeError::Other)?;
+        let kernels = kernel_plan(&plan).map_err(RuntimeError::Other)?;
         let module =
             JitModule::compile(kernels_ll, opts.cpu.as_deref(), opts.threads.max(1)).map_err(RuntimeError::Other)?;
         let state: Vec<AlignedBuf> = plan.state.iter().map(|s| AlignedBuf::zeroed(s.bytes)).collect();
@@ -132,10 +132,10 @@ impl<'m> JitSession<'m> {
         let mut programs = Vec::new();
         let mut id_limits = Vec::new();
         for (p, lp) in plan.programs.iter().zip(&kernels.programs) {
-            let ptr = |a: &Arg| -> Result<(usize, usize), RuntimeError> {
+            let ptr = |a: &LaunchArg| -> Result<(usize, usize), RuntimeError> {
                 Ok(match a {
-                    Arg::Scratch { offset, bytes } => (scratch.ptr() as usize + offset, *bytes),
-                    Arg::Buffer(id) => {
+                    LaunchArg::Scratch { offset, bytes } => (scratch.ptr() as usize + offset, *bytes),
+                    LaunchArg::Buffer(id) => {
                         let bytes = p.buffers[*id].bytes;
                         let base = match &p.storage(*id).kind {
                             BufferKind::Weight { index } => weights[*index],

@@ -1,7 +1,11 @@
 //! Attention over a ring-buffer KV cache (GQA, optional sliding window) and
 //! MoE routing.
 
+use gemma4c_ir::Op;
+
 use crate::kernel::build::{and, eq, exp, gt, max, not, KernelBuilder};
+use crate::kernel::launches::{LaunchArg, StepCx};
+use crate::kernel::ops;
 use crate::kernel::{name_f32, Access, Elem, Expr, Kernel, Scalar};
 
 /// `Attention`: one grid row per (query token `t`, head `h`). Query `t` sits at
@@ -126,4 +130,48 @@ pub fn moe_route(s: usize, e: usize, k: usize, scale: Elem) -> Kernel {
         );
     });
     b.finish()
+}
+
+/// Launches of the attention and MoE routing steps of a plan.
+pub(crate) fn launches(cx: &mut StepCx, op: &Op) -> Result<(), String> {
+    match op {
+        Op::MoeRouter { eps, scalar, top_k } => {
+            let ins: Vec<usize> = (0..4).map(|i| cx.input(i)).collect::<Result<_, _>>()?;
+            let (x, scale, proj, per_expert) = (ins[0], ins[1], ins[2], ins[3]);
+            let h = cx.last_dim(x);
+            let s = cx.numel(x) / h;
+            let e = cx.shape(proj)[0];
+            let normed = cx.scratch(s * h * 4);
+            let scores = cx.scratch(s * e * 4);
+            let norm = ops::rms_norm(s, h, cx.elem(x), Some(cx.elem(scale)), *eps, Some(*scalar));
+            cx.launch(norm, vec![LaunchArg::Buffer(x), LaunchArg::Buffer(scale), normed], None)?;
+            let mm = ops::matmul(s, e, h, cx.elem(proj), None);
+            cx.launch(mm, vec![normed, LaunchArg::Buffer(proj), scores], None)?;
+            let route = ops::moe_route(s, e, *top_k, cx.elem(per_expert));
+            let outs = &cx.step.outputs;
+            let args = vec![
+                scores,
+                LaunchArg::Buffer(per_expert),
+                LaunchArg::Buffer(outs[0]),
+                LaunchArg::Buffer(outs[1]),
+            ];
+            cx.launch(route, args, None)
+        }
+        Op::Attention { window, scale } => {
+            let (q, kc) = (cx.input(0)?, cx.input(1)?);
+            let (qs, ks) = (cx.shape(q).to_vec(), cx.shape(kc).to_vec());
+            if qs.len() != 3 || ks.len() != 3 || qs[1] % ks[0] != 0 {
+                return Err(format!("attention of q {qs:?} over a cache {ks:?}"));
+            }
+            let k = ops::attention(qs[0], qs[1], ks[0], qs[2], ks[1], *window, *scale);
+            cx.launch(k, cx.io_args(), None)
+        }
+        Op::MoeRoute { top_k } => {
+            let (scores, scale) = (cx.input(0)?, cx.input(1)?);
+            let (s, e) = (cx.shape(scores)[0], cx.shape(scores)[1]);
+            let k = ops::moe_route(s, e, *top_k, cx.elem(scale));
+            cx.launch(k, cx.io_args(), None)
+        }
+        other => Err(format!("{other} is not a attention op")),
+    }
 }

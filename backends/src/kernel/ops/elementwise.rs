@@ -2,10 +2,12 @@
 //! last dimension (or of the broadcast operand), so the inner loop is
 //! contiguous and vectorizes.
 
-use super::gelu;
-use gemma4c_ir::math;
+use gemma4c_ir::{math, Op};
 
+use super::gelu;
 use crate::kernel::build::{eq, select, KernelBuilder};
+use crate::kernel::launches::StepCx;
+use crate::kernel::ops;
 use crate::kernel::{name_f32, Access, Elem, Expr, Kernel};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -127,4 +129,56 @@ pub fn replace_ids(s: usize, set: &[i32], with: i32) -> Kernel {
     }
     b.store(out, b.row(), value);
     b.finish()
+}
+
+/// Launches of the elementwise, slice and embedding steps of a plan.
+pub(crate) fn launches(cx: &mut StepCx, op: &Op) -> Result<(), String> {
+    match op {
+        Op::ReplaceIds { ids, with } => {
+            let x = cx.input(0)?;
+            let k = ops::replace_ids(cx.numel(x), ids, *with);
+            cx.launch(k, cx.io_args(), None)
+        }
+        Op::Scale { factor } => unary_step(cx, UnaryKind::Scale(*factor)),
+        Op::GeluTanh => unary_step(cx, UnaryKind::GeluTanh),
+        Op::Softcap { cap } => unary_step(cx, UnaryKind::Softcap(*cap)),
+        Op::Add => binary_step(cx, BinaryKind::Add),
+        Op::Mul => binary_step(cx, BinaryKind::Mul),
+        Op::GeluMul => binary_step(cx, BinaryKind::GeluMul),
+        Op::Slice { axis, start, end } => {
+            let x = cx.input(0)?;
+            let shape = cx.shape(x).to_vec();
+            let outer: usize = shape[..*axis].iter().product();
+            let inner: usize = shape[axis + 1..].iter().product();
+            let k = ops::slice(outer, shape[*axis], inner, *start, *end, cx.elem(x));
+            cx.launch(k, cx.io_args(), None)
+        }
+        Op::Embedding => {
+            let (table, ids) = (cx.input(0)?, cx.input(1)?);
+            let (s, h) = (cx.numel(ids), cx.shape(table)[1]);
+            let k = ops::embedding(s, h, cx.elem(table));
+            let row_bytes = h * cx.dtype(table).size_bytes();
+            cx.launch(k, cx.io_args(), Some(s * row_bytes))
+        }
+        other => Err(format!("{other} is not a elementwise op")),
+    }
+}
+
+fn unary_step(cx: &mut StepCx, kind: UnaryKind) -> Result<(), String> {
+    let x = cx.input(0)?;
+    let k = ops::unary(kind, cx.numel(x), cx.last_dim(x), cx.elem(x));
+    cx.launch(k, cx.io_args(), None)
+}
+
+fn binary_step(cx: &mut StepCx, kind: BinaryKind) -> Result<(), String> {
+    let (a, b) = (cx.input(0)?, cx.input(1)?);
+    let (n, bn) = (cx.numel(a), cx.numel(b));
+    let sa = cx.shape(a);
+    let sb = cx.shape(b);
+    let suffix = sb.len() <= sa.len() && sa[sa.len() - sb.len()..] == *sb;
+    if !(bn == n || bn == 1 || suffix) {
+        return Err(format!("cannot broadcast {sb:?} to {sa:?}"));
+    }
+    let k = ops::binary(kind, n, cx.last_dim(a), bn, [cx.elem(a), cx.elem(b)]);
+    cx.launch(k, cx.io_args(), None)
 }

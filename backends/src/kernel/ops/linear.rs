@@ -3,10 +3,12 @@
 //! row per output feature: a row reads one weight row once, for all `m` input
 //! rows, which is what makes decode run at memory bandwidth.
 
-use gemma4c_ir::math;
+use gemma4c_ir::{math, Op};
 
 use super::gelu;
 use crate::kernel::build::KernelBuilder;
+use crate::kernel::launches::{LaunchArg, StepCx};
+use crate::kernel::ops::{self, UnaryKind};
 use crate::kernel::{name_f32, Access, Elem, Expr, Kernel, Scalar};
 
 /// `out[m, n] = sum_k x[m, k] * w[n, k]` (`MatMul`), optionally soft-capped
@@ -141,4 +143,81 @@ pub fn moe_down(s: usize, k: usize, i: usize, h: usize, w: Elem) -> Kernel {
     });
     b.store(out, r, acc);
     b.finish()
+}
+
+/// Launches of the matmul, routed-expert and logits-head steps of a plan.
+pub(crate) fn launches(cx: &mut StepCx, op: &Op) -> Result<(), String> {
+    match op {
+        Op::MatMul => {
+            let (x, w) = (cx.input(0)?, cx.input(1)?);
+            let (n, kd) = (cx.shape(w)[0], cx.shape(w)[1]);
+            let m = cx.numel(x) / kd;
+            if cx.elem(x) != Elem::F32 {
+                return Err("the left operand of a matmul must be an f32 activation".into());
+            }
+            cx.launch(ops::matmul(m, n, kd, cx.elem(w), None), cx.io_args(), None)
+        }
+        Op::MoeExperts => {
+            let ins: Vec<usize> = (0..5).map(|i| cx.input(i)).collect::<Result<_, _>>()?;
+            let (x, weights, experts, gate_up, down) = (ins[0], ins[1], ins[2], ins[3], ins[4]);
+            let (s, h) = (cx.shape(x)[0], cx.shape(x)[1]);
+            let (i2, topk) = (cx.shape(gate_up)[1], cx.shape(weights)[1]);
+            let i = i2 / 2;
+            let out = cx.step.outputs[0];
+            let act = cx.scratch(s * topk * i * 4);
+            let wsize = cx.dtype(gate_up).size_bytes();
+            let gu = ops::moe_gate_up(s, topk, i, h, cx.elem(gate_up));
+            let args = vec![
+                LaunchArg::Buffer(x),
+                LaunchArg::Buffer(experts),
+                LaunchArg::Buffer(gate_up),
+                act,
+            ];
+            cx.launch(gu, args, Some(s * topk * i2 * h * wsize))?;
+            let dn = ops::moe_down(s, topk, i, h, cx.elem(down));
+            let args = vec![
+                LaunchArg::Buffer(weights),
+                LaunchArg::Buffer(experts),
+                LaunchArg::Buffer(down),
+                act,
+                LaunchArg::Buffer(out),
+            ];
+            let dsize = cx.dtype(down).size_bytes();
+            cx.launch(dn, args, Some(s * topk * h * i * dsize))
+        }
+        Op::LogitsHead { eps, cap } => {
+            let (x, w, table) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+            let h = cx.last_dim(x);
+            let m = cx.numel(x) / h;
+            let v = cx.shape(table)[0];
+            let normed = cx.scratch(m * h * 4);
+            let norm = ops::rms_norm(m, h, cx.elem(x), Some(cx.elem(w)), *eps, None);
+            cx.launch(norm, vec![LaunchArg::Buffer(x), LaunchArg::Buffer(w), normed], None)?;
+            let out = LaunchArg::Buffer(cx.step.outputs[0]);
+            let welem = cx.elem(table);
+            match cap {
+                // The soft-cap as its own elementwise pass vectorizes its tanh
+                // (as a matmul epilogue it runs once per output, scalar).
+                Some(c) => {
+                    let raw = cx.scratch(m * v * 4);
+                    cx.launch(
+                        ops::matmul(m, v, h, welem, None),
+                        vec![normed, LaunchArg::Buffer(table), raw],
+                        None,
+                    )?;
+                    cx.launch(
+                        ops::unary(UnaryKind::Softcap(*c), m * v, v, Elem::F32),
+                        vec![raw, out],
+                        None,
+                    )
+                }
+                None => cx.launch(
+                    ops::matmul(m, v, h, welem, None),
+                    vec![normed, LaunchArg::Buffer(table), out],
+                    None,
+                ),
+            }
+        }
+        other => Err(format!("{other} is not a linear op")),
+    }
 }

@@ -1,15 +1,17 @@
-//! Kernel builders, one per op kind of the plan (fused ops included). Each
-//! builder's name spells out everything its code depends on (shapes, element
-//! types, constants), so a plan's identical steps share one kernel.
+//! Kernel builders, one per op kind of the plan (fused ops included), grouped by
+//! op family; each family's file also holds `launches`, which turns a plan step
+//! of that family into kernel launches. Each builder's name spells out
+//! everything its code depends on (shapes, element types, constants), so a
+//! plan's identical steps share one kernel.
 //!
 //! Semantics are those of `gemma4c_ir::eval` (the reference): same formulas,
 //! same order of operations, except that reductions are `Stmt::Reduce` (a
 //! target may reassociate them) and accumulate in f32.
 
-mod attention;
-mod elementwise;
-mod linear;
-mod norm;
+pub(crate) mod attention;
+pub(crate) mod elementwise;
+pub(crate) mod linear;
+pub(crate) mod norm;
 
 pub use attention::{attention, moe_route};
 pub use elementwise::{binary, embedding, replace_ids, slice, unary, BinaryKind, UnaryKind};

@@ -1,10 +1,12 @@
 //! RMSNorm and its fused forms, and the per-head row transforms (q/k norm,
 //! RoPE, KV-cache writes). One grid row per normalized row.
 
-use gemma4c_ir::{math, RopeSpec};
+use gemma4c_ir::{math, Op, RopeSpec};
 
 use super::inv_rms;
 use crate::kernel::build::{cos, sin, to_f32, KernelBuilder};
+use crate::kernel::launches::StepCx;
+use crate::kernel::ops;
 use crate::kernel::{name_f32, name_f64, Access, Elem, Expr, Kernel, Scalar};
 
 fn w_name(w: Option<Elem>) -> &'static str {
@@ -258,4 +260,110 @@ pub fn head_rows(
         }
     }
     b.finish()
+}
+
+/// Launches of the RMSNorm, per-head (RoPE, q/k norm) and KV-cache steps of a plan.
+pub(crate) fn launches(cx: &mut StepCx, op: &Op) -> Result<(), String> {
+    match op {
+        Op::RmsNorm { eps } => {
+            let x = cx.input(0)?;
+            let d = cx.last_dim(x);
+            let w = cx.step.inputs.get(1).map(|&w| cx.elem(w));
+            let k = ops::rms_norm(cx.numel(x) / d, d, cx.elem(x), w, *eps, None);
+            cx.launch(k, cx.io_args(), None)
+        }
+        Op::AddRmsNorm { eps } => {
+            let (a, b, w) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+            let d = cx.last_dim(a);
+            let k = ops::add_rms_norm(
+                cx.numel(a) / d,
+                d,
+                cx.numel(b),
+                [cx.elem(a), cx.elem(b), cx.elem(w)],
+                *eps,
+            );
+            cx.launch(k, cx.io_args(), None)
+        }
+        Op::NormAddNorm { eps } => {
+            let ins: Vec<usize> = (0..4).map(|i| cx.input(i)).collect::<Result<_, _>>()?;
+            let d = cx.last_dim(ins[0]);
+            if cx.numel(ins[1]) != cx.numel(ins[0]) {
+                return Err("norm_add_norm operands must have one shape".into());
+            }
+            let elems = [cx.elem(ins[0]), cx.elem(ins[1]), cx.elem(ins[2]), cx.elem(ins[3])];
+            let k = ops::norm_add_norm(cx.numel(ins[0]) / d, d, elems, *eps);
+            cx.launch(k, cx.io_args(), None)
+        }
+        Op::NormAdd { eps } => {
+            let (res, x, w) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
+            let d = cx.last_dim(x);
+            if cx.numel(res) != cx.numel(x) {
+                return Err("norm_add operands must have one shape".into());
+            }
+            let k = ops::norm_add(cx.numel(x) / d, d, [cx.elem(res), cx.elem(x), cx.elem(w)], *eps);
+            cx.launch(k, cx.io_args(), None)
+        }
+        Op::Rope { rope } => head_step(cx, None, Some(rope), false),
+        Op::NormRope { eps, rope } => {
+            let w = cx.elem(cx.input(1)?);
+            head_step(
+                cx,
+                Some(HeadNorm {
+                    eps: *eps,
+                    weight: Some(w),
+                }),
+                Some(rope),
+                false,
+            )
+        }
+        Op::KvWrite => head_step(cx, None, None, true),
+        Op::NormKvWrite { eps } => head_step(
+            cx,
+            Some(HeadNorm {
+                eps: *eps,
+                weight: None,
+            }),
+            None,
+            true,
+        ),
+        Op::RopeKvWrite { eps, rope } => {
+            let w = cx.elem(cx.input(2)?);
+            head_step(
+                cx,
+                Some(HeadNorm {
+                    eps: *eps,
+                    weight: Some(w),
+                }),
+                Some(rope),
+                true,
+            )
+        }
+        other => Err(format!("{other} is not a norm op")),
+    }
+}
+
+/// Per-head row ops: `x [S, heads, D]` (operand 0, or 1 after the cache).
+fn head_step(
+    cx: &mut StepCx,
+    norm: Option<HeadNorm>,
+    rope: Option<&gemma4c_ir::RopeSpec>,
+    cache: bool,
+) -> Result<(), String> {
+    let x = cx.input(if cache { 1 } else { 0 })?;
+    let xs = cx.shape(x).to_vec();
+    if xs.len() != 3 {
+        return Err(format!("expected [S, heads, D], got {xs:?}"));
+    }
+    let dest = if cache {
+        let c = cx.shape(cx.input(0)?).to_vec();
+        if c.len() != 3 || c[0] != xs[1] || c[2] != xs[2] {
+            return Err(format!("cache {c:?} does not hold rows of {xs:?}"));
+        }
+        HeadDest::Cache { capacity: c[1] }
+    } else {
+        HeadDest::Out
+    };
+    let k = ops::head_rows(xs[0], xs[1], xs[2], norm, rope, dest);
+    let args = if cache { cx.in_args() } else { cx.io_args() };
+    cx.launch(k, args, None)
 }
