@@ -17,6 +17,7 @@ pub mod math;
 pub mod op;
 pub mod parse;
 pub mod print;
+pub mod quant;
 pub mod tensor;
 pub mod verify;
 
@@ -28,5 +29,6 @@ pub use interpret::{interpret, Observer, WeightSource};
 pub use op::{InputRole, Op, OpProps, RopeSpec};
 pub use parse::{parse, ParseError};
 pub use print::print;
+pub use quant::QuantFormat;
 pub use tensor::{Data, Tensor};
 pub use verify::verify;

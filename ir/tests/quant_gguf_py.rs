@@ -1,0 +1,40 @@
+//! Dequantization of every GGUF block format against gguf-py's
+//! `gguf.quants.dequantize` (fixtures from tools/make_quant_fixtures.py):
+//! bit-exact, compared as f32 bit patterns.
+
+use std::path::PathBuf;
+
+use gemma4c_ir::QuantFormat;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/quant").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn every_format_matches_gguf_py_bit_for_bit() {
+    for q in QuantFormat::ALL {
+        let blocks = fixture(&format!("{}.blocks", q.name()));
+        let expected: Vec<u32> = fixture(&format!("{}.f32", q.name()))
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(blocks.len() / q.block_bytes() * q.block_elems(), expected.len(), "{q}");
+        let mut got = vec![0f32; expected.len()];
+        q.dequantize(&blocks, &mut got).unwrap();
+        let mismatches: Vec<_> = got
+            .iter()
+            .zip(&expected)
+            .enumerate()
+            .filter(|(_, (g, e))| g.to_bits() != **e)
+            .map(|(i, (g, e))| (i, *g, f32::from_bits(*e)))
+            .take(5)
+            .collect();
+        assert!(mismatches.is_empty(), "{q}: (index, got, gguf-py) {mismatches:?}");
+        // Not a degenerate fixture: many distinct values.
+        let mut distinct: Vec<u32> = expected.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(distinct.len() > 32, "{q}: only {} distinct values", distinct.len());
+    }
+}
