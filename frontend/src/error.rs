@@ -23,6 +23,9 @@ pub enum FrontendError {
     /// A safetensors file that cannot be read as one.
     #[error("{path}: not a readable safetensors file: {message}")]
     Safetensors { path: PathBuf, message: String },
+    /// A GGUF file that cannot be read as one (the message names the field or tensor).
+    #[error("{path}: not a readable GGUF file: {message}")]
+    Gguf { path: PathBuf, message: String },
     /// A tensor that the model needs is not in the checkpoint.
     #[error("{dir}: tensor `{key}` is missing (looked for `{tried}`)")]
     MissingTensor { dir: PathBuf, key: String, tried: String },

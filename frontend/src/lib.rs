@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 mod fields;
 pub mod gemma4;
+pub mod gguf;
 pub mod model;
 pub mod summary;
 
