@@ -92,11 +92,25 @@ pub struct PleConfig {
     pub vocab: usize,
 }
 
+/// The Gemma generation a config describes. Both share one config type and
+/// one op set; their builders (`gemma3.rs`, `gemma4.rs`) differ in small ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Gemma3,
+    Gemma4,
+}
+
+/// A Gemma text decoder's resolved config (Gemma 4, or Gemma 3 with `family`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Gemma4Config {
     /// Where it was read from (not part of the fingerprint).
     #[serde(skip)]
     pub path: PathBuf,
+    pub family: Family,
+    /// Multiplier of the q·k scores: 1.0 in Gemma 4 (q and k are RMS-normed),
+    /// `query_pre_attn_scalar^-0.5` in Gemma 3.
+    pub attention_scale: f32,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
@@ -182,6 +196,9 @@ impl Gemma4Config {
             message: "expected a JSON object".into(),
         })?;
         let model_type = top.get("model_type").and_then(Value::as_str).unwrap_or("");
+        if model_type.starts_with("gemma3") {
+            return crate::gemma3_config::from_json(top, path);
+        }
         let outer = Fields::new(path, "", top.clone());
         let (text, prefix, placeholders) = match model_type {
             "gemma4_text" => (top.clone(), "", Vec::new()),
@@ -437,6 +454,8 @@ fn resolve(f: &Fields, multimodal_placeholder_ids: Vec<u32>) -> Result<Gemma4Con
     }
     Ok(Gemma4Config {
         path: f.path.to_path_buf(),
+        family: Family::Gemma4,
+        attention_scale: 1.0,
         vocab_size,
         hidden_size,
         num_hidden_layers,
@@ -462,7 +481,7 @@ fn resolve(f: &Fields, multimodal_placeholder_ids: Vec<u32>) -> Result<Gemma4Con
     })
 }
 
-fn parse_layer_types(f: &Fields, n: usize) -> Result<Vec<LayerType>, FrontendError> {
+pub(crate) fn parse_layer_types(f: &Fields, n: usize) -> Result<Vec<LayerType>, FrontendError> {
     let mut types = match f.get("layer_types") {
         // transformers' default: every 6th layer is full attention.
         None => (0..n)
@@ -604,6 +623,6 @@ fn parse_rope(f: &Fields) -> Result<(RopeParams, RopeParams), FrontendError> {
 }
 
 /// True for finite-or-infinite positive numbers; false for zero, negatives and NaN.
-fn is_positive(x: f64) -> bool {
+pub(crate) fn is_positive(x: f64) -> bool {
     x > 0.0
 }

@@ -18,7 +18,7 @@ pub enum FrontendError {
         field: String,
         message: String,
     },
-    #[error("{path}: unknown model_type `{found}`: gemma4c supports `gemma4_text` (text config) and `gemma4` (multimodal config with `text_config`)")]
+    #[error("{path}: unknown model_type `{found}`: gemma4c supports `gemma4_text`/`gemma3_text` (text configs) and `gemma4`/`gemma3` (multimodal configs with `text_config`)")]
     UnknownModelType { path: PathBuf, found: String },
     /// A safetensors file that cannot be read as one.
     #[error("{path}: not a readable safetensors file: {message}")]

@@ -8,7 +8,7 @@
 
 use gemma4c_ir::{DType, Graph, GraphBuilder, InputRole, IrError, Op, TensorType, Value};
 
-use crate::config::{Gemma4Config, LayerConfig, LayerType};
+use crate::config::{Family, Gemma4Config, LayerConfig, LayerType};
 
 /// Which positions get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,10 +84,14 @@ pub fn weight_manifest(cfg: &Gemma4Config) -> Result<Vec<(String, Vec<usize>)>, 
 /// Builds the call graph. `dtype_of` gives each checkpoint tensor's dtype (from
 /// the checkpoint, or the config's `dtype` when compiling from config alone).
 pub fn build(cfg: &Gemma4Config, opts: &BuildOptions, dtype_of: &dyn Fn(&str) -> DType) -> Result<Graph, IrError> {
+    let family = match cfg.family {
+        Family::Gemma3 => "gemma3",
+        Family::Gemma4 => "gemma4",
+    };
     let name = if opts.seq_len == 1 {
-        "gemma4_decode".to_string()
+        format!("{family}_decode")
     } else {
-        format!("gemma4_prefill_{}", opts.seq_len)
+        format!("{family}_prefill_{}", opts.seq_len)
     };
     let mut m = ModelBuilder {
         b: GraphBuilder::new(&name),
@@ -95,38 +99,41 @@ pub fn build(cfg: &Gemma4Config, opts: &BuildOptions, dtype_of: &dyn Fn(&str) ->
         opts,
         dtype_of,
     };
-    m.forward()?;
+    match cfg.family {
+        Family::Gemma3 => m.gemma3_forward()?,
+        Family::Gemma4 => m.forward()?,
+    }
     m.b.finish()
 }
 
-struct ModelBuilder<'a> {
-    b: GraphBuilder,
-    cfg: &'a Gemma4Config,
-    opts: &'a BuildOptions,
+pub(crate) struct ModelBuilder<'a> {
+    pub(crate) b: GraphBuilder,
+    pub(crate) cfg: &'a Gemma4Config,
+    pub(crate) opts: &'a BuildOptions,
     dtype_of: &'a dyn Fn(&str) -> DType,
 }
 
 /// K and V caches a layer attends over (after this call's write).
 #[derive(Clone, Copy)]
-struct LayerKv {
-    k: Value,
-    v: Value,
+pub(crate) struct LayerKv {
+    pub(crate) k: Value,
+    pub(crate) v: Value,
 }
 
 impl ModelBuilder<'_> {
-    fn w(&mut self, key: &str, shape: &[usize]) -> Value {
+    pub(crate) fn w(&mut self, key: &str, shape: &[usize]) -> Value {
         let dtype = (self.dtype_of)(key);
         self.b.weight(key, TensorType::new(dtype, shape))
     }
 
-    fn norm(&mut self, x: Value, weight_key: Option<&str>, name: &str) -> Result<Value, IrError> {
+    pub(crate) fn norm(&mut self, x: Value, weight_key: Option<&str>, name: &str) -> Result<Value, IrError> {
         let dim = self.b.value_type(x).last_dim();
         let w = weight_key.map(|k| self.w(k, &[dim]));
         self.b.rms_norm(x, w, self.cfg.rms_norm_eps, name)
     }
 
     /// `nn.Linear` without bias: `x @ W^T`, W stored `[out, in]`.
-    fn linear(&mut self, x: Value, module: &str, out: usize) -> Result<Value, IrError> {
+    pub(crate) fn linear(&mut self, x: Value, module: &str, out: usize) -> Result<Value, IrError> {
         let inp = self.b.value_type(x).last_dim();
         let w = self.w(&format!("{module}.weight"), &[out, inp]);
         self.b.matmul(x, w, module)
@@ -134,7 +141,7 @@ impl ModelBuilder<'_> {
 
     /// `sqrt(dim)` rounded to the dtype the model runs in, as
     /// `Gemma4ScaledWordEmbedding` does (`embed_scale.to(weight.dtype)`).
-    fn embed_scale(&self, dim: usize) -> f32 {
+    pub(crate) fn embed_scale(&self, dim: usize) -> f32 {
         self.opts.activation_dtype.round_f32((dim as f32).sqrt())
     }
 
@@ -371,9 +378,12 @@ impl ModelBuilder<'_> {
             LayerType::Sliding => Some(cfg.sliding_window),
             LayerType::Full => None,
         };
-        // Scale 1.0: q and k are RMS-normalized, there is no 1/sqrt(head_dim).
+        // Scale 1.0 in Gemma 4: q and k are RMS-normalized, there is no 1/sqrt(head_dim).
         let a = self.b.op(
-            Op::Attention { window, scale: 1.0 },
+            Op::Attention {
+                window,
+                scale: cfg.attention_scale,
+            },
             &[q, kv.k, kv.v, pos],
             &format!("{pre}.attention"),
         )?;
@@ -385,7 +395,7 @@ impl ModelBuilder<'_> {
     }
 
     /// `down(gelu_tanh(gate(h)) * up(h))`.
-    fn mlp(&mut self, pre: &str, h: Value, width: usize) -> Result<Value, IrError> {
+    pub(crate) fn mlp(&mut self, pre: &str, h: Value, width: usize) -> Result<Value, IrError> {
         let gate = self.linear(h, &format!("{pre}.gate_proj"), width)?;
         let up = self.linear(h, &format!("{pre}.up_proj"), width)?;
         let gate = self.b.gelu_tanh(gate, &format!("{pre}.act_fn"))?;

@@ -4,13 +4,17 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 mod fields;
+pub mod gemma3;
+mod gemma3_config;
 pub mod gemma4;
 pub mod gguf;
 pub mod model;
+pub mod store;
 pub mod summary;
 
 pub use checkpoint::Checkpoint;
-pub use config::{Gemma4Config, LayerConfig, LayerType};
+pub use config::{Family, Gemma4Config, LayerConfig, LayerType};
 pub use error::FrontendError;
 pub use gemma4::{build, BuildOptions, LogitRows};
 pub use model::Model;
+pub use store::{StoredTensor, WeightStore};

@@ -1,30 +1,39 @@
-//! A checkpoint directory: its config, its tensors, and the check that the
-//! tensors are exactly what the config says the model reads.
+//! A model to run: its config, its tensors, and the check that the tensors are
+//! exactly what the config says the model reads. Opened from a Hugging Face
+//! checkpoint directory or a GGUF file.
 
 use std::path::{Path, PathBuf};
 
 use gemma4c_ir::{DType, Graph};
 
 use crate::checkpoint::Checkpoint;
-use crate::config::Gemma4Config;
+use crate::config::{Family, Gemma4Config};
 use crate::error::FrontendError;
 use crate::gemma4::{build, weight_manifest, BuildOptions};
+use crate::gguf::GgufFile;
+use crate::store::WeightStore;
 
 pub struct Model {
+    /// The checkpoint directory, or the GGUF file.
     pub dir: PathBuf,
     pub config: Gemma4Config,
-    pub checkpoint: Checkpoint,
+    pub checkpoint: WeightStore,
 }
 
 impl Model {
-    /// Opens `dir` (config.json + safetensors) and checks every weight the model
-    /// reads for presence, shape and a float dtype.
-    pub fn open(dir: &Path) -> Result<Model, FrontendError> {
+    /// Opens a Hugging Face checkpoint directory (config.json + safetensors) or a
+    /// GGUF file, and checks every weight the model reads for presence, shape and
+    /// a float dtype.
+    pub fn open(path: &Path) -> Result<Model, FrontendError> {
+        if path.is_file() && GgufFile::sniff(path) {
+            return Self::open_gguf(path);
+        }
+        let dir = path;
         let config_path = dir.join("config.json");
         if !dir.is_dir() {
             return Err(FrontendError::Io {
                 path: dir.to_path_buf(),
-                message: "not a directory (expected a Hugging Face checkpoint directory)".into(),
+                message: "not a directory (expected a Hugging Face checkpoint directory or a GGUF file)".into(),
             });
         }
         let mut config = Gemma4Config::from_file(&config_path)?;
@@ -34,10 +43,37 @@ impl Model {
         if checkpoint.get("lm_head.weight").is_some() {
             config.tie_word_embeddings = false;
         }
+        let mut store = WeightStore::from_checkpoint(checkpoint);
+        if config.family == Family::Gemma3 {
+            // Gemma 3's RMSNorm scales by `1 + w`; the graph multiplies by the
+            // weight it is given, so the store serves `1 + w`.
+            let norms: Vec<String> = store
+                .keys()
+                .filter(|k| k.ends_with("norm.weight"))
+                .map(String::from)
+                .collect();
+            for k in norms {
+                store.add_one(&k);
+            }
+        }
         let model = Model {
             dir: dir.to_path_buf(),
             config,
-            checkpoint,
+            checkpoint: store,
+        };
+        model.check_weights()?;
+        Ok(model)
+    }
+
+    /// A GGUF file: config from its metadata, tensors under Hugging Face names.
+    fn open_gguf(path: &Path) -> Result<Model, FrontendError> {
+        let file = GgufFile::open(path)?;
+        let config = crate::gguf::gemma::config(&file)?;
+        let store = WeightStore::from_gguf(file, &crate::gguf::gemma::hf_key)?;
+        let model = Model {
+            dir: path.to_path_buf(),
+            config,
+            checkpoint: store,
         };
         model.check_weights()?;
         Ok(model)

@@ -5,6 +5,7 @@
 //! The parser's entry point is [`GgufHeader::parse`] on plain bytes, so it can
 //! be tested and fuzzed without files.
 
+pub mod gemma;
 mod reader;
 mod value;
 pub mod write;

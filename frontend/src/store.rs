@@ -1,0 +1,250 @@
+//! The tensors a model reads, by Hugging Face key, from either source:
+//! a safetensors checkpoint or a GGUF file.
+//!
+//! Tensors stored the way the graph reads them (safetensors f32/bf16/f16, GGUF
+//! f32/f16/bf16) are borrowed from the memory map. Others are converted to f32
+//! once, on first use, and kept: GGUF block formats (dequantized as gguf-py
+//! does) and Gemma 3's Hugging Face norm weights, which become `1 + w`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use gemma4c_ir::DType;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::FrontendError;
+use crate::gguf::{GgmlType, GgufFile};
+
+/// dtype and shape of a stored tensor, as the graph sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTensor {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+enum Location {
+    /// Safetensors tensor under this key.
+    Safetensors,
+    /// GGUF tensor at this index, read in place.
+    GgufMapped(usize),
+    /// Converted to f32 on first use.
+    Converted { how: Conversion, cell: OnceLock<Vec<f32>> },
+}
+
+enum Conversion {
+    /// Dequantize the GGUF tensor at this index.
+    Dequantize(usize),
+    /// `1 + w` of the stored tensor (Gemma 3 norms from Hugging Face).
+    PlusOne,
+}
+
+struct Entry {
+    info: StoredTensor,
+    loc: Location,
+}
+
+enum Source {
+    Safetensors(Checkpoint),
+    Gguf(GgufFile),
+}
+
+pub struct WeightStore {
+    source: Source,
+    tensors: BTreeMap<String, Entry>,
+}
+
+impl WeightStore {
+    pub fn from_checkpoint(checkpoint: Checkpoint) -> WeightStore {
+        let tensors = checkpoint
+            .keys()
+            .filter_map(|k| checkpoint.get(k).map(|t| (k, t)))
+            .map(|(k, t)| {
+                let info = StoredTensor {
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                };
+                let entry = Entry {
+                    info,
+                    loc: Location::Safetensors,
+                };
+                (k.to_string(), entry)
+            })
+            .collect();
+        WeightStore {
+            source: Source::Safetensors(checkpoint),
+            tensors,
+        }
+    }
+
+    /// A GGUF file's tensors under the Hugging Face keys `hf_key` gives them
+    /// (tensors it maps to `None` are not exposed).
+    pub fn from_gguf(file: GgufFile, hf_key: &dyn Fn(&str) -> Option<String>) -> Result<WeightStore, FrontendError> {
+        let mut tensors = BTreeMap::new();
+        for (i, t) in file.header.tensors.iter().enumerate() {
+            let Some(key) = hf_key(&t.name) else { continue };
+            let (dtype, loc) = match t.ggml_type {
+                GgmlType::F32 => (DType::F32, Location::GgufMapped(i)),
+                GgmlType::F16 => (DType::F16, Location::GgufMapped(i)),
+                GgmlType::BF16 => (DType::BF16, Location::GgufMapped(i)),
+                GgmlType::Quant(_) => (
+                    DType::F32,
+                    Location::Converted {
+                        how: Conversion::Dequantize(i),
+                        cell: OnceLock::new(),
+                    },
+                ),
+                other => {
+                    return Err(FrontendError::Gguf {
+                        path: file.path.clone(),
+                        message: format!(
+                            "tensor `{}`: element type {} is not supported for weights",
+                            t.name,
+                            other.name()
+                        ),
+                    })
+                }
+            };
+            let entry = Entry {
+                info: StoredTensor {
+                    dtype,
+                    shape: t.shape(),
+                },
+                loc,
+            };
+            tensors.insert(key, entry);
+        }
+        Ok(WeightStore {
+            source: Source::Gguf(file),
+            tensors,
+        })
+    }
+
+    /// Serves `key` as `1 + w` (f32) from now on.
+    pub(crate) fn add_one(&mut self, key: &str) {
+        if let Some(e) = self.tensors.get_mut(key) {
+            e.info.dtype = DType::F32;
+            e.loc = Location::Converted {
+                how: Conversion::PlusOne,
+                cell: OnceLock::new(),
+            };
+        }
+    }
+
+    /// The GGUF file, when this store reads one.
+    pub fn gguf(&self) -> Option<&GgufFile> {
+        match &self.source {
+            Source::Gguf(g) => Some(g),
+            Source::Safetensors(_) => None,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        match &self.source {
+            Source::Safetensors(c) => c.dir(),
+            Source::Gguf(g) => g.path.parent().unwrap_or(Path::new(".")),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&StoredTensor> {
+        self.tensors.get(key).map(|e| &e.info)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn file_of(&self, key: &str) -> Option<&Path> {
+        match &self.source {
+            Source::Safetensors(c) => c.file_of(key),
+            Source::Gguf(g) => self.tensors.get(key).map(|_| g.path.as_path()),
+        }
+    }
+
+    /// Total bytes of all tensors as the graph reads them.
+    pub fn total_bytes(&self) -> usize {
+        self.tensors
+            .values()
+            .map(|e| e.info.shape.iter().product::<usize>() * e.info.dtype.size_bytes())
+            .sum()
+    }
+
+    /// The tensor's entry, or an error naming the key that was looked for.
+    pub fn require(&self, key: &str) -> Result<&StoredTensor, FrontendError> {
+        match &self.source {
+            Source::Safetensors(c) => {
+                c.require(key)?;
+            }
+            Source::Gguf(g) if !self.tensors.contains_key(key) => {
+                return Err(FrontendError::MissingTensor {
+                    dir: g.path.clone(),
+                    key: key.to_string(),
+                    tried: crate::gguf::gemma::gguf_name(key).unwrap_or_else(|| "(no GGUF name)".into()),
+                })
+            }
+            Source::Gguf(_) => {}
+        }
+        self.get(key).ok_or_else(|| FrontendError::MissingTensor {
+            dir: self.dir().to_path_buf(),
+            key: key.to_string(),
+            tried: key.to_string(),
+        })
+    }
+
+    /// Little-endian bytes of a tensor in its `dtype`: borrowed from the memory
+    /// map, or from the f32 conversion (made now if this is the first use).
+    pub fn bytes(&self, key: &str) -> Result<&[u8], FrontendError> {
+        self.require(key)?;
+        let entry = &self.tensors[key];
+        match (&entry.loc, &self.source) {
+            (Location::Safetensors, Source::Safetensors(c)) => c.bytes(key),
+            (Location::GgufMapped(i), Source::Gguf(g)) => Ok(g.bytes(&g.header.tensors[*i])),
+            (Location::Converted { how, cell }, _) => {
+                let values = match cell.get() {
+                    Some(v) => v,
+                    None => {
+                        let v = self.convert(key, how)?;
+                        // Another thread may have won the race; either value is the same.
+                        let _ = cell.set(v);
+                        cell.get().expect("set above")
+                    }
+                };
+                Ok(f32_bytes(values))
+            }
+            _ => unreachable!("a location always belongs to its store's source"),
+        }
+    }
+
+    fn convert(&self, key: &str, how: &Conversion) -> Result<Vec<f32>, FrontendError> {
+        match (how, &self.source) {
+            (Conversion::Dequantize(i), Source::Gguf(g)) => g.dequantize(&g.header.tensors[*i]),
+            (Conversion::PlusOne, Source::Safetensors(c)) => {
+                // Hugging Face computes `1.0 + self.weight.float()` in f32.
+                Ok(c.load_f32(key)?.into_iter().map(|w| 1.0 + w).collect())
+            }
+            (Conversion::PlusOne, Source::Gguf(_)) | (Conversion::Dequantize(_), Source::Safetensors(_)) => {
+                unreachable!("conversions are only created for their source")
+            }
+        }
+    }
+
+    /// A tensor converted to f32 (bf16 and f16 are widened exactly).
+    pub fn load_f32(&self, key: &str) -> Result<Vec<f32>, FrontendError> {
+        let info = self.require(key)?;
+        let bytes = self.bytes(key)?;
+        info.dtype.widen_le(bytes).ok_or_else(|| FrontendError::TensorMismatch {
+            path: self.file_of(key).unwrap_or(self.dir()).to_path_buf(),
+            key: key.to_string(),
+            found: "i32".into(),
+            expected: "a float tensor".into(),
+        })
+    }
+}
+
+/// The bytes of f32 values. gemma4c reads tensors as little-endian, which is
+/// the host order on every target it runs on (x86-64, aarch64).
+fn f32_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: any f32 is 4 initialized bytes; u8 has alignment 1; the length is
+    // the slice's size in bytes, and the borrow keeps the values alive.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
