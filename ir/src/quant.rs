@@ -227,10 +227,22 @@ mod tests {
 
     #[test]
     fn block_geometry_matches_ggml() {
-        let sizes: Vec<_> = QuantFormat::ALL.iter().map(|q| (q.block_elems(), q.block_bytes())).collect();
+        let sizes: Vec<_> = QuantFormat::ALL
+            .iter()
+            .map(|q| (q.block_elems(), q.block_bytes()))
+            .collect();
         assert_eq!(
             sizes,
-            [(32, 18), (32, 20), (32, 22), (32, 24), (32, 34), (256, 144), (256, 176), (256, 210)]
+            [
+                (32, 18),
+                (32, 20),
+                (32, 22),
+                (32, 24),
+                (32, 34),
+                (256, 144),
+                (256, 176),
+                (256, 210)
+            ]
         );
     }
 

@@ -5,6 +5,7 @@ pub mod chat_template;
 pub mod conversation;
 pub mod error;
 pub mod generate;
+pub mod gguf_tokenizer;
 pub mod jit;
 pub mod npy;
 pub mod plan_session;

@@ -71,6 +71,15 @@ impl Tokenizer {
         })
     }
 
+    /// Wraps a tokenizer built in code (from a GGUF file's metadata) that was
+    /// read from `path`.
+    pub fn from_parts(inner: tokenizers::Tokenizer, path: &Path) -> Self {
+        Self {
+            inner,
+            path: path.to_path_buf(),
+        }
+    }
+
     /// The file this tokenizer was loaded from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -31,7 +31,8 @@ pub enum ExecutorKind {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json).
+    /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json),
+    /// or a GGUF file (Gemma 3: config and tokenizer from its metadata).
     /// With --plan: the checkpoint to bind (default: the one the plan was compiled from).
     #[arg(long, required_unless_present = "plan")]
     model: Option<PathBuf>,
@@ -113,10 +114,14 @@ pub fn run(args: Args) -> Result<()> {
     };
     let needs_tokenizer = prompt_text.is_some() || args.output == OutputFormat::Text || !args.stop.is_empty();
     let tokenizer = if needs_tokenizer {
-        Some(textgen::load_tokenizer(
-            &model_dir,
-            "text prompts, --stop and --output text; use --prompt-ids and --output ids",
-        )?)
+        Some(match model.checkpoint.gguf() {
+            // A GGUF file carries its tokenizer in its metadata.
+            Some(gguf) => gemma4c_runtime::gguf_tokenizer::from_gguf(gguf)?,
+            None => textgen::load_tokenizer(
+                &model_dir,
+                "text prompts, --stop and --output text; use --prompt-ids and --output ids",
+            )?,
+        })
     } else {
         None
     };
