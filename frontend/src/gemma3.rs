@@ -104,7 +104,8 @@ impl ModelBuilder<'_> {
             Some(&format!("{pre}.post_feedforward_layernorm.weight")),
             &format!("{pre}.post_feedforward_layernorm"),
         )?;
-        let x = self.b.add(residual, m, &format!("{pre}.mlp_residual"))?;
+        // The layer's output carries the layer's name (as in gemma4.rs).
+        let x = self.b.add(residual, m, &pre)?;
         Ok((x, kv))
     }
 

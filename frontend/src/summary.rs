@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::config::{Gemma4Config, LayerType};
+use crate::config::{Family, Gemma4Config, LayerType};
 use crate::error::FrontendError;
 use crate::gemma4::weight_manifest;
 
@@ -64,6 +64,18 @@ pub fn render(cfg: &Gemma4Config) -> Result<String, FrontendError> {
     let bytes = cfg.dtype.size_bytes();
     let mut s = String::new();
     let _ = writeln!(s, "config: {}", cfg.path.display());
+    if cfg.family == Family::Gemma3 {
+        let _ = writeln!(
+            s,
+            "family gemma3  attention scale {}  RMSNorm scale 1 + w{}",
+            cfg.attention_scale,
+            if cfg.path.extension().is_some_and(|e| e == "gguf") {
+                "  (GGUF: stored as 1 + w; quantized weights dequantize to f32 at load)"
+            } else {
+                ""
+            }
+        );
+    }
     let _ = writeln!(
         s,
         "hidden {}  layers {}  query heads {}  vocab {}  sliding window {}  max positions {}",

@@ -45,7 +45,10 @@ pub fn from_gguf(g: &GgufFile) -> Result<Tokenizer, TokenizerError> {
         .map_err(|e| parse(e.to_string()))?
         .iter()
         .enumerate()
-        .map(|(i, t)| t.as_str().ok_or_else(|| parse(format!("tokenizer.ggml.tokens[{i}] is not a string"))))
+        .map(|(i, t)| {
+            t.as_str()
+                .ok_or_else(|| parse(format!("tokenizer.ggml.tokens[{i}] is not a string")))
+        })
         .collect::<Result<_, _>>()?;
     let types: Vec<i64> = match g.meta("tokenizer.ggml.token_type") {
         None => Vec::new(),

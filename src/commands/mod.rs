@@ -13,12 +13,13 @@ pub mod textgen;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+use gemma4c_frontend::gguf::GgufFile;
 use gemma4c_frontend::Gemma4Config;
 
 /// `--model DIR | --config FILE`: a checkpoint, or a config on its own.
 #[derive(clap::Args)]
 pub struct ModelOrConfig {
-    /// Hugging Face checkpoint directory (tensor dtypes come from its safetensors).
+    /// Hugging Face checkpoint directory (tensor dtypes come from its safetensors), or a GGUF file.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// A config.json on its own (weights typed by its `dtype`, bf16 if absent).
@@ -27,8 +28,11 @@ pub struct ModelOrConfig {
 }
 
 impl ModelOrConfig {
-    /// The config, from `DIR/config.json` or the file.
+    /// The config, from `DIR/config.json`, a GGUF file's metadata, or the file.
     pub fn load_config(&self) -> Result<Gemma4Config> {
+        if let Some(file) = self.model.as_ref().filter(|p| p.is_file() && GgufFile::sniff(p)) {
+            return Ok(gemma4c_frontend::gguf::gemma::config(&GgufFile::open(file)?)?);
+        }
         let path: PathBuf = match (&self.model, &self.config) {
             (Some(dir), None) => dir.join("config.json"),
             (None, Some(file)) => file.to_path_buf(),
