@@ -153,6 +153,6 @@ fn merges_from_vocab(order: &[&str], vocab: &HashMap<String, u32>) -> Vec<(Strin
         merges.extend(local.into_iter().map(|(_, _, m)| m));
     }
     // Descending by (score, left length, right length); stable like Python's sort.
-    merges.sort_by(|a, b| (b.0, b.1, b.2).cmp(&(a.0, a.1, a.2)));
+    merges.sort_by_key(|m| std::cmp::Reverse((m.0, m.1, m.2)));
     merges.into_iter().map(|m| (m.3.to_string(), m.4.to_string())).collect()
 }
