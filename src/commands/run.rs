@@ -201,6 +201,7 @@ pub fn run(args: Args) -> Result<()> {
                 );
             }
             let ll = artifact.read_text(kernels_file, MAX_KERNELS_BYTES)?;
+            let _spinner = textgen::spinner("compiling CPU kernels (LLVM JIT)");
             Box::new(JitSession::new(plan, &model, &ll, &JitOptions::default())?)
         }
         (kind, None) => textgen::model_executor(&model, kind, max_context, chunk)?,

@@ -141,6 +141,28 @@ impl<'t> TextOut<'t> {
     }
 }
 
+/// A spinner on stderr for a step that can take more than a second (LLVM
+/// compiling a big model's kernels). Hidden when stderr is not a terminal.
+/// The spinner is cleared when the returned guard is dropped.
+pub fn spinner(message: &str) -> Spinner {
+    // indicatif draws on stderr only when it is a terminal.
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+        bar.set_style(style);
+    }
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    Spinner(bar)
+}
+
+pub struct Spinner(indicatif::ProgressBar);
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
 /// An executor for a checkpoint (no plan): the reference interpreter, or
 /// kernels generated for the CPU and JIT-compiled in memory.
 pub fn model_executor<'m>(
@@ -149,6 +171,7 @@ pub fn model_executor<'m>(
     max_context: usize,
     chunk: usize,
 ) -> Result<Box<dyn Executor + 'm>> {
+    let _spinner = (kind == ExecutorKind::Jit).then(|| spinner("compiling CPU kernels (LLVM JIT)"));
     Ok(match kind {
         ExecutorKind::Reference => Box::new(ReferenceSession::new(model, max_context, chunk)?),
         ExecutorKind::Jit => {
