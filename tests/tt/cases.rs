@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use gemma4c_backends::tt::kernels::{self, Kernel, Mode};
+use gemma4c_backends::tt::kernels::{self, Kernel, KvMode, Mode, NormKind};
 use gemma4c_backends::tt::layout::DevLayout;
 use gemma4c_backends::tt::lower::{Prepared, Source};
 use gemma4c_backends::tt::target::Grid;
@@ -373,7 +373,17 @@ fn norm_cases(b: &mut Bundle, rng: &mut Rng) {
                 },
             )
         };
-        let k = b.k(kernels::norm(&b.t, "rms_norm", "test", 1, groups, st, n, eps, has_w));
+        let k = b.k(kernels::norm(
+            &b.t,
+            NormKind::RmsNorm,
+            "test",
+            1,
+            groups,
+            st,
+            n,
+            eps,
+            has_w,
+        ));
         c.act("x", l, &x);
         c.zeros("y", l);
         if has_w {
@@ -393,20 +403,20 @@ fn norm_cases(b: &mut Bundle, rng: &mut Rng) {
     let (w1, w2) = (rng.range(h, 0.5, 1.5), rng.range(h, 0.5, 1.5));
     let vals = BTreeMap::from([("w1".to_string(), w1.clone()), ("w2".to_string(), w2.clone())]);
     let (at, xt, w1t, w2t) = (t2(&[1, h], &a), t2(&[1, h], &x), t2(&[h], &w1), t2(&[h], &w2));
-    let fused: [(&'static str, Op, Vec<&Tensor>, Vec<&str>); 3] = [
+    let fused: [(NormKind, Op, Vec<&Tensor>, Vec<&str>); 3] = [
         (
-            "add_rms_norm",
+            NormKind::AddRmsNorm,
             Op::AddRmsNorm { eps },
             vec![&at, &xt, &w1t],
             vec!["y", "s"],
         ),
         (
-            "norm_add_norm",
+            NormKind::NormAddNorm,
             Op::NormAddNorm { eps },
             vec![&at, &xt, &w1t, &w2t],
             vec!["y", "s"],
         ),
-        ("norm_add", Op::NormAdd { eps }, vec![&at, &xt, &w1t], vec!["s"]),
+        (NormKind::NormAdd, Op::NormAdd { eps }, vec![&at, &xt, &w1t], vec!["s"]),
     ];
     // Whole rows, and streamed in 4 chunks of 2 tiles (a target with little L1).
     let small = TtTarget {
@@ -415,10 +425,10 @@ fn norm_cases(b: &mut Bundle, rng: &mut Rng) {
     };
     for (target, tag) in [(b.t.clone(), ""), (small, "_streamed")] {
         for (family, op, operands, outs) in &fused {
-            let mut c = Case::new(&format!("{family}_{h}{tag}"));
+            let mut c = Case::new(&format!("{}_{h}{tag}", family.name()));
             let want = eval(op, operands).unwrap();
-            let k = b.k(kernels::norm(&target, family, "test", 1, 1, h / 32, h, eps, true));
-            assert_eq!(k.template() == "norm_stream", !tag.is_empty(), "{family}");
+            let k = b.k(kernels::norm(&target, *family, "test", 1, 1, h / 32, h, eps, true));
+            assert_eq!(k.template() == "norm_stream", !tag.is_empty(), "{family:?}");
             c.act("a", l, &a);
             c.act("x", l, &x);
             let mut args = vec!["a", "x"];
@@ -451,7 +461,7 @@ fn norm_cases(b: &mut Bundle, rng: &mut Rng) {
         };
         let k = b.k(kernels::norm(
             &small,
-            "rms_norm",
+            NormKind::RmsNorm,
             "test",
             1,
             heads,
@@ -765,6 +775,11 @@ fn kv_cases(b: &mut Bundle, rng: &mut Rng) {
             rotated_pairs: d / 2,
             factor: 1.0,
         };
+        let kv_mode = match mode {
+            "rope" => KvMode::Rope,
+            "norm" => KvMode::Norm,
+            _ => KvMode::Plain,
+        };
         let op = match mode {
             "rope" => Op::RopeKvWrite {
                 eps,
@@ -782,7 +797,7 @@ fn kv_cases(b: &mut Bundle, rng: &mut Rng) {
             _ => vec![&ct, &nt, &pt],
         };
         let want = f(&eval(&op, &operands).unwrap()[0]);
-        let k = b.k(kernels::kv_write(&b.t, "test", mode, kv, cap, d / 32, d, eps, 1));
+        let k = b.k(kernels::kv_write(&b.t, "test", kv_mode, kv, cap, d / 32, d, eps, 1));
         let (r, cc, v) = cache_dev(&cache, kv, cap, d);
         c.tensor("cache", r, cc, v);
         c.act("new", flat(kv * d), &new);

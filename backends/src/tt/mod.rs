@@ -201,7 +201,7 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
         .zip(&per_kernel_uses)
         .map(|((k, mut perf), &n)| {
             let m = perf.as_object_mut().expect("object");
-            m.insert("family".into(), json!(k.family));
+            m.insert("family".into(), json!(k.family.name()));
             m.insert("grid".into(), json!({"cols": k.grid.cols, "rows": k.grid.rows}));
             m.insert("dataflow_buffers".into(), json!(k.dfbs.len()));
             m.insert("l1_bytes_per_core".into(), json!(k.l1_bytes()));

@@ -2,17 +2,16 @@
 
 use serde_json::json;
 
-use super::{bc, divisor_le, matmul_flops, py_f32, with_grid, Cost, Dfb, Kernel, POS_DFB_TILES};
+use super::{bc, divisor_le, matmul_flops, py_f32, with_grid, Cost, Dfb, Family, Kernel, KvMode, POS_DFB_TILES};
 use crate::tt::target::{TtTarget, TILE_BYTES};
 use crate::tt::TtError;
 
-/// KV-cache row write: `mode` is "plain" (kv_write), "norm" (norm_kv_write) or "rope"
-/// (rope_kv_write). The slot is read at run time from tile `pos_tile` of the position tensor.
+/// KV-cache row write (`KvMode`: plain, after the V norm, after the K norm + RoPE). The slot is read at run time from tile `pos_tile` of the position tensor.
 #[allow(clippy::too_many_arguments)]
 pub fn kv_write(
     t: &TtTarget,
     doc: &str,
-    mode: &'static str,
+    mode: KvMode,
     kv_heads: usize,
     capacity: usize,
     dt: usize,
@@ -23,12 +22,13 @@ pub fn kv_write(
     let (grid, per_node) = t.grid_for(kv_heads);
     let b = bc(per_node);
     let cap_t = capacity.div_ceil(32);
+    let (mode_name, fam) = mode.name();
     let ctx = json!({
-        "doc": doc, "mode": mode, "kv_heads": kv_heads, "capacity": capacity, "cap_t": cap_t, "dt": dt,
+        "doc": doc, "mode": mode_name, "kv_heads": kv_heads, "capacity": capacity, "cap_t": cap_t, "dt": dt,
         "bc": b, "inv_n": py_f32(1.0 / n as f32), "eps": py_f32(eps), "pos_tile": pos_tile,
     });
     let mut dfbs = vec![Dfb::new("cache", dt, b), Dfb::new("new", dt, b)];
-    if mode == "rope" {
+    if mode == KvMode::Rope {
         dfbs.extend([
             Dfb::new("w", dt, b),
             Dfb::new("cos", dt, b),
@@ -44,28 +44,23 @@ pub fn kv_write(
         Dfb::new("reader_pos", POS_DFB_TILES, 1),
         Dfb::new("writer_pos", POS_DFB_TILES, 1),
     ]);
-    let fam = match mode {
-        "rope" => "rope_kv_write",
-        "norm" => "norm_kv_write",
-        _ => "kv_write",
-    };
     Kernel {
         name: String::new(),
-        family: "kv_write",
+        family: Family::KvWrite,
         base: format!("{fam}_{kv_heads}x{capacity}x{n}"),
         ctx: with_grid(ctx, grid, per_node, kv_heads),
         dfbs,
         grid,
         cost: Cost::new(
             kv_heads * (3 * dt + 2)
-                + if mode == "rope" {
+                + if mode == KvMode::Rope {
                     kv_heads * (4 * dt + dt * dt + 1)
                 } else {
                     0
                 },
             kv_heads
                 * (matmul_flops(1, 1, dt)
-                    + if mode == "rope" {
+                    + if mode == KvMode::Rope {
                         matmul_flops(1, dt, dt) + 2 * matmul_flops(1, 1, dt)
                     } else {
                         0
@@ -111,7 +106,7 @@ pub fn attention(
     };
     Kernel {
         name: String::new(),
-        family: "attention",
+        family: Family::Attention,
         base: format!("attention_{heads}x{}_{kv_heads}x{capacity}{w}", dt * 32),
         ctx: with_grid(ctx, grid, per_node, kv_heads),
         dfbs: vec![

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::{bc, divisor_le, with_grid, Cost, Dfb, Kernel, Mode, POS_DFB_TILES};
+use super::{bc, divisor_le, with_grid, Cost, Dfb, Family, Kernel, Mode, POS_DFB_TILES};
 use crate::tt::target::TtTarget;
 use crate::tt::TtError;
 
@@ -40,7 +40,7 @@ pub fn eltwise(
     });
     Kernel {
         name: String::new(),
-        family: "eltwise",
+        family: Family::Eltwise,
         base,
         ctx: with_grid(ctx, grid, per_node, n_blocks),
         dfbs,
@@ -75,7 +75,7 @@ pub fn copy(t: &TtTarget, doc: &str, rows_t: usize, cols_t: usize) -> Result<Ker
     let ctx = json!({"doc": doc, "rows_t": rows_t, "cols_t": cols_t, "nb": nb, "col_blocks": col_blocks, "bc": b});
     Kernel {
         name: String::new(),
-        family: "copy",
+        family: Family::Copy,
         base: format!("slice_{}", cols_t * 32),
         ctx: with_grid(ctx, grid, per_node, n_blocks),
         dfbs: vec![

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{bc, divisor_le, gelu_expr, matmul_flops, py_f32, with_grid, Cost, Dfb, Kernel};
+use super::{bc, divisor_le, gelu_expr, matmul_flops, py_f32, with_grid, Cost, Dfb, Family, Kernel};
 use crate::tt::target::{TtTarget, TILE_BYTES};
 use crate::tt::TtError;
 
@@ -45,7 +45,7 @@ pub fn matmul(
     });
     Kernel {
         name: String::new(),
-        family: "matmul",
+        family: Family::Matmul,
         base: format!("matmul_{}x{}{tag}", kt * 32, nt * 32),
         ctx: with_grid(ctx, grid, per_node, n_blocks),
         dfbs: vec![
@@ -72,7 +72,7 @@ pub fn geglu_matmul(t: &TtTarget, doc: &str, rows_t: usize, kt: usize, nt: usize
     });
     Kernel {
         name: String::new(),
-        family: "geglu_matmul",
+        family: Family::GegluMatmul,
         base: format!("geglu_matmul_{}x{}", kt * 32, nt * 32),
         ctx: with_grid(ctx, grid, per_node, n_blocks),
         dfbs: vec![
@@ -129,7 +129,7 @@ pub fn logits_head(
     });
     Kernel {
         name: String::new(),
-        family: "logits_head",
+        family: Family::LogitsHead,
         base: format!("norm_matmul_{}x{}{tag}", kt * 32, nt * 32),
         ctx: with_grid(ctx, grid, per_node, n_blocks),
         dfbs: vec![

@@ -41,7 +41,7 @@ impl Dfb {
 pub struct Kernel {
     /// Python name in kernels.py (assigned when registered).
     pub name: String,
-    pub family: &'static str,
+    pub family: Family,
     /// Descriptive base for the name.
     pub base: String,
     pub ctx: Value,
@@ -75,14 +75,91 @@ pub(crate) fn matmul_flops(rows_t: usize, kt: usize, nt: usize) -> usize {
     2 * rows_t * kt * nt * 32 * 32 * 32
 }
 
+/// The family of a kernel: which template renders it and what stats.json calls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Eltwise,
+    Matmul,
+    GegluMatmul,
+    LogitsHead,
+    Norm(NormKind),
+    NormRope,
+    KvWrite,
+    Attention,
+    MoeRoute,
+    MoeAct,
+    Copy,
+}
+
+/// The row-norm families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormKind {
+    RmsNorm,
+    AddRmsNorm,
+    NormAdd,
+    NormAddNorm,
+}
+
+impl NormKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            NormKind::RmsNorm => "rms_norm",
+            NormKind::AddRmsNorm => "add_rms_norm",
+            NormKind::NormAdd => "norm_add",
+            NormKind::NormAddNorm => "norm_add_norm",
+        }
+    }
+}
+
+/// What the KV-cache write computes before writing the row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvMode {
+    /// The row as it is (kv_write).
+    Plain,
+    /// Weightless rms_norm (norm_kv_write: the V path).
+    Norm,
+    /// rms_norm * w, then RoPE (rope_kv_write: the K path).
+    Rope,
+}
+
+impl KvMode {
+    /// The template's `mode` and the kernel name's prefix.
+    pub fn name(self) -> (&'static str, &'static str) {
+        match self {
+            KvMode::Plain => ("plain", "kv_write"),
+            KvMode::Norm => ("norm", "norm_kv_write"),
+            KvMode::Rope => ("rope", "rope_kv_write"),
+        }
+    }
+}
+
+impl Family {
+    /// The name in stats.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Eltwise => "eltwise",
+            Family::Matmul => "matmul",
+            Family::GegluMatmul => "geglu_matmul",
+            Family::LogitsHead => "logits_head",
+            Family::Norm(k) => k.name(),
+            Family::NormRope => "norm_rope",
+            Family::KvWrite => "kv_write",
+            Family::Attention => "attention",
+            Family::MoeRoute => "moe_route",
+            Family::MoeAct => "moe_act",
+            Family::Copy => "copy",
+        }
+    }
+}
+
 impl Kernel {
     /// The template that renders this kernel.
     pub fn template(&self) -> &'static str {
         let streamed = self.ctx.get("kind").is_some();
         match self.family {
-            "rms_norm" | "add_rms_norm" | "norm_add" | "norm_add_norm" if streamed => "norm_stream",
-            "norm_add" => "norm_add_norm",
-            f => f,
+            Family::Norm(_) if streamed => "norm_stream",
+            Family::Norm(NormKind::NormAdd) => "norm_add_norm",
+            f => f.name(),
         }
     }
 
@@ -242,17 +319,17 @@ mod tests {
             l1_bytes: 8 * TILE_BYTES,
             ..p300()
         };
-        let e = norm(&small, "norm_add_norm", "doc", 1, 1, 168, 5376, 1e-6, true).unwrap_err();
+        let e = norm(&small, NormKind::NormAddNorm, "doc", 1, 1, 168, 5376, 1e-6, true).unwrap_err();
         assert!(
             e.0.contains("norm_add_norm_5376") && e.0.contains("L1") && e.0.contains("16384"),
             "{e}"
         );
         // A whole-row sandwich norm of 5376 (Gemma 4 31B) would need six 168-tile buffers: streamed.
-        let k = norm(&t, "norm_add_norm", "doc", 1, 1, 168, 5376, 1e-6, true).unwrap();
+        let k = norm(&t, NormKind::NormAddNorm, "doc", 1, 1, 168, 5376, 1e-6, true).unwrap();
         assert_eq!(k.template(), "norm_stream");
         assert!(k.l1_bytes() <= t.l1_bytes);
         // The same kernel fits at E4B's 2560.
-        let k = norm(&t, "norm_add_norm", "doc", 1, 1, 80, 2560, 1e-6, true).unwrap();
+        let k = norm(&t, NormKind::NormAddNorm, "doc", 1, 1, 80, 2560, 1e-6, true).unwrap();
         assert_eq!(k.dfbs.len(), 6);
         assert_eq!(k.l1_bytes(), 6 * 80 * TILE_BYTES);
     }

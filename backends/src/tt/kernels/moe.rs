@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{bc, divisor_le, gelu_expr, with_grid, Cost, Dfb, Kernel};
+use super::{bc, divisor_le, gelu_expr, with_grid, Cost, Dfb, Family, Kernel};
 use crate::tt::target::{Grid, TtTarget};
 use crate::tt::TtError;
 
@@ -12,7 +12,7 @@ pub fn moe_route(t: &TtTarget, doc: &str, experts: usize, top_k: usize) -> Resul
     let ctx = json!({"doc": doc, "experts": experts, "et": et, "top_k": top_k});
     Kernel {
         name: String::new(),
-        family: "moe_route",
+        family: Family::MoeRoute,
         base: format!("moe_route_{experts}_top{top_k}"),
         ctx: with_grid(ctx, Grid { cols: 1, rows: 1 }, 1, 1),
         dfbs: ["scores", "scale", "pad", "y"]
@@ -43,7 +43,7 @@ pub fn moe_act(t: &TtTarget, doc: &str, experts: usize, it: usize) -> Result<Ker
     });
     Kernel {
         name: String::new(),
-        family: "moe_act",
+        family: Family::MoeAct,
         base: format!("moe_act_{experts}x{}", it * 32),
         ctx: with_grid(ctx, grid, per_node, n_blocks),
         dfbs: vec![

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::{bc, divisor_le, matmul_flops, py_f32, with_grid, Cost, Dfb, Kernel, POS_DFB_TILES};
+use super::{bc, divisor_le, matmul_flops, py_f32, with_grid, Cost, Dfb, Family, Kernel, NormKind, POS_DFB_TILES};
 use crate::tt::target::{TtTarget, TILE_BYTES};
 use crate::tt::TtError;
 
@@ -12,7 +12,7 @@ use crate::tt::TtError;
 #[allow(clippy::too_many_arguments)]
 pub fn norm(
     t: &TtTarget,
-    family: &'static str,
+    kind: NormKind,
     doc: &str,
     rows_t: usize,
     groups: usize,
@@ -24,23 +24,27 @@ pub fn norm(
     let n_blocks = rows_t * groups;
     let (grid, per_node) = t.grid_for(n_blocks);
     let b = bc(per_node);
-    let names: &[&'static str] = match family {
-        "rms_norm" if has_w => &["x", "w", "y"],
-        "rms_norm" => &["x", "y"],
-        "add_rms_norm" => &["a", "b", "w", "y", "s"],
-        "norm_add_norm" => &["res", "x", "w_post", "w_pre", "y", "s"],
-        "norm_add" => &["res", "x", "w_post", "s"],
-        other => return Err(TtError::new(format!("unknown norm family {other}"))),
+    let family = kind.name();
+    let names: &[&'static str] = match kind {
+        NormKind::RmsNorm if has_w => &["x", "w", "y"],
+        NormKind::RmsNorm => &["x", "y"],
+        NormKind::AddRmsNorm => &["a", "b", "w", "y", "s"],
+        NormKind::NormAddNorm => &["res", "x", "w_post", "w_pre", "y", "s"],
+        NormKind::NormAdd => &["res", "x", "w_post", "s"],
     };
     let ctx = json!({
         "doc": doc, "rows_t": rows_t, "groups": groups, "st": st, "n": n, "bc": b, "has_w": has_w,
-        "inv_n": py_f32(1.0 / n as f32), "eps": py_f32(eps), "has_pre": family == "norm_add_norm",
+        "inv_n": py_f32(1.0 / n as f32), "eps": py_f32(eps), "has_pre": kind == NormKind::NormAddNorm,
     });
-    let w = if has_w || family != "rms_norm" { "" } else { "_unit" };
+    let w = if has_w || kind != NormKind::RmsNorm {
+        ""
+    } else {
+        "_unit"
+    };
     let g = if groups > 1 { format!("_{groups}x") } else { "_".into() };
     let whole = Kernel {
         name: String::new(),
-        family,
+        family: Family::Norm(kind),
         base: format!("{family}{g}{n}{w}"),
         ctx: with_grid(ctx, grid, per_node, n_blocks),
         dfbs: names
@@ -95,7 +99,7 @@ pub fn norm(
     });
     Kernel {
         name: String::new(),
-        family,
+        family: Family::Norm(kind),
         base: format!("{family}{g}{n}{w}_streamed"),
         ctx: with_grid(ctx, grid, per_node, n_blocks),
         dfbs: names
@@ -143,7 +147,7 @@ pub fn norm_rope(
     let fam = if has_norm { "norm_rope" } else { "rope" };
     Kernel {
         name: String::new(),
-        family: "norm_rope",
+        family: Family::NormRope,
         base: format!("{fam}_{heads}x{n}"),
         ctx: with_grid(ctx, grid, per_node, heads),
         dfbs,

@@ -7,7 +7,7 @@ use gemma4c_passes::plan::{BufferKind, Step};
 
 use super::ctx::{transposed, Ctx};
 use super::{moe, Arg, Call, Item, MaskUse, Source};
-use crate::tt::kernels::{self, gelu_expr, py_f32, softcap_expr, Mode};
+use crate::tt::kernels::{self, gelu_expr, py_f32, softcap_expr, KvMode, Mode, NormKind};
 use crate::tt::layout::DevLayout;
 use crate::tt::TtError;
 
@@ -42,17 +42,25 @@ pub(super) fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec
         }
         Op::MatMul => matmul(c, s, comment, items),
         Op::RmsNorm { eps } => rms_norm(c, s, comment, items, eps),
-        Op::AddRmsNorm { eps } => norm_family(c, s, comment, items, eps, "add_rms_norm", "residual add + rms_norm"),
+        Op::AddRmsNorm { eps } => norm_family(
+            c,
+            s,
+            comment,
+            items,
+            eps,
+            NormKind::AddRmsNorm,
+            "residual add + rms_norm",
+        ),
         Op::NormAddNorm { eps } => norm_family(
             c,
             s,
             comment,
             items,
             eps,
-            "norm_add_norm",
+            NormKind::NormAddNorm,
             "post-norm + residual add + pre-norm",
         ),
-        Op::NormAdd { eps } => norm_family(c, s, comment, items, eps, "norm_add", "post-norm + residual add"),
+        Op::NormAdd { eps } => norm_family(c, s, comment, items, eps, NormKind::NormAdd, "post-norm + residual add"),
         Op::NormRope { eps, rope } => norm_rope(c, s, comment, items, Some(*eps), rope),
         Op::Rope { rope } => norm_rope(c, s, comment, items, None, rope),
         Op::KvWrite => kv_write(c, s, comment, items, KvKind::Plain),
@@ -229,7 +237,7 @@ fn rms_norm(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>, eps: 
     }
     let k = kernels::norm(
         t,
-        "rms_norm",
+        NormKind::RmsNorm,
         "rms_norm",
         l.row_tiles(),
         groups,
@@ -251,7 +259,7 @@ fn norm_family(
     comment: String,
     items: &mut Vec<Item>,
     eps: &f32,
-    family: &'static str,
+    family: NormKind,
     doc: &str,
 ) -> Result<(), TtError> {
     let t = c.t;
@@ -346,10 +354,18 @@ fn kv_write(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>, kind:
             let (cos, sin) = c.rope(rope)?;
             let rot = c.rotate_half(d)?;
             args.extend([Arg::W(cos), Arg::W(sin), Arg::W(rot)]);
-            ("rope", eps, "K path into the cache: rms_norm * w, RoPE, row write")
+            (
+                KvMode::Rope,
+                eps,
+                "K path into the cache: rms_norm * w, RoPE, row write",
+            )
         }
-        KvKind::Norm { eps } => ("norm", eps, "V path into the cache: rms_norm (no weight), row write"),
-        KvKind::Plain => ("plain", 0.0, "KV-cache row write"),
+        KvKind::Norm { eps } => (
+            KvMode::Norm,
+            eps,
+            "V path into the cache: rms_norm (no weight), row write",
+        ),
+        KvKind::Plain => (KvMode::Plain, 0.0, "KV-cache row write"),
     };
     args.extend([Arg::W("kv.select".into()), Arg::W("kv.keep".into()), Arg::Pos]);
     let k = kernels::kv_write(t, doc, mode, kv, capacity, d / 32, d, eps, 1 + ci)?;
