@@ -23,7 +23,7 @@ const LOGIT_ATOL: f32 = 5e-3;
 const MIN_COSINE: f64 = 0.9999;
 
 fn all_fixtures() -> Vec<PathBuf> {
-    let mut dirs = fixtures();
+    let mut dirs = parity_fixtures();
     if let Ok(extra) = std::env::var("GEMMA4C_EXTRA_FIXTURES") {
         dirs.extend(extra.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
     }

@@ -19,7 +19,7 @@ const LOGIT_ATOL: f32 = 5e-3;
 
 #[test]
 fn cli_greedy_ids_and_logits_match_hf_on_every_fixture() {
-    for dir in fixtures() {
+    for dir in parity_fixtures() {
         let r = Reference::load(&dir);
         let want = r.generated();
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -53,7 +53,7 @@ fn cli_greedy_ids_and_logits_match_hf_on_every_fixture() {
 /// caches between calls) gives the same tokens as one prefill call.
 #[test]
 fn chunked_prefill_matches_hf() {
-    for dir in fixtures() {
+    for dir in parity_fixtures() {
         let r = Reference::load(&dir);
         for chunk in ["1", "3", "5"] {
             let out = run_ids(
@@ -73,7 +73,7 @@ fn chunked_prefill_matches_hf() {
 /// failure names the first op that diverges.
 #[test]
 fn prefill_intermediates_match_hf_layer_by_layer() {
-    for dir in fixtures() {
+    for dir in parity_fixtures() {
         let r = Reference::load(&dir);
         let model = Model::open(&dir).expect("open fixture");
         let prompt = r.prompt();

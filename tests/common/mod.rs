@@ -13,16 +13,38 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Every committed fixture directory (those with a reference.safetensors).
+/// Every committed Gemma 4 fixture directory (those with a reference.safetensors).
 pub fn fixtures() -> Vec<PathBuf> {
+    family_fixtures("gemma4")
+}
+
+/// The tiny Gemma 3 fixtures (tools/make_tiny_gemma3.py).
+pub fn gemma3_fixtures() -> Vec<PathBuf> {
+    family_fixtures("gemma3")
+}
+
+/// Fixtures whose HF reference the parity and JIT tests check: Gemma 4 and Gemma 3.
+pub fn parity_fixtures() -> Vec<PathBuf> {
+    let mut all = fixtures();
+    all.extend(gemma3_fixtures());
+    all
+}
+
+/// Fixture directories whose config.json `model_type` starts with `family`.
+fn family_fixtures(family: &str) -> Vec<PathBuf> {
     let dir = repo_root().join("tests/fixtures");
     let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("reference.safetensors").exists())
+        .filter(|p| {
+            let config = std::fs::read_to_string(p.join("config.json")).unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
+            v["model_type"].as_str().unwrap_or("").starts_with(family)
+        })
         .collect();
     out.sort();
-    assert!(!out.is_empty(), "no fixtures under {}", dir.display());
+    assert!(!out.is_empty(), "no {family} fixtures under {}", dir.display());
     out
 }
 
