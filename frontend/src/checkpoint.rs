@@ -38,10 +38,14 @@ impl Checkpoint {
     pub fn open(dir: &Path) -> Result<Checkpoint, FrontendError> {
         let index_path = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
-        let file_names: Vec<PathBuf> = if index_path.exists() {
-            shard_files(&index_path)?
-        } else if single.exists() {
-            vec![single]
+        // `exists()` follows symlinks and says "no" for a loop; an entry that is
+        // there but unreadable must be reported as such, not as missing.
+        let present = |p: &Path| p.symlink_metadata().is_ok();
+        let (file_names, weight_map): (Vec<PathBuf>, Option<BTreeMap<String, String>>) = if present(&index_path) {
+            let (files, map) = shard_files(&index_path)?;
+            (files, Some(map))
+        } else if present(&single) {
+            (vec![single], None)
         } else {
             return Err(FrontendError::Io {
                 path: dir.to_path_buf(),
@@ -67,11 +71,37 @@ impl Checkpoint {
                 path: path.clone(),
                 message: format!("cannot map: {e}"),
             })?;
+            check_header(&mmap).map_err(|message| FrontendError::Safetensors {
+                path: path.clone(),
+                message,
+            })?;
             let st = SafeTensors::deserialize(&mmap).map_err(|e| FrontendError::Safetensors {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
+            let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             for (name, view) in st.tensors() {
+                if let Some(map) = &weight_map {
+                    match map.get(&name) {
+                        Some(f) if *f != file_name => {
+                            return Err(FrontendError::Safetensors {
+                                path: path.clone(),
+                                message: format!(
+                                    "holds tensor `{name}`, which model.safetensors.index.json places in `{f}`"
+                                ),
+                            })
+                        }
+                        Some(_) => {}
+                        None => {
+                            return Err(FrontendError::Safetensors {
+                                path: path.clone(),
+                                message: format!(
+                                    "holds tensor `{name}`, which model.safetensors.index.json does not list"
+                                ),
+                            })
+                        }
+                    }
+                }
                 let dtype = match view.dtype() {
                     StDtype::F32 => DType::F32,
                     StDtype::BF16 => DType::BF16,
@@ -91,6 +121,22 @@ impl Checkpoint {
                     .find_map(|p| name.strip_prefix(p))
                     .unwrap_or(&name)
                     .to_string();
+                if let Some(prev) = tensors.get(&key) {
+                    let prev: &TensorInfo = prev;
+                    let other = if prev.file == fi {
+                        path.clone()
+                    } else {
+                        files.get(prev.file).map_or(path.clone(), |(p, _): &(PathBuf, Mmap)| p.clone())
+                    };
+                    return Err(FrontendError::Safetensors {
+                        path: path.clone(),
+                        message: format!(
+                            "tensor `{key}` is stored twice (as `{}` in {} and as `{name}` here)",
+                            prev.stored_key,
+                            other.display()
+                        ),
+                    });
+                }
                 tensors.insert(
                     key,
                     TensorInfo {
@@ -103,6 +149,19 @@ impl Checkpoint {
             }
             drop(st);
             files.push((path, mmap));
+        }
+        if let Some(map) = &weight_map {
+            let stored: std::collections::HashSet<&str> = tensors.values().map(|t| t.stored_key.as_str()).collect();
+            for (name, file) in map {
+                if !stored.contains(name.as_str()) {
+                    return Err(FrontendError::Safetensors {
+                        path: dir.join(file),
+                        message: format!(
+                            "has no tensor `{name}`, which model.safetensors.index.json places in it"
+                        ),
+                    });
+                }
+            }
         }
         Ok(Checkpoint {
             dir: dir.to_path_buf(),
@@ -179,8 +238,11 @@ impl Checkpoint {
     }
 }
 
-/// Shard file names from an HF index, in first-appearance order (deduplicated).
-fn shard_files(index_path: &Path) -> Result<Vec<PathBuf>, FrontendError> {
+/// Shard files of an HF index (sorted, deduplicated) and its weight map
+/// (stored tensor name -> shard file name).
+type ShardIndex = (Vec<PathBuf>, BTreeMap<String, String>);
+
+fn shard_files(index_path: &Path) -> Result<ShardIndex, FrontendError> {
     let text = gemma4c_ir::limits::read_text(index_path, gemma4c_ir::limits::MAX_JSON_BYTES).map_err(|e| {
         FrontendError::Io {
             path: index_path.to_path_buf(),
@@ -201,6 +263,7 @@ fn shard_files(index_path: &Path) -> Result<Vec<PathBuf>, FrontendError> {
         })?;
     let mut seen = HashMap::new();
     let mut files = Vec::new();
+    let mut weight_map = BTreeMap::new();
     for (name, file) in map {
         let file = file.as_str().ok_or_else(|| FrontendError::Config {
             path: index_path.to_path_buf(),
@@ -217,7 +280,70 @@ fn shard_files(index_path: &Path) -> Result<Vec<PathBuf>, FrontendError> {
         if seen.insert(file.to_string(), ()).is_none() {
             files.push(index_path.with_file_name(file));
         }
+        weight_map.insert(name.clone(), file.to_string());
     }
     files.sort();
-    Ok(files)
+    Ok((files, weight_map))
+}
+
+/// Checks the framing of a safetensors file before the safetensors crate
+/// parses it, so the messages say what is wrong and name the tensor: the
+/// header length against the file size, and each tensor's byte range against
+/// its dtype and shape and the data that follows the header.
+pub fn check_header(bytes: &[u8]) -> Result<(), String> {
+    let Some(len) = bytes.get(..8) else {
+        return Err(format!("{} bytes: too short for the 8-byte header length", bytes.len()));
+    };
+    let n = u64::from_le_bytes(len.try_into().expect("8 bytes"));
+    let rest = (bytes.len() - 8) as u64;
+    if n > rest {
+        return Err(format!(
+            "the header length {n} exceeds the {rest} bytes after it (a truncated or corrupt file)"
+        ));
+    }
+    let header = &bytes[8..8 + n as usize];
+    let data = rest - n;
+    let v: Value = serde_json::from_slice(header).map_err(|e| format!("the header is not valid JSON: {e}"))?;
+    let obj = v.as_object().ok_or("the header is not a JSON object")?;
+    for (name, t) in obj {
+        if name == "__metadata__" {
+            continue;
+        }
+        let elem = match t.get("dtype").and_then(Value::as_str) {
+            Some("F64" | "I64" | "U64") => 8,
+            Some("F32" | "I32" | "U32") => 4,
+            Some("F16" | "BF16" | "I16" | "U16") => 2,
+            Some("I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2") => 1,
+            // Other dtypes are reported by the loader by name.
+            _ => continue,
+        };
+        let shape: Option<Vec<u64>> = t
+            .get("shape")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().map(Value::as_u64).collect());
+        let offsets: Option<Vec<u64>> = t
+            .get("data_offsets")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().map(Value::as_u64).collect());
+        let (Some(shape), Some(offsets)) = (shape, offsets) else {
+            return Err(format!("tensor `{name}`: missing or malformed `shape` or `data_offsets`"));
+        };
+        let [begin, end] = offsets[..] else {
+            return Err(format!("tensor `{name}`: `data_offsets` must be [begin, end]"));
+        };
+        let need = shape.iter().try_fold(elem, |a: u64, &d| a.checked_mul(d));
+        if end < begin || end > data {
+            return Err(format!(
+                "tensor `{name}`: data_offsets [{begin}, {end}] lie outside the {data} data bytes"
+            ));
+        }
+        if need != Some(end - begin) {
+            return Err(format!(
+                "tensor `{name}`: data_offsets [{begin}, {end}] hold {} bytes, but shape {shape:?} needs {}",
+                end - begin,
+                need.map_or("more than 2^64".to_string(), |n| n.to_string())
+            ));
+        }
+    }
+    Ok(())
 }

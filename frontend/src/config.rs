@@ -267,6 +267,12 @@ fn resolve(f: &Fields, multimodal_placeholder_ids: Vec<u32>) -> Result<Gemma4Con
     let num_key_value_heads = f.usize_req("num_key_value_heads")?;
     let head_dim = f.usize_req("head_dim")?;
     let intermediate_size = f.usize_req("intermediate_size")?;
+    if num_hidden_layers > crate::bounds::MAX_LAYERS {
+        return Err(f.err(
+            "num_hidden_layers",
+            format!("{num_hidden_layers} is more than the {} layers gemma4c accepts", crate::bounds::MAX_LAYERS),
+        ));
+    }
     for (key, v) in [
         ("vocab_size", vocab_size),
         ("hidden_size", hidden_size),
@@ -436,7 +442,21 @@ fn resolve(f: &Fields, multimodal_placeholder_ids: Vec<u32>) -> Result<Gemma4Con
             .filter(|d| d.is_float())
             .ok_or_else(|| f.err("dtype", format!("expected float32, bfloat16 or float16, got {v}")))?,
     };
-    let softcap = f.f64_or("final_logit_softcapping", 0.0)?;
+    // transformers computes tanh(x / c) * c whenever the field is not null;
+    // tanh is odd, so a negative c equals |c|. Zero would divide by zero.
+    let softcap = match f.get("final_logit_softcapping") {
+        None | Some(Value::Null) => None,
+        Some(_) => {
+            let c = f.f64_or("final_logit_softcapping", 0.0)?;
+            if c == 0.0 || !c.is_finite() {
+                return Err(f.err(
+                    "final_logit_softcapping",
+                    format!("{c} is not a usable cap (tanh(x / c) * c); use null for no soft-capping"),
+                ));
+            }
+            Some(c.abs() as f32)
+        }
+    };
     let eos = match f.get("eos_token_id") {
         Some(v) => f.token_ids("eos_token_id", v)?,
         None => vec![1],
@@ -452,7 +472,7 @@ fn resolve(f: &Fields, multimodal_placeholder_ids: Vec<u32>) -> Result<Gemma4Con
     if !is_positive(rms_norm_eps as f64) {
         return Err(f.err("rms_norm_eps", "must be a positive number"));
     }
-    Ok(Gemma4Config {
+    let cfg = Gemma4Config {
         path: f.path.to_path_buf(),
         family: Family::Gemma4,
         attention_scale: 1.0,
@@ -464,7 +484,7 @@ fn resolve(f: &Fields, multimodal_placeholder_ids: Vec<u32>) -> Result<Gemma4Con
         layers,
         sliding_window,
         rms_norm_eps,
-        final_logit_softcapping: (softcap > 0.0).then_some(softcap as f32),
+        final_logit_softcapping: softcap,
         max_position_embeddings,
         tie_word_embeddings: f.bool_or("tie_word_embeddings", true)?,
         multimodal_placeholder_ids,
@@ -478,7 +498,9 @@ fn resolve(f: &Fields, multimodal_placeholder_ids: Vec<u32>) -> Result<Gemma4Con
         bos_token_id: token("bos_token_id", 2)?,
         pad_token_id: token("pad_token_id", 0)?,
         eos_token_ids: eos,
-    })
+    };
+    crate::bounds::check_sizes(&cfg)?;
+    Ok(cfg)
 }
 
 pub(crate) fn parse_layer_types(f: &Fields, n: usize) -> Result<Vec<LayerType>, FrontendError> {

@@ -59,9 +59,16 @@ impl<'a> Fields<'a> {
     }
 
     pub(crate) fn as_usize(&self, key: &str, v: &Value) -> Result<usize, FrontendError> {
-        v.as_u64()
-            .map(|n| n as usize)
-            .ok_or_else(|| self.err(key, format!("expected a non-negative integer, got {v}")))
+        let n = v
+            .as_u64()
+            .ok_or_else(|| self.err(key, format!("expected a non-negative integer, got {v}")))?;
+        if n > crate::bounds::MAX_FIELD as u64 {
+            return Err(self.err(
+                key,
+                format!("{n} is larger than any Gemma 4 size (at most {})", crate::bounds::MAX_FIELD),
+            ));
+        }
+        Ok(n as usize)
     }
 
     pub(crate) fn f64_or(&self, key: &str, default: f64) -> Result<f64, FrontendError> {

@@ -1,5 +1,6 @@
 //! gemma4c frontend: Hugging Face Gemma 4 checkpoints and configs to graph IR.
 
+pub mod bounds;
 pub mod checkpoint;
 pub mod config;
 pub mod error;

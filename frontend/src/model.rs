@@ -79,7 +79,30 @@ impl Model {
         Ok(model)
     }
 
+    /// Text-model tensors of the checkpoint that the config does not read
+    /// (e.g. `layers.6.*` with `num_hidden_layers: 6`): usually a config that
+    /// does not match its checkpoint. Vision and audio towers are not counted.
+    pub fn unused_tensors(&self) -> Result<Vec<String>, FrontendError> {
+        let used: std::collections::HashSet<String> =
+            weight_manifest(&self.config)?.into_iter().map(|(k, _)| k).collect();
+        Ok(self
+            .checkpoint
+            .keys()
+            .filter(|k| !used.contains(*k) && *k != "lm_head.weight")
+            .filter(|k| !["vision", "audio"].iter().any(|m| k.contains(m)))
+            .map(str::to_string)
+            .collect())
+    }
+
     fn check_weights(&self) -> Result<(), FrontendError> {
+        let unused = self.unused_tensors()?;
+        if let Some(first) = unused.first() {
+            eprintln!(
+                "warning: {}: {} tensor(s) are not read by this config, e.g. `{first}` (does num_hidden_layers or another size in config.json match the checkpoint?)",
+                self.dir.display(),
+                unused.len()
+            );
+        }
         for (key, shape) in weight_manifest(&self.config)? {
             let info = self.checkpoint.require(&key)?;
             let path = self.checkpoint.file_of(&key).unwrap_or(&self.dir).to_path_buf();

@@ -113,6 +113,7 @@ pub fn generate(
     timings.prompt_time = start.elapsed();
     let start = Instant::now();
     let reason = loop {
+        check_logits(&logits, ids.len())?;
         let token = sampler.sample(&logits);
         ids.push(token);
         let flow = on_token(token, &logits)?;
@@ -130,4 +131,18 @@ pub fn generate(
     timings.generate_time = start.elapsed();
     timings.generated_tokens = ids.len();
     Ok(Output { ids, reason, timings })
+}
+
+/// NaN logits (from NaN or infinite weights, or an overflow) have no argmax:
+/// say so instead of sampling token 0 forever.
+fn check_logits(logits: &[f32], step: usize) -> Result<(), RuntimeError> {
+    let nan = logits.iter().filter(|x| x.is_nan()).count();
+    if nan > 0 {
+        return Err(RuntimeError::Request(format!(
+            "the logits of generated token {step} are NaN ({nan} of {}): the checkpoint's weights \
+             (or its activations) hold NaN or infinite values",
+            logits.len()
+        )));
+    }
+    Ok(())
 }

@@ -40,7 +40,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     let model = Model::open(&args.model)?;
     let cfg = &model.config;
-    let ctx = args.prompt_tokens + args.tokens + 1;
+    let ctx = args
+        .prompt_tokens
+        .checked_add(args.tokens)
+        .and_then(|n| n.checked_add(1))
+        .unwrap_or(usize::MAX);
     if ctx > cfg.max_position_embeddings {
         bail!(
             "--prompt-tokens + --tokens exceed max_position_embeddings = {}",
@@ -48,9 +52,9 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let chunk = args.prompt_tokens.min(cfg.sliding_window);
-    let mut opts = JitOptions::default();
+    let mut opts = JitOptions::from_env()?;
     if let Some(t) = args.threads {
-        opts.threads = t.max(1);
+        opts.threads = gemma4c_runtime::jit::check_threads("--threads", t)?;
     }
     opts.profile = args.profile;
 

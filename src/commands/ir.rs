@@ -37,6 +37,13 @@ pub fn run(args: Args) -> Result<()> {
 
 fn options(cfg: &gemma4c_frontend::Gemma4Config, seq_len: usize, max_context: Option<usize>) -> Result<BuildOptions> {
     let ctx = max_context.unwrap_or(cfg.max_position_embeddings);
+    if ctx == 0 || ctx > cfg.max_position_embeddings {
+        bail!(
+            "--max-context {ctx} must be in 1..={} (max_position_embeddings in {})",
+            cfg.max_position_embeddings,
+            cfg.path.display()
+        );
+    }
     if seq_len > ctx {
         bail!("--prefill {seq_len} is longer than the context of {ctx} tokens");
     }

@@ -156,7 +156,7 @@ pub fn run(args: Args) -> Result<()> {
     if prompt.is_empty() {
         bail!("the prompt is empty");
     }
-    let max_context = prompt.len() + args.max_new_tokens;
+    let max_context = prompt.len().checked_add(args.max_new_tokens).unwrap_or(usize::MAX);
     if max_context > cfg.max_position_embeddings {
         bail!(
             "prompt ({} tokens) + --max-new-tokens {} = {max_context} exceeds max_position_embeddings = {} ({})",
@@ -165,6 +165,16 @@ pub fn run(args: Args) -> Result<()> {
             cfg.max_position_embeddings,
             cfg.path.display()
         );
+    }
+    if let Some(p) = &plan {
+        if max_context > p.model.max_context {
+            bail!(
+                "prompt ({} tokens) + --max-new-tokens {} exceeds the plan's context of {} tokens (compile with a larger --max-context)",
+                prompt.len(),
+                args.max_new_tokens,
+                p.model.max_context
+            );
+        }
     }
     let chunk = args.prefill_chunk.unwrap_or(cfg.sliding_window);
     if chunk == 0 {
@@ -202,7 +212,7 @@ pub fn run(args: Args) -> Result<()> {
             }
             let ll = artifact.read_text(kernels_file, MAX_KERNELS_BYTES)?;
             let _spinner = textgen::spinner("compiling CPU kernels (LLVM JIT)");
-            Box::new(JitSession::new(plan, &model, &ll, &JitOptions::default())?)
+            Box::new(JitSession::new(plan, &model, &ll, &JitOptions::from_env()?)?)
         }
         (kind, None) => textgen::model_executor(&model, kind, max_context, chunk)?,
     };

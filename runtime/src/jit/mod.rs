@@ -15,7 +15,7 @@ mod session;
 
 pub use bandwidth::measure_bandwidth;
 pub use engine::JitModule;
-pub use session::{JitOptions, JitSession, StepProfile, PARALLEL_BYTES};
+pub use session::{check_threads, JitOptions, JitSession, StepProfile, MAX_THREADS, PARALLEL_BYTES};
 
 /// Most buffer parameters a kernel takes.
 pub const MAX_ARGS: usize = 8;

@@ -33,24 +33,59 @@ pub struct JitOptions {
     pub parallel_bytes: usize,
 }
 
-impl Default for JitOptions {
-    /// All cores, or `GEMMA4C_THREADS`.
-    fn default() -> Self {
-        let threads = std::env::var("GEMMA4C_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|&n: &usize| n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let parallel_bytes = std::env::var("GEMMA4C_PARALLEL_BYTES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(PARALLEL_BYTES);
-        JitOptions {
+/// Most threads a session may use (each is an OS thread spinning on work).
+pub const MAX_THREADS: usize = 1024;
+
+/// Checks a thread count from a flag or GEMMA4C_THREADS.
+pub fn check_threads(what: &str, n: usize) -> Result<usize, RuntimeError> {
+    if n == 0 || n > MAX_THREADS {
+        return Err(request(format!(
+            "{what} {n}: expected a thread count in 1..={MAX_THREADS} (this machine has {} cores)",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        )));
+    }
+    Ok(n)
+}
+
+impl JitOptions {
+    /// All cores, or `GEMMA4C_THREADS`; a value that is not a thread count
+    /// (`0`, `-1`, `abc`, `100000`) is an error.
+    pub fn from_env() -> Result<JitOptions, RuntimeError> {
+        let threads = match std::env::var("GEMMA4C_THREADS") {
+            Ok(v) => {
+                let n: usize = v.trim().parse().map_err(|_| {
+                    request(format!(
+                        "GEMMA4C_THREADS={v}: expected a thread count in 1..={MAX_THREADS}"
+                    ))
+                })?;
+                check_threads("GEMMA4C_THREADS=", n)?
+            }
+            Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let parallel_bytes = match std::env::var("GEMMA4C_PARALLEL_BYTES") {
+            Ok(v) => v.trim().parse().map_err(|_| {
+                request(format!("GEMMA4C_PARALLEL_BYTES={v}: expected a number of bytes"))
+            })?,
+            Err(_) => PARALLEL_BYTES,
+        };
+        Ok(JitOptions {
             threads,
             cpu: None,
             profile: false,
             parallel_bytes,
-        }
+        })
+    }
+}
+
+impl Default for JitOptions {
+    /// `from_env`, or all cores when the environment holds no valid setting.
+    fn default() -> Self {
+        JitOptions::from_env().unwrap_or(JitOptions {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu: None,
+            profile: false,
+            parallel_bytes: PARALLEL_BYTES,
+        })
     }
 }
 
@@ -107,6 +142,7 @@ impl<'m> JitSession<'m> {
     pub fn new(plan: Plan, model: &'m Model, kernels_ll: &str, opts: &JitOptions) -> Result<Self, RuntimeError> {
         check_plan(&plan)?;
         check_model(&plan, model)?;
+        check_threads("threads", opts.threads)?;
         let mut owned = Vec::new();
         let mut weights = Vec::with_capacity(plan.weights.len());
         for w in &plan.weights {
