@@ -18,7 +18,11 @@ pub const MAX_LAYERS: usize = 10_000;
 /// The largest tensors a config implies, with the fields that size them.
 fn tensors(cfg: &Gemma4Config) -> Vec<(String, &'static str, Vec<usize>)> {
     let h = cfg.hidden_size;
-    let mut t = vec![("embed_tokens.weight".to_string(), "vocab_size, hidden_size", vec![cfg.vocab_size, h])];
+    let mut t = vec![(
+        "embed_tokens.weight".to_string(),
+        "vocab_size, hidden_size",
+        vec![cfg.vocab_size, h],
+    )];
     if let Some(ple) = &cfg.ple {
         t.push((
             "embed_tokens_per_layer.weight".into(),
@@ -93,6 +97,8 @@ pub fn kv_cache_bytes(cfg: &Gemma4Config, tokens: usize) -> Option<usize> {
         .layers
         .iter()
         .filter(|l| !l.shares_kv())
-        .try_fold(0usize, |acc, l| acc.checked_add(2usize.checked_mul(l.num_kv_heads)?.checked_mul(l.head_dim)?))?;
+        .try_fold(0usize, |acc, l| {
+            acc.checked_add(2usize.checked_mul(l.num_kv_heads)?.checked_mul(l.head_dim)?)
+        })?;
     per_token.checked_mul(4)?.checked_mul(tokens)
 }

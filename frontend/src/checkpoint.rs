@@ -79,7 +79,10 @@ impl Checkpoint {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-            let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let file_name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             for (name, view) in st.tensors() {
                 if let Some(map) = &weight_map {
                     match map.get(&name) {
@@ -126,7 +129,9 @@ impl Checkpoint {
                     let other = if prev.file == fi {
                         path.clone()
                     } else {
-                        files.get(prev.file).map_or(path.clone(), |(p, _): &(PathBuf, Mmap)| p.clone())
+                        files
+                            .get(prev.file)
+                            .map_or(path.clone(), |(p, _): &(PathBuf, Mmap)| p.clone())
                     };
                     return Err(FrontendError::Safetensors {
                         path: path.clone(),
@@ -156,9 +161,7 @@ impl Checkpoint {
                 if !stored.contains(name.as_str()) {
                     return Err(FrontendError::Safetensors {
                         path: dir.join(file),
-                        message: format!(
-                            "has no tensor `{name}`, which model.safetensors.index.json places in it"
-                        ),
+                        message: format!("has no tensor `{name}`, which model.safetensors.index.json places in it"),
                     });
                 }
             }
@@ -326,7 +329,9 @@ pub fn check_header(bytes: &[u8]) -> Result<(), String> {
             .and_then(Value::as_array)
             .and_then(|a| a.iter().map(Value::as_u64).collect());
         let (Some(shape), Some(offsets)) = (shape, offsets) else {
-            return Err(format!("tensor `{name}`: missing or malformed `shape` or `data_offsets`"));
+            return Err(format!(
+                "tensor `{name}`: missing or malformed `shape` or `data_offsets`"
+            ));
         };
         let [begin, end] = offsets[..] else {
             return Err(format!("tensor `{name}`: `data_offsets` must be [begin, end]"));

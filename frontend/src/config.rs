@@ -270,7 +270,10 @@ fn resolve(f: &Fields, multimodal_placeholder_ids: Vec<u32>) -> Result<Gemma4Con
     if num_hidden_layers > crate::bounds::MAX_LAYERS {
         return Err(f.err(
             "num_hidden_layers",
-            format!("{num_hidden_layers} is more than the {} layers gemma4c accepts", crate::bounds::MAX_LAYERS),
+            format!(
+                "{num_hidden_layers} is more than the {} layers gemma4c accepts",
+                crate::bounds::MAX_LAYERS
+            ),
         ));
     }
     for (key, v) in [

@@ -65,7 +65,10 @@ impl<'a> Fields<'a> {
         if n > crate::bounds::MAX_FIELD as u64 {
             return Err(self.err(
                 key,
-                format!("{n} is larger than any Gemma 4 size (at most {})", crate::bounds::MAX_FIELD),
+                format!(
+                    "{n} is larger than any Gemma 4 size (at most {})",
+                    crate::bounds::MAX_FIELD
+                ),
             ));
         }
         Ok(n as usize)

@@ -40,11 +40,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let model = Model::open(&args.model)?;
     let cfg = &model.config;
-    let ctx = args
-        .prompt_tokens
-        .checked_add(args.tokens)
-        .and_then(|n| n.checked_add(1))
-        .unwrap_or(usize::MAX);
+    let ctx = args.prompt_tokens.saturating_add(args.tokens).saturating_add(1);
     if ctx > cfg.max_position_embeddings {
         bail!(
             "--prompt-tokens + --tokens exceed max_position_embeddings = {}",

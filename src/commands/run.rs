@@ -156,7 +156,7 @@ pub fn run(args: Args) -> Result<()> {
     if prompt.is_empty() {
         bail!("the prompt is empty");
     }
-    let max_context = prompt.len().checked_add(args.max_new_tokens).unwrap_or(usize::MAX);
+    let max_context = prompt.len().saturating_add(args.max_new_tokens);
     if max_context > cfg.max_position_embeddings {
         bail!(
             "prompt ({} tokens) + --max-new-tokens {} = {max_context} exceeds max_position_embeddings = {} ({})",

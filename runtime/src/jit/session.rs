@@ -63,9 +63,10 @@ impl JitOptions {
             Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
         let parallel_bytes = match std::env::var("GEMMA4C_PARALLEL_BYTES") {
-            Ok(v) => v.trim().parse().map_err(|_| {
-                request(format!("GEMMA4C_PARALLEL_BYTES={v}: expected a number of bytes"))
-            })?,
+            Ok(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| request(format!("GEMMA4C_PARALLEL_BYTES={v}: expected a number of bytes")))?,
             Err(_) => PARALLEL_BYTES,
         };
         Ok(JitOptions {
@@ -115,6 +116,10 @@ pub struct JitSession<'m> {
     programs: Vec<Vec<Resolved>>,
     /// Smallest table indexed by token ids, per program: `(rows, key)`.
     id_limits: Vec<Option<(usize, String)>>,
+    /// Per program, `(offset, floats)` of the hidden state the LM head reads:
+    /// checked for NaN after each call, since the fast-math head kernel would
+    /// turn NaN into finite logits.
+    head_inputs: Vec<Option<(usize, usize)>>,
     module: JitModule,
     pool: Pool,
     arena: AlignedBuf,
@@ -167,6 +172,7 @@ impl<'m> JitSession<'m> {
 
         let mut programs = Vec::new();
         let mut id_limits = Vec::new();
+        let mut head_inputs = Vec::new();
         for (p, lp) in plan.programs.iter().zip(&kernels.programs) {
             let ptr = |a: &LaunchArg| -> Result<(usize, usize), RuntimeError> {
                 Ok(match a {
@@ -227,6 +233,7 @@ impl<'m> JitSession<'m> {
             }
             programs.push(resolved);
             id_limits.push(id_limit(&plan, p));
+            head_inputs.push(head_input(p));
         }
         let n_programs = programs.len();
         Ok(JitSession {
@@ -237,6 +244,7 @@ impl<'m> JitSession<'m> {
             kernels,
             programs,
             id_limits,
+            head_inputs,
             module,
             pool: Pool::new(threads),
             arena,
@@ -352,6 +360,15 @@ impl<'m> JitSession<'m> {
                 prof[program][i] += start.elapsed().as_secs_f64();
             }
         }
+        if let Some((offset, n)) = self.head_inputs[program] {
+            let bad = self.arena.as_f32(offset, n).iter().filter(|x| !x.is_finite()).count();
+            if bad > 0 {
+                return Err(request(format!(
+                    "the logits are NaN: {bad} of {n} values of the final hidden state are NaN or infinite \
+                     (the checkpoint's weights hold NaN or infinite values)"
+                )));
+            }
+        }
         self.position += ids.len();
         self.calls[program] += 1;
         let p = &self.plan.programs[program];
@@ -364,6 +381,19 @@ impl<'m> JitSession<'m> {
         let n: usize = p.buffers[logits].shape.iter().product();
         let v = self.arena.as_f32(offset, n);
         Ok(v[n - vocab..].to_vec())
+    }
+}
+
+/// The arena span of the hidden state read by the step that writes the logits.
+fn head_input(p: &Program) -> Option<(usize, usize)> {
+    let logits = p.output("logits")?;
+    let step = p.steps.iter().find(|s| s.outputs.contains(&logits))?;
+    let x = *step.inputs.first()?;
+    match p.storage(x).kind {
+        BufferKind::Activation { offset, .. } if p.buffers[x].dtype == gemma4c_ir::DType::F32 => {
+            Some((offset, p.buffers[x].shape.iter().product()))
+        }
+        _ => None,
     }
 }
 
