@@ -32,6 +32,8 @@ impl GgufFile {
             path: path.to_path_buf(),
             message,
         };
+        // A FIFO would block `open`, a device would map endlessly.
+        gemma4c_ir::limits::check_regular_file(path).map_err(io)?;
         let file = File::open(path).map_err(|e| io(format!("cannot open: {e}")))?;
         // SAFETY: read-only mapping; a file modified while gemma4c runs is outside
         // what any loader can defend against.

@@ -171,7 +171,44 @@ impl Extractor {
         moves
     }
 
+    /// Tries the moves in order, keeping each that makes the selected DAG
+    /// cheaper, for up to four rounds. Costs are kept incrementally
+    /// (`Incremental`), so a move costs the size of what it changes.
     fn run(&self, eg: &FusionGraph) -> Selection {
+        let moves = self.moves(eg);
+        let mut inc = Incremental::new(self, self.initial());
+        for _round in 0..4 {
+            let mut improved = false;
+            for mv in &moves {
+                if mv.iter().all(|&(c, n)| inc.sel[c] == n) || inc.makes_cycle(mv) {
+                    continue;
+                }
+                let saved: Vec<(usize, usize)> = mv.iter().map(|&(c, _)| (c, inc.sel[c])).collect();
+                let delta: f64 = mv.iter().map(|&(c, n)| inc.set(c, n)).sum();
+                if delta < -1e-9 {
+                    improved = true;
+                } else {
+                    for &(c, n) in saved.iter().rev() {
+                        inc.set(c, n);
+                    }
+                }
+            }
+            if !improved {
+                break;
+            }
+        }
+        // The cycle search is bounded in rank; confirm the result once.
+        let mut marks = vec![0u8; inc.sel.len()];
+        if self.dag_cost(&inc.sel, &mut marks).is_finite() {
+            inc.sel
+        } else {
+            self.run_full(eg)
+        }
+    }
+
+    /// The same search recomputing the whole DAG's cost per move (quadratic
+    /// in layers; a fallback only).
+    fn run_full(&self, eg: &FusionGraph) -> Selection {
         let mut sel = self.initial();
         let mut marks = vec![0u8; sel.len()];
         let mut best = self.dag_cost(&sel, &mut marks);
@@ -201,6 +238,173 @@ impl Extractor {
             }
         }
         sel
+    }
+}
+
+/// The DAG cost of a selection, kept up to date as moves are tried: every
+/// class counts the selected nodes (and roots) that use it, and a class costs
+/// while its count is positive. A move then costs time proportional to the
+/// part of the DAG it changes, not to the whole graph, so extraction is
+/// linear in layers. Decisions are those of `dag_cost`: the same moves in the
+/// same order, kept when the selected DAG gets cheaper and stays acyclic.
+struct Incremental<'a> {
+    ex: &'a Extractor,
+    sel: Selection,
+    refs: Vec<u32>,
+    /// Topological rank of each class (its original node's index; classes
+    /// made by rewrites rank just above their children).
+    rank: Vec<f64>,
+    /// How far above its class a selected child may rank (tuples that fused
+    /// nodes' projections read); bounds the cycle search.
+    climb: f64,
+    stack: Vec<usize>,
+    seen: Vec<u32>,
+    epoch: u32,
+}
+
+impl<'a> Incremental<'a> {
+    fn new(ex: &'a Extractor, sel: Selection) -> Self {
+        let n = sel.len();
+        let mut rank = vec![f64::NAN; n];
+        for (class, nodes) in ex.facts.iter().enumerate() {
+            if let Some(a) = nodes
+                .iter()
+                .filter_map(|f| f.attr)
+                .filter(|&a| a < ex.original_attrs)
+                .min()
+            {
+                rank[class] = a as f64;
+            }
+        }
+        // Classes without an original node (attribute leaves, tuples): above their children.
+        for _ in 0..3 {
+            for (class, nodes) in ex.facts.iter().enumerate() {
+                if !rank[class].is_nan() || nodes.is_empty() {
+                    continue;
+                }
+                let top = nodes
+                    .iter()
+                    .flat_map(|f| f.children.iter().map(|&c| rank[c]))
+                    .filter(|r| !r.is_nan())
+                    .fold(-1.0f64, f64::max);
+                rank[class] = top + 0.5;
+            }
+        }
+        let mut climb = 0.0f64;
+        for (class, nodes) in ex.facts.iter().enumerate() {
+            for f in nodes {
+                for &c in &f.children {
+                    if !rank[c].is_nan() && !rank[class].is_nan() {
+                        climb = climb.max(rank[c] - rank[class]);
+                    }
+                }
+            }
+        }
+        let mut inc = Incremental {
+            ex,
+            sel,
+            refs: vec![0; n],
+            rank,
+            climb,
+            stack: Vec::new(),
+            seen: vec![0; n],
+            epoch: 0,
+        };
+        for &r in &ex.roots {
+            inc.add_ref(r);
+        }
+        inc
+    }
+
+    fn own(&self, class: usize) -> f64 {
+        self.ex.facts[class][self.sel[class]].own_cost
+    }
+
+    /// Adds a use of `class`; returns the cost that became reachable.
+    fn add_ref(&mut self, class: usize) -> f64 {
+        let mut added = 0.0;
+        self.stack.push(class);
+        while let Some(c) = self.stack.pop() {
+            self.refs[c] += 1;
+            if self.refs[c] == 1 {
+                added += self.own(c);
+                let node = &self.ex.facts[c][self.sel[c]];
+                self.stack.extend(node.children.iter().copied());
+            }
+        }
+        added
+    }
+
+    /// Removes a use of `class`; returns the cost that became unreachable.
+    fn remove_ref(&mut self, class: usize) -> f64 {
+        let mut removed = 0.0;
+        self.stack.push(class);
+        while let Some(c) = self.stack.pop() {
+            self.refs[c] -= 1;
+            if self.refs[c] == 0 {
+                removed += self.own(c);
+                let node = &self.ex.facts[c][self.sel[c]];
+                self.stack.extend(node.children.iter().copied());
+            }
+        }
+        removed
+    }
+
+    /// Selects node `n` in `class`; returns the change in DAG cost.
+    fn set(&mut self, class: usize, n: usize) -> f64 {
+        let old = self.sel[class];
+        if old == n {
+            return 0.0;
+        }
+        if self.refs[class] == 0 {
+            self.sel[class] = n;
+            return 0.0;
+        }
+        let old_own = self.own(class);
+        self.sel[class] = n;
+        let mut delta = self.own(class) - old_own;
+        for i in 0..self.ex.facts[class][n].children.len() {
+            delta += self.add_ref(self.ex.facts[class][n].children[i]);
+        }
+        for i in 0..self.ex.facts[class][old].children.len() {
+            delta -= self.remove_ref(self.ex.facts[class][old].children[i]);
+        }
+        delta
+    }
+
+    /// Whether selecting the move's nodes would put a reachable class on a
+    /// cycle: some moved class reachable again from its new node's children.
+    fn makes_cycle(&mut self, mv: &[(usize, usize)]) -> bool {
+        let saved: Vec<usize> = mv.iter().map(|&(c, _)| self.sel[c]).collect();
+        for &(c, n) in mv {
+            self.sel[c] = n;
+        }
+        let mut cycle = false;
+        for &(c, n) in mv {
+            self.epoch += 1;
+            // A path back to `c` cannot pass far below it: edges go down in
+            // rank except to tuples, which are at most `climb` higher.
+            let floor = self.rank[c] - 4.0 * self.climb - 8.0;
+            let mut stack: Vec<usize> = self.ex.facts[c][n].children.clone();
+            while let Some(x) = stack.pop() {
+                if x == c {
+                    cycle = true;
+                    break;
+                }
+                if self.seen[x] == self.epoch || self.rank[x] < floor {
+                    continue;
+                }
+                self.seen[x] = self.epoch;
+                stack.extend(self.ex.facts[x][self.sel[x]].children.iter().copied());
+            }
+            if cycle {
+                break;
+            }
+        }
+        for (&(c, _), s) in mv.iter().zip(saved) {
+            self.sel[c] = s;
+        }
+        cycle
     }
 }
 
