@@ -176,6 +176,8 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
     }
+    // A bad GEMMA4C_THREADS is an error here, before anything is compiled.
+    JitOptions::from_env()?;
     let chunk = args.prefill_chunk.unwrap_or(cfg.sliding_window);
     if chunk == 0 {
         bail!("--prefill-chunk must be at least 1");

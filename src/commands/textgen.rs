@@ -187,7 +187,7 @@ pub fn model_executor<'m>(
                 Some(chunk),
             )?;
             let ll = gemma4c_backends::cpu::kernels_ll(&compiled.plan).map_err(anyhow::Error::msg)?;
-            Box::new(JitSession::new(compiled.plan, model, &ll, &JitOptions::from_env()?)?)
+            Box::new(JitSession::new(compiled.plan, model, &ll, &JitOptions::default())?)
         }
     })
 }
