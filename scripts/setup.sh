@@ -26,6 +26,14 @@ if ! command -v curl >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends curl >/dev/null
 fi
 
+# Fuzzing (scripts/fuzz.sh, run briefly by CI): cargo-fuzz needs the nightly toolchain;
+# without nightly the fuzz step skips with a message.
+if rustup run nightly rustc --version >/dev/null 2>&1 \
+    && [ ! -x "$HOME/.cache/gemma4c/cargo-fuzz/bin/cargo-fuzz" ]; then
+    cargo install cargo-fuzz --locked --root "$HOME/.cache/gemma4c/cargo-fuzz" >/dev/null 2>&1 \
+        || echo "setup: could not install cargo-fuzz (the fuzz step will be skipped)" >&2
+fi
+
 # Tenstorrent simulator tests (tests/tt_sim.rs): tt-lang-sim + torch in a venv cached outside
 # the repository (~/.cache/gemma4c/venv-sim-<hash of tests/tt/requirements-sim.txt>).
 bash tools/setup_sim_venv.sh >/dev/null
