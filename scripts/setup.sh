@@ -34,6 +34,13 @@ if rustup run nightly rustc --version >/dev/null 2>&1 \
         || echo "setup: could not install cargo-fuzz (the fuzz step will be skipped)" >&2
 fi
 
+# wgpu runtime tests (tests/wgpu_run.rs): Mesa's lavapipe, a Vulkan driver on the CPU.
+if ! dpkg -s mesa-vulkan-drivers libvulkan1 >/dev/null 2>&1; then
+    apt-get update >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        mesa-vulkan-drivers libvulkan1 >/dev/null
+fi
+
 # Tenstorrent simulator tests (tests/tt_sim.rs): tt-lang-sim + torch in a venv cached outside
 # the repository (~/.cache/gemma4c/venv-sim-<hash of tests/tt/requirements-sim.txt>).
 bash tools/setup_sim_venv.sh >/dev/null

@@ -154,19 +154,25 @@ fn unknown_target_is_a_clear_error() {
         out.stderr
     );
     assert!(!out.stderr.contains("panicked"));
-    // cuda-sm90 writes kernels.cu (tests/cuda_emit.rs); metal is still missing.
-    let t = "metal";
-    let out = gemma4c(&[
-        "compile",
-        "--model",
-        fixture("tiny_ple").to_str().expect("utf-8"),
-        "--target",
-        t,
-        "--out",
-        tmp.path().to_str().expect("utf-8"),
-    ]);
-    assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("not implemented yet"), "{t}: {}", out.stderr);
+    // Every GPU target writes its kernels (tests/gpu_emit.rs).
+    for (t, file) in [
+        ("metal", "kernels.metal"),
+        ("wgpu", "kernels.wgsl"),
+        ("cuda-sm90", "kernels.cu"),
+    ] {
+        let out_dir = tmp.path().join(t);
+        let out = gemma4c(&[
+            "compile",
+            "--model",
+            fixture("tiny_ple").to_str().expect("utf-8"),
+            "--target",
+            t,
+            "--out",
+            out_dir.to_str().expect("utf-8"),
+        ]);
+        assert_eq!(out.code, 0, "{t}: {}", out.stderr);
+        assert!(out_dir.join(file).exists(), "{t} writes {file}");
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The CUDA targets: `compile --target cuda-sm90` (or `cuda-sm80`) writes kernels.cu (CUDA C,
-//! one `extern "C" __global__` function per distinct kernel of the plan) next
+//! one `extern "C" __global__` function per distinct kernel of the plan, printed from the GPU
+//! schedule shared with Metal and WGSL, tests/gpu_emit.rs) next
 //! to plan.json and stats.json, deterministically. Checked against a snapshot;
 //! no GPU or CUDA toolkit is needed.
 
@@ -53,8 +54,8 @@ fn kernels_cu_has_one_global_function_per_kernel() {
     let cu = compile_cu(&fixture("tiny_ple"));
     let names: Vec<&str> = cu
         .lines()
-        .filter_map(|l| l.strip_prefix("extern \"C\" __global__ void "))
-        .map(|l| l.split('(').next().expect("name"))
+        .filter_map(|l| l.strip_prefix("extern \"C\" __global__ void __launch_bounds__("))
+        .map(|l| l.split_once(") ").expect("bounds").1.split('(').next().expect("name"))
         .collect();
     assert!(!names.is_empty());
     let mut sorted = names.clone();

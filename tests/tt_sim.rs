@@ -285,18 +285,6 @@ fn tt_targets_differ_only_in_grid_and_l1() {
             serde_json::from_str(&std::fs::read_to_string(out.join("stats.json")).unwrap()).unwrap();
         assert_eq!(stats["tt"]["device"], t);
     }
-    // Other accelerator targets are still not implemented.
-    let r = gemma4c(&[
-        "compile",
-        "--model",
-        dir.to_str().unwrap(),
-        "--target",
-        "metal",
-        "--out",
-        tmp.path().join("metal").to_str().unwrap(),
-    ]);
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("not implemented"), "{}", r.stderr);
 }
 
 /// tt-lang reads `ttl.operation(grid=...)` as `(cols, rows)` and refuses a grid outside the

@@ -14,6 +14,8 @@ pub mod session;
 pub mod stop;
 pub mod tokenizer;
 pub mod weights;
+#[cfg(feature = "wgpu")]
+pub mod wgpu_exec;
 
 pub use error::RuntimeError;
 pub use generate::{generate, Flow, Generation, Output, StopReason, Timings};

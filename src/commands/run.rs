@@ -27,6 +27,8 @@ pub enum ExecutorKind {
     Reference,
     /// Generated CPU kernels, JIT-compiled with LLVM.
     Jit,
+    /// Generated GPU kernels (kernels.wgsl of a `--target wgpu` plan) on a wgpu adapter.
+    Wgpu,
 }
 
 #[derive(clap::Args)]
@@ -191,12 +193,18 @@ pub fn run(args: Args) -> Result<()> {
     let eos = textgen::stop_ids(&cfg.eos_token_ids, template.as_ref(), tokenizer.as_ref());
     setup.load = load_start.elapsed();
     let kernels_file = gemma4c_backends::cpu::KERNELS_FILE;
+    let wgsl_file = gemma4c_backends::wgsl::KERNELS_FILE;
     // A plan compiled for another target, or whose kernels file was removed,
     // runs on the reference executor by default.
-    let has_kernels = artifact
-        .as_ref()
-        .is_some_and(|a| a.has(kernels_file) && a.dir.join(kernels_file).symlink_metadata().is_ok());
-    let executor = args.executor.unwrap_or(if plan.is_some() && !has_kernels {
+    let present = |f: &str| {
+        artifact
+            .as_ref()
+            .is_some_and(|a| a.has(f) && a.dir.join(f).symlink_metadata().is_ok())
+    };
+    let (has_kernels, has_wgsl) = (present(kernels_file), present(wgsl_file));
+    let executor = args.executor.unwrap_or(if plan.is_some() && has_wgsl {
+        ExecutorKind::Wgpu
+    } else if plan.is_some() && !has_kernels {
         ExecutorKind::Reference
     } else {
         ExecutorKind::Jit
@@ -215,6 +223,20 @@ pub fn run(args: Args) -> Result<()> {
             let ll = artifact.read_text(kernels_file, MAX_KERNELS_BYTES)?;
             let _spinner = textgen::spinner("compiling CPU kernels (LLVM JIT)");
             Box::new(JitSession::new(plan, &model, &ll, &JitOptions::from_env()?)?)
+        }
+        (ExecutorKind::Wgpu, Some(plan)) => {
+            let artifact = artifact.as_ref().context("--plan DIR")?;
+            if !has_wgsl {
+                bail!(
+                    "{}: no {wgsl_file} (compile with --target wgpu for the wgpu executor)",
+                    artifact.dir.display()
+                );
+            }
+            let wgsl = artifact.read_text(wgsl_file, MAX_KERNELS_BYTES)?;
+            wgpu_session(plan, &model, &wgsl, args.quiet)?
+        }
+        (ExecutorKind::Wgpu, None) => {
+            bail!("--executor wgpu runs a plan: give --plan DIR (compiled with --target wgpu)")
         }
         (kind, None) => textgen::model_executor(&model, kind, max_context, chunk)?,
     };
@@ -267,4 +289,23 @@ pub fn run(args: Args) -> Result<()> {
         textgen::print_timings(&setup, &out.timings);
     }
     Ok(())
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_session<'m>(
+    plan: Plan,
+    model: &'m gemma4c_frontend::Model,
+    wgsl: &str,
+    quiet: bool,
+) -> Result<Box<dyn Executor + 'm>> {
+    let session = gemma4c_runtime::wgpu_exec::WgpuSession::new(plan, model, wgsl)?;
+    if !quiet {
+        eprintln!("wgpu adapter: {}", session.adapter());
+    }
+    Ok(Box::new(session))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_session<'m>(_: Plan, _: &'m gemma4c_frontend::Model, _: &str, _: bool) -> Result<Box<dyn Executor + 'm>> {
+    bail!("this gemma4c was built without the wgpu runtime (cargo feature `wgpu`)")
 }

@@ -2,15 +2,15 @@
 
 use std::fmt::Write;
 
-use super::{f32_lit, i64_lit, table_name, zero, Dialect, MAX_I64, MIN_I64};
-use crate::kernel::{BinOp, CmpOp, Elem, Expr, Kernel, ReduceOp, Scalar, Stmt, UnOp, Var, ROW};
+use super::{f32_lit, table_name, zero, Dialect, MAX_I64, MIN_I64};
+use crate::kernel::{BinOp, CmpOp, Expr, Kernel, ReduceOp, Scalar, Stmt, UnOp, Var, ROW};
 
 pub(super) struct FnPrinter<'k> {
-    d: &'k dyn Dialect,
-    k: &'k Kernel,
-    out: String,
-    depth: usize,
-    loops: usize,
+    pub(super) d: &'k dyn Dialect,
+    pub(super) k: &'k Kernel,
+    pub(super) out: String,
+    pub(super) depth: usize,
+    pub(super) loops: usize,
 }
 
 impl<'k> FnPrinter<'k> {
@@ -24,15 +24,15 @@ impl<'k> FnPrinter<'k> {
         }
     }
 
-    fn param_name(&self, i: usize) -> String {
-        format!("a{i}_{}", self.k.params[i].name)
+    pub(super) fn param_name(&self, i: usize) -> String {
+        self.d.param_name(&self.k.name, i, &self.k.params[i].name)
     }
 
-    fn local(&self, v: Var) -> String {
+    pub(super) fn local(&self, v: Var) -> String {
         format!("v{}_{}", v.0, self.k.local(v).name)
     }
 
-    fn line(&mut self, s: &str) {
+    pub(super) fn line(&mut self, s: &str) {
         for _ in 0..self.depth {
             self.out.push_str("    ");
         }
@@ -53,24 +53,34 @@ impl<'k> FnPrinter<'k> {
         for l in self.d.row_index(k.rows) {
             self.line(&l);
         }
-        for (i, l) in k.locals.iter().enumerate() {
-            let v = Var(i as u32);
-            let init = if v == ROW { "row" } else { zero(l.ty) };
-            let name = self.local(v);
-            self.line(&format!("{} {name} = {init};", self.d.scalar_type(l.ty)));
-        }
+        self.declare_locals();
         self.stmts(&k.body);
         self.out.push_str("}\n");
         self.out
     }
 
-    fn stmts(&mut self, body: &[Stmt]) {
+    /// Every local, initialized (`row` from the dialect's `row`).
+    pub(super) fn declare_locals(&mut self) {
+        for (i, l) in self.k.locals.iter().enumerate() {
+            let v = Var(i as u32);
+            let init = if v == ROW {
+                "row".to_string()
+            } else {
+                zero(self.d, l.ty)
+            };
+            let name = self.local(v);
+            let decl = self.d.declare(l.ty, &name, &init);
+            self.line(&decl);
+        }
+    }
+
+    pub(super) fn stmts(&mut self, body: &[Stmt]) {
         for s in body {
             self.stmt(s);
         }
     }
 
-    fn stmt(&mut self, s: &Stmt) {
+    pub(super) fn stmt(&mut self, s: &Stmt) {
         match s {
             Stmt::Set(v, e) => {
                 let val = self.expr(e).0;
@@ -93,30 +103,11 @@ impl<'k> FnPrinter<'k> {
                 let idx = self.expr(index).0;
                 let val = self.expr(value).0;
                 let p = self.param_name(*param);
-                let val = match self.k.params[*param].elem {
-                    Elem::F32 => val,
-                    Elem::I32 => format!("({})({val})", self.d.elem_type(Elem::I32)),
-                    e @ (Elem::BF16 | Elem::F16) => self.d.narrow(e, &val),
-                };
-                self.line(&format!("{p}[{idx}] = {val};"));
+                let st = self.d.store(self.k.params[*param].elem, &p, &idx, &val);
+                self.line(&st);
             }
             Stmt::For { var, start, end, body } => {
-                let s = self.expr(start).0;
-                let e = self.expr(end).0;
-                let name = self.local(*var);
-                self.loops += 1;
-                let end_name = format!("end{}", self.loops);
-                self.line("{");
-                self.depth += 1;
-                let int = self.d.scalar_type(Scalar::I64);
-                self.line(&format!("const {int} {end_name} = {e};"));
-                self.line(&format!("for ({name} = {s}; {name} < {end_name}; ++{name}) {{"));
-                self.depth += 1;
-                self.stmts(body);
-                self.depth -= 1;
-                self.line("}");
-                self.depth -= 1;
-                self.line("}");
+                self.for_loop(*var, start, end, None, |me| me.stmts(body));
             }
             Stmt::If { cond, then, els } => {
                 let c = self.expr(cond).0;
@@ -137,23 +128,50 @@ impl<'k> FnPrinter<'k> {
         }
     }
 
-    fn expr(&self, e: &Expr) -> (String, Scalar) {
+    /// `{ const end = ...; for (var = start (+ offset); var < end; var += step) { body } }`.
+    pub(super) fn for_loop(
+        &mut self,
+        var: Var,
+        start: &Expr,
+        end: &Expr,
+        lanes: Option<(&str, &str)>,
+        body: impl FnOnce(&mut Self),
+    ) {
+        let s = self.expr(start).0;
+        let e = self.expr(end).0;
+        let name = self.local(var);
+        self.loops += 1;
+        let end_name = format!("end{}", self.loops);
+        self.line("{");
+        self.depth += 1;
+        let decl = self.d.declare_const_int(&end_name, &e);
+        self.line(&decl);
+        let header = match lanes {
+            None => self.d.for_header(&name, &s, &end_name, None),
+            Some((lane, step)) => self
+                .d
+                .for_header(&name, &format!("{s} + {lane}"), &end_name, Some(step)),
+        };
+        self.line(&header);
+        self.depth += 1;
+        body(self);
+        self.depth -= 1;
+        self.line("}");
+        self.depth -= 1;
+        self.line("}");
+    }
+
+    pub(super) fn expr(&self, e: &Expr) -> (String, Scalar) {
         match e {
             Expr::F32(x) => (f32_lit(self.d, *x), Scalar::F32),
-            Expr::I64(x) => (i64_lit(*x), Scalar::I64),
+            Expr::I64(x) => (self.d.int_lit(*x), Scalar::I64),
             Expr::Bool(b) => (b.to_string(), Scalar::Bool),
             Expr::Var(v) => (self.local(*v), self.k.local(*v).ty),
             Expr::Load { param, index } => {
                 let idx = self.expr(index).0;
                 let p = self.param_name(*param);
-                match self.k.params[*param].elem {
-                    Elem::F32 => (format!("{p}[{idx}]"), Scalar::F32),
-                    e @ (Elem::BF16 | Elem::F16) => (self.d.widen(e, &format!("{p}[{idx}]")), Scalar::F32),
-                    Elem::I32 => {
-                        let int = self.d.scalar_type(Scalar::I64);
-                        (format!("(({int}){p}[{idx}])"), Scalar::I64)
-                    }
-                }
+                let e = self.k.params[*param].elem;
+                (self.d.load(e, &p, &idx), e.value())
             }
             Expr::Table { table, index } => {
                 let idx = self.expr(index).0;
@@ -184,7 +202,7 @@ impl<'k> FnPrinter<'k> {
                 match op {
                     UnOp::Neg => (format!("(-{a})"), t),
                     UnOp::Not => (format!("(!{a})"), t),
-                    UnOp::ToF32 => (format!("(({}){a})", self.d.scalar_type(Scalar::F32)), Scalar::F32),
+                    UnOp::ToF32 => (self.d.int_to_f32(&a), Scalar::F32),
                     UnOp::Exp | UnOp::Tanh | UnOp::Cos | UnOp::Sin | UnOp::Sqrt => {
                         (format!("{}({a})", self.d.math(*op)), t)
                     }
@@ -207,7 +225,7 @@ impl<'k> FnPrinter<'k> {
                 let c = self.expr(c).0;
                 let (a, t) = self.expr(a);
                 let b = self.expr(b).0;
-                (format!("({c} ? {a} : {b})"), t)
+                (self.d.select(&c, &a, &b), t)
             }
         }
     }

@@ -9,6 +9,9 @@
 //! and how bf16/f16 widen and narrow, math function names, and helper definitions.
 
 mod body;
+mod gpu;
+
+pub use gpu::{print_gpu_module, GpuDialect};
 
 use std::fmt::Write;
 
@@ -71,6 +74,87 @@ pub trait Dialect {
     fn min_max_f32(&self) -> (&str, &str) {
         ("fminf", "fmaxf")
     }
+
+    // ---- spellings of statements and expressions (ISO C by default; WGSL overrides) ----
+
+    /// A mutable local with its initial value.
+    fn declare(&self, ty: Scalar, name: &str, init: &str) -> String {
+        format!("{} {name} = {init};", self.scalar_type(ty))
+    }
+
+    /// An immutable integer local (a loop's end, evaluated once).
+    fn declare_const_int(&self, name: &str, value: &str) -> String {
+        format!("const {} {name} = {value};", self.scalar_type(Scalar::I64))
+    }
+
+    /// The opening line of `for (var = start; var < end; var += step)`; `step` None is 1.
+    fn for_header(&self, var: &str, start: &str, end: &str, step: Option<&str>) -> String {
+        match step {
+            None => format!("for ({var} = {start}; {var} < {end}; ++{var}) {{"),
+            Some(s) => format!("for ({var} = {start}; {var} < {end}; {var} += {s}) {{"),
+        }
+    }
+
+    /// An integer constant of the kernel IR's i64 type.
+    fn int_lit(&self, x: i64) -> String {
+        i64_lit(x)
+    }
+
+    /// `c ? a : b`.
+    fn select(&self, c: &str, a: &str, b: &str) -> String {
+        format!("({c} ? {a} : {b})")
+    }
+
+    /// An integer converted to f32.
+    fn int_to_f32(&self, a: &str) -> String {
+        format!("(({}){a})", self.scalar_type(Scalar::F32))
+    }
+
+    /// Element `index` of buffer `param` (of element type `e`), as f32 or the integer type.
+    fn load(&self, e: Elem, param: &str, index: &str) -> String {
+        match e {
+            Elem::F32 => format!("{param}[{index}]"),
+            Elem::BF16 | Elem::F16 => self.widen(e, &format!("{param}[{index}]")),
+            Elem::I32 => format!("(({}){param}[{index}])", self.scalar_type(Scalar::I64)),
+        }
+    }
+
+    /// The statement `param[index] = value` (value is f32, or the integer type for i32).
+    fn store(&self, e: Elem, param: &str, index: &str, value: &str) -> String {
+        let value = match e {
+            Elem::F32 => value.to_string(),
+            Elem::I32 => format!("({})({value})", self.elem_type(Elem::I32)),
+            Elem::BF16 | Elem::F16 => self.narrow(e, value),
+        };
+        format!("{param}[{index}] = {value};")
+    }
+
+    /// The name a kernel's buffer parameter `i` is printed with (unique within the kernel;
+    /// WGSL, whose buffers are module-level, prefixes the kernel's name).
+    fn param_name(&self, kernel: &str, i: usize, name: &str) -> String {
+        let _ = kernel;
+        format!("a{i}_{name}")
+    }
+
+    /// A constant f32 table definition.
+    fn table(&self, name: &str, values: &[String]) -> String {
+        format!(
+            "{}{} {name}[{}] = {{{}}};",
+            self.table_qualifiers(),
+            self.scalar_type(Scalar::F32),
+            values.len(),
+            values.join(", ")
+        )
+    }
+
+    /// The integer min (`op` '<') or max (`op` '>') helper `name`.
+    fn int_helper(&self, name: &str, op: char) -> String {
+        let int = self.scalar_type(Scalar::I64);
+        format!(
+            "{} {int} {name}({int} a, {int} b) {{ return a {op} b ? a : b; }}",
+            self.helper_qualifiers()
+        )
+    }
 }
 
 /// Prints `kernels` (in the order given) as one translation unit: `header` as comment lines,
@@ -83,15 +167,7 @@ pub fn print_module<'a>(dialect: &dyn Dialect, header: &str, kernels: impl IntoI
         count += 1;
         for t in &k.tables {
             let values: Vec<String> = t.values.iter().map(|&v| f32_lit(dialect, v)).collect();
-            let _ = writeln!(
-                tables,
-                "{}{} {}[{}] = {{{}}};",
-                dialect.table_qualifiers(),
-                dialect.scalar_type(Scalar::F32),
-                table_name(k, &t.name),
-                t.values.len(),
-                values.join(", ")
-            );
+            let _ = writeln!(tables, "{}", dialect.table(&table_name(k, &t.name), &values));
         }
         bodies.push('\n');
         bodies.push_str(&body::FnPrinter::new(dialect, k).print());
@@ -103,14 +179,9 @@ pub fn print_module<'a>(dialect: &dyn Dialect, header: &str, kernels: impl IntoI
     let _ = writeln!(out, "// {count} kernels\n");
     out.push_str(dialect.prelude());
     // Integer min/max helpers, only where a body calls them (compilers warn about unused ones).
-    let int = dialect.scalar_type(Scalar::I64);
     for (f, op) in [(MIN_I64, '<'), (MAX_I64, '>')] {
         if bodies.contains(&format!("{f}(")) {
-            let _ = writeln!(
-                out,
-                "{} {int} {f}({int} a, {int} b) {{ return a {op} b ? a : b; }}",
-                dialect.helper_qualifiers()
-            );
+            let _ = writeln!(out, "{}", dialect.int_helper(f, op));
         }
     }
     if !tables.is_empty() {
@@ -130,7 +201,7 @@ fn table_name(k: &Kernel, t: &str) -> String {
 }
 
 /// An f32 constant as an exact C literal.
-fn f32_lit(d: &dyn Dialect, x: f32) -> String {
+pub(crate) fn f32_lit(d: &dyn Dialect, x: f32) -> String {
     if !x.is_finite() {
         d.non_finite(x)
     } else if x.is_sign_negative() {
@@ -141,7 +212,7 @@ fn f32_lit(d: &dyn Dialect, x: f32) -> String {
 }
 
 /// An i64 constant (`LL`: at least 64 bits in every C dialect).
-fn i64_lit(x: i64) -> String {
+pub fn i64_lit(x: i64) -> String {
     if x == i64::MIN {
         "(-9223372036854775807LL - 1)".into()
     } else if x < 0 {
@@ -151,11 +222,11 @@ fn i64_lit(x: i64) -> String {
     }
 }
 
-fn zero(s: Scalar) -> &'static str {
+fn zero(d: &dyn Dialect, s: Scalar) -> String {
     match s {
-        Scalar::F32 => "0.0f",
-        Scalar::I64 => "0LL",
-        Scalar::Bool => "false",
+        Scalar::F32 => "0.0f".into(),
+        Scalar::I64 => d.int_lit(0),
+        Scalar::Bool => "false".into(),
     }
 }
 

@@ -1,6 +1,6 @@
-//! The CUDA targets (sm_80, sm_90): the plan's kernels printed as CUDA C
-//! (`kernels.cu`), one `extern "C" __global__` function per distinct kernel.
-//! Each thread runs one row of the kernel's launch grid; rows are independent.
+//! The CUDA targets (sm_80, sm_90): the plan's GPU kernels (`crate::gpu`, the schedule WGSL
+//! and Metal print too) as CUDA C (`kernels.cu`), one `extern "C" __global__` function per
+//! distinct kernel.
 
 pub mod printer;
 
@@ -10,14 +10,14 @@ use gemma4c_passes::plan::Plan;
 use gemma4c_passes::CostModel;
 
 use crate::backend::{write_file, Backend, BackendError, Checkpoint, Emitted};
-use crate::kernel::{kernel_plan, KernelPlan};
+use crate::gpu::{lower_plan, GpuPlan};
 
 /// File name of the CUDA artifact next to plan.json.
 pub const KERNELS_FILE: &str = "kernels.cu";
 
-/// A CUDA target: the printed code is the same for every architecture (one thread per row,
-/// bf16/f16 widened with the `cuda_bf16.h`/`cuda_fp16.h` conversions, available from sm_80);
-/// only the header's compile instructions differ.
+/// A CUDA target: the printed code is the same for every architecture (bf16/f16 widened with
+/// the `cuda_bf16.h`/`cuda_fp16.h` conversions, available from sm_80; warp shuffles over 32
+/// lanes); only the header's compile instructions differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CudaBackend {
     pub name: &'static str,
@@ -44,21 +44,21 @@ impl CudaBackend {
     fn header(&self) -> String {
         format!(
             "gemma4c kernels for target {} (CUDA C, compile with NVRTC or nvcc for {}).
-Every kernel is `extern \"C\" __global__ void name(buffers...)`; each thread runs
-one row `blockIdx.x * blockDim.x + threadIdx.x` of its launch grid and threads
-past the grid return. Rows are independent.",
+Every kernel is `extern \"C\" __global__ void name(buffers...)`, launched with the
+workgroups and threads its comment states: one block per grid row whose threads
+split the row's loops, or one thread per row. Rows are independent.",
             self.name, self.arch
         )
     }
 
     /// `kernels.cu` for a plan.
     pub fn kernels_cu(&self, plan: &Plan) -> Result<String, String> {
-        Ok(self.print(&kernel_plan(plan)?))
+        Ok(self.print(&lower_plan(plan)?))
     }
 
     /// Prints the kernels of a lowered plan, sorted by name.
-    pub fn print(&self, kp: &KernelPlan) -> String {
-        printer::print_module(&self.header(), kp.kernels.values())
+    pub fn print(&self, gp: &GpuPlan) -> String {
+        printer::print_gpu_module(&self.header(), gp.kernels.values())
     }
 }
 

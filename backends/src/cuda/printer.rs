@@ -6,8 +6,9 @@
 //! `__bfloat162float` / `__half2float` and stores narrow with
 //! `__float2bfloat16` / `__float2half` (round to nearest even).
 
-use crate::cstyle::{self, Dialect};
-use crate::kernel::{Access, Elem, Kernel};
+use crate::cstyle::{self, Dialect, GpuDialect};
+use crate::gpu::{Body, GpuKernel};
+use crate::kernel::{Access, Elem, Kernel, ReduceOp};
 
 /// CUDA C for NVRTC or nvcc.
 pub struct Cuda;
@@ -67,6 +68,72 @@ impl Dialect for Cuda {
     fn helper_qualifiers(&self) -> &str {
         "static __device__ __forceinline__"
     }
+}
+
+impl GpuDialect for Cuda {
+    fn gpu_prelude(&self) -> &str {
+        "static __device__ __forceinline__ float g4_warp_sum(float v) {\n\
+         \x20   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);\n\
+         \x20   return v;\n}\n\
+         static __device__ __forceinline__ float g4_warp_max(float v) {\n\
+         \x20   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));\n\
+         \x20   return v;\n}\n"
+    }
+
+    fn gpu_signature(&self, k: &GpuKernel, params: &[String]) -> String {
+        format!(
+            "extern \"C\" __global__ void __launch_bounds__({}) {}({}) {{",
+            k.threads,
+            k.kernel.name,
+            params.join(", ")
+        )
+    }
+
+    fn gpu_prologue(&self, k: &GpuKernel) -> Vec<String> {
+        let mut v = vec![match k.body {
+            Body::Thread => "const long long row = blockIdx.x * (long long)blockDim.x + threadIdx.x;".to_string(),
+            Body::Workgroup(_) => "const long long row = blockIdx.x;".to_string(),
+        }];
+        v.push(format!("if (row >= {}LL) return;", k.kernel.rows));
+        v.push("const long long lane = threadIdx.x;".into());
+        let width = k.combine_width();
+        if width > 0 {
+            v.push(format!("__shared__ float g4_partials[{}];", width * k.threads));
+        }
+        v
+    }
+
+    fn barrier(&self) -> &str {
+        "__syncthreads();"
+    }
+
+    fn subgroup_reduce(&self, op: ReduceOp, v: &str) -> String {
+        match op {
+            ReduceOp::Add => format!("g4_warp_sum({v})"),
+            ReduceOp::Max => format!("g4_warp_max({v})"),
+        }
+    }
+
+    fn first_in_subgroup(&self) -> &str {
+        "(threadIdx.x & 31u) == 0u"
+    }
+
+    fn is_lane0(&self) -> &str {
+        "threadIdx.x == 0u"
+    }
+
+    fn subgroup_id(&self) -> &str {
+        "(long long)(threadIdx.x >> 5)"
+    }
+
+    fn num_subgroups(&self) -> &str {
+        "(long long)(blockDim.x >> 5)"
+    }
+}
+
+/// Prints GPU kernels (in the order given) as one CUDA translation unit.
+pub fn print_gpu_module<'a>(header: &str, kernels: impl IntoIterator<Item = &'a GpuKernel>) -> String {
+    cstyle::print_gpu_module(&Cuda, header, kernels)
 }
 
 /// Prints `kernels` (in the order given) as one CUDA translation unit.

@@ -399,7 +399,7 @@ fn head_input(p: &Program) -> Option<(usize, usize)> {
 
 /// Rows of the smallest embedding table indexed by the program's token ids
 /// (the PLE table may be smaller than the vocabulary).
-fn id_limit(plan: &Plan, p: &Program) -> Option<(usize, String)> {
+pub(crate) fn id_limit(plan: &Plan, p: &Program) -> Option<(usize, String)> {
     p.steps
         .iter()
         .filter(|s| matches!(s.op, Op::Embedding))

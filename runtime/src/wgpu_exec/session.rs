@@ -1,0 +1,366 @@
+//! `WgpuSession`: a plan's GPU kernels (kernels.wgsl) on a wgpu device. Mirrors `JitSession`:
+//! weights are uploaded once, every activation and scratch area is a device buffer, KV caches
+//! stay on the device between calls, and a call encodes the program's launches in one compute
+//! pass (wgpu orders dispatches of a pass) and reads back only the last row of logits.
+
+use std::collections::BTreeMap;
+
+use gemma4c_backends::gpu::{lower_plan, GpuPlan};
+use gemma4c_backends::kernel::{Access, LaunchArg as Arg};
+use gemma4c_frontend::Model;
+use gemma4c_passes::plan::{BufferKind, Plan};
+
+use super::device::Gpu;
+use crate::error::RuntimeError;
+use crate::jit::id_limit;
+use crate::plan_session::{check_model, Schedule};
+use crate::session::Executor;
+
+struct Dispatch {
+    pipeline: usize,
+    bind_group: wgpu::BindGroup,
+    groups: (u32, u32),
+}
+
+struct Program {
+    dispatches: Vec<Dispatch>,
+    /// The logits buffer and the byte offset of the last row.
+    logits: (wgpu::Buffer, u64),
+}
+
+pub struct WgpuSession {
+    plan: Plan,
+    gpu: Gpu,
+    kernels: GpuPlan,
+    pipelines: Vec<wgpu::ComputePipeline>,
+    programs: Vec<Program>,
+    id_limits: Vec<Option<(usize, String)>>,
+    state: Vec<wgpu::Buffer>,
+    ids: wgpu::Buffer,
+    pos: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    position: usize,
+}
+
+fn storage_buffer(dev: &wgpu::Device, label: &str, bytes: usize, extra: wgpu::BufferUsages) -> wgpu::Buffer {
+    dev.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (bytes.max(4).div_ceil(4) * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | extra,
+        mapped_at_creation: false,
+    })
+}
+
+impl WgpuSession {
+    /// Uploads `model`'s weights for `plan` and builds the pipelines of `wgsl` (the plan's
+    /// kernels.wgsl) on the first GPU adapter.
+    pub fn new(plan: Plan, model: &Model, wgsl: &str) -> Result<WgpuSession, RuntimeError> {
+        check_model(&plan, model)?;
+        let kernels = lower_plan(&plan).map_err(RuntimeError::Other)?;
+        let gpu = Gpu::new()?;
+        let dev = &gpu.device;
+        let max_binding = gpu.limits.max_storage_buffer_binding_size as usize;
+        let fits = |what: &str, bytes: usize| -> Result<(), RuntimeError> {
+            if bytes > max_binding || bytes >= 1 << 31 {
+                return Err(RuntimeError::Other(format!(
+                    "{what} is {bytes} bytes: more than a storage buffer of {} holds ({max_binding} bytes)",
+                    gpu.adapter
+                )));
+            }
+            Ok(())
+        };
+
+        let mut weights = Vec::with_capacity(plan.weights.len());
+        for w in &plan.weights {
+            let bytes = model.checkpoint.bytes(&w.key)?;
+            fits(&format!("weight `{}`", w.key), bytes.len())?;
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().max(4).div_ceil(4) * 4, 0);
+            let buf = storage_buffer(dev, &w.key, padded.len(), wgpu::BufferUsages::empty());
+            gpu.queue.write_buffer(&buf, 0, &padded);
+            weights.push(buf);
+        }
+        let state: Vec<wgpu::Buffer> = plan
+            .state
+            .iter()
+            .map(|s| {
+                fits(&format!("state `{}`", s.name), s.bytes)?;
+                Ok(storage_buffer(dev, &s.name, s.bytes, wgpu::BufferUsages::empty()))
+            })
+            .collect::<Result<_, RuntimeError>>()?;
+        let max_seq = plan.programs.iter().map(|p| p.seq_len).max().unwrap_or(1);
+        let ids = storage_buffer(dev, "token_ids", 4 * max_seq, wgpu::BufferUsages::empty());
+        let pos = storage_buffer(dev, "position", 4, wgpu::BufferUsages::empty());
+        let vocab = plan.model.vocab_size;
+        let readback = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("logits readback"),
+            size: (4 * vocab) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+
+        let module = gpu.checked("compiling kernels.wgsl", |d| {
+            d.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("kernels.wgsl"),
+                source: wgpu::ShaderSource::Wgsl(wgsl.into()),
+            })
+        })?;
+        // One pipeline per kernel, with an explicit layout: binding i = parameter i.
+        let mut pipelines = Vec::new();
+        let mut layouts = Vec::new();
+        let mut index = BTreeMap::new();
+        for (name, g) in &kernels.kernels {
+            let entries: Vec<wgpu::BindGroupLayoutEntry> = g
+                .kernel
+                .params
+                .iter()
+                .enumerate()
+                .map(|(i, p)| wgpu::BindGroupLayoutEntry {
+                    binding: i as u32,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: p.access == Access::Read,
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                })
+                .collect();
+            let (pipeline, layout) = gpu.checked(&format!("building kernel {name} of kernels.wgsl"), |d| {
+                let bgl = d.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(name),
+                    entries: &entries,
+                });
+                let pl = d.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(name),
+                    bind_group_layouts: &[Some(&bgl)],
+                    immediate_size: 0,
+                });
+                let pipeline = d.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(name),
+                    layout: Some(&pl),
+                    module: &module,
+                    entry_point: Some(name),
+                    compilation_options: Default::default(),
+                    cache: None,
+                });
+                (pipeline, bgl)
+            })?;
+            index.insert(name.clone(), pipelines.len());
+            pipelines.push(pipeline);
+            layouts.push(layout);
+        }
+
+        let max_dim = gpu.limits.max_compute_workgroups_per_dimension as usize;
+        let mut programs = Vec::new();
+        let mut id_limits = Vec::new();
+        for (p, lp) in plan.programs.iter().zip(&kernels.programs) {
+            // One device buffer per activation storage and per scratch area of the program.
+            let mut acts: BTreeMap<usize, wgpu::Buffer> = BTreeMap::new();
+            let mut scratch: BTreeMap<(usize, usize), wgpu::Buffer> = BTreeMap::new();
+            for b in &p.buffers {
+                if let BufferKind::Activation { .. } = b.kind {
+                    fits(&format!("activation {} of program `{}`", b.id, p.name), b.bytes)?;
+                    acts.insert(
+                        b.id,
+                        storage_buffer(dev, "activation", b.bytes, wgpu::BufferUsages::COPY_SRC),
+                    );
+                }
+            }
+            for l in &lp.launches {
+                for a in &l.args {
+                    if let Arg::Scratch { offset, bytes } = *a {
+                        scratch
+                            .entry((offset, bytes))
+                            .or_insert_with(|| storage_buffer(dev, "scratch", bytes, wgpu::BufferUsages::empty()));
+                    }
+                }
+            }
+            let mut dispatches = Vec::with_capacity(lp.launches.len());
+            for l in &lp.launches {
+                let g = &kernels.kernels[&l.kernel];
+                let mut bufs = Vec::with_capacity(l.args.len());
+                for a in &l.args {
+                    bufs.push(match a {
+                        Arg::Scratch { offset, bytes } => &scratch[&(*offset, *bytes)],
+                        Arg::Buffer(id) => {
+                            let s = p.storage(*id);
+                            match &s.kind {
+                                BufferKind::Weight { index } => &weights[*index],
+                                BufferKind::State { index } => &state[*index],
+                                BufferKind::Input { name } if name == "token_ids" => &ids,
+                                BufferKind::Input { name } if name == "position" => &pos,
+                                BufferKind::Activation { .. } => &acts[&s.id],
+                                other => return Err(RuntimeError::Other(format!("cannot bind buffer {other:?}"))),
+                            }
+                        }
+                    });
+                }
+                let pipeline = index[&l.kernel];
+                let entries: Vec<wgpu::BindGroupEntry> = bufs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| wgpu::BindGroupEntry {
+                        binding: i as u32,
+                        resource: b.as_entire_binding(),
+                    })
+                    .collect();
+                let step = &p.steps[l.step].name;
+                let bind_group = gpu.checked(&format!("binding the buffers of step `{step}`"), |d| {
+                    d.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some(&l.kernel),
+                        layout: &layouts[pipeline],
+                        entries: &entries,
+                    })
+                })?;
+                let n = g.workgroups();
+                let x = n.clamp(1, max_dim);
+                let y = n.div_ceil(x).max(1);
+                if y > max_dim {
+                    return Err(RuntimeError::Other(format!(
+                        "kernel {} needs {n} workgroups, more than {} can dispatch",
+                        l.kernel, gpu.adapter
+                    )));
+                }
+                dispatches.push(Dispatch {
+                    pipeline,
+                    bind_group,
+                    groups: (x as u32, y as u32),
+                });
+            }
+            let logits = p
+                .output("logits")
+                .ok_or_else(|| RuntimeError::Other(format!("program `{}` has no logits output", p.name)))?;
+            let n: usize = p.buffers[logits].shape.iter().product();
+            if n < vocab {
+                return Err(RuntimeError::Other(format!(
+                    "program `{}`: logits hold {n} values",
+                    p.name
+                )));
+            }
+            let buf = acts
+                .remove(&p.storage(logits).id)
+                .ok_or_else(|| RuntimeError::Other("logits are not an activation".into()))?;
+            // Buffers bound in bind groups stay alive through them.
+            programs.push(Program {
+                dispatches,
+                logits: (buf, (4 * (n - vocab)) as u64),
+            });
+            id_limits.push(id_limit(&plan, p));
+        }
+        Ok(WgpuSession {
+            plan,
+            gpu,
+            kernels,
+            pipelines,
+            programs,
+            id_limits,
+            state,
+            ids,
+            pos,
+            readback,
+            position: 0,
+        })
+    }
+
+    /// The adapter the kernels run on.
+    pub fn adapter(&self) -> &str {
+        &self.gpu.adapter
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Weight bytes one call of `program` reads.
+    pub fn weight_bytes(&self, program: &str) -> usize {
+        self.kernels.program(program).map_or(0, |p| p.weight_bytes())
+    }
+
+    /// Forgets the context: zeroes the KV caches, position 0.
+    pub fn reset(&mut self) {
+        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        for s in &self.state {
+            enc.clear_buffer(s, 0, None);
+        }
+        self.gpu.queue.submit([enc.finish()]);
+        self.position = 0;
+    }
+
+    fn call(&mut self, program: usize, ids: &[u32]) -> Result<Vec<f32>, RuntimeError> {
+        let vocab = self.plan.model.vocab_size;
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
+            return Err(RuntimeError::Request(format!(
+                "token id {bad} is out of range: the vocabulary has {vocab} tokens"
+            )));
+        }
+        if let Some((rows, key)) = &self.id_limits[program] {
+            if let Some(&bad) = ids.iter().find(|&&t| t as usize >= *rows) {
+                return Err(RuntimeError::Request(format!(
+                    "token id {bad} is out of range: `{key}` has {rows} rows"
+                )));
+            }
+        }
+        let p = &self.plan.programs[program];
+        if ids.len() != p.seq_len {
+            return Err(RuntimeError::Other(format!(
+                "program `{}` takes {} tokens",
+                p.name, p.seq_len
+            )));
+        }
+        let id_bytes: Vec<u8> = ids.iter().flat_map(|&t| (t as i32).to_le_bytes()).collect();
+        self.gpu.queue.write_buffer(&self.ids, 0, &id_bytes);
+        self.gpu
+            .queue
+            .write_buffer(&self.pos, 0, &(self.position as i32).to_le_bytes());
+        let prog = &self.programs[program];
+        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for d in &prog.dispatches {
+                pass.set_pipeline(&self.pipelines[d.pipeline]);
+                pass.set_bind_group(0, &d.bind_group, &[]);
+                pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
+            }
+        }
+        let (logits, offset) = &prog.logits;
+        enc.copy_buffer_to_buffer(logits, *offset, &self.readback, 0, (4 * vocab) as u64);
+        self.gpu.queue.submit([enc.finish()]);
+        let slice = self.readback.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.gpu
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| RuntimeError::Other(format!("waiting for the GPU: {e}")))?;
+        rx.recv()
+            .map_err(|_| RuntimeError::Other("the GPU readback was dropped".into()))?
+            .map_err(|e| RuntimeError::Other(format!("reading the logits back: {e}")))?;
+        let out = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| RuntimeError::Other(format!("reading the logits back: {e}")))?;
+            view.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        };
+        self.readback.unmap();
+        self.position += ids.len();
+        Ok(out)
+    }
+}
+
+impl Executor for WgpuSession {
+    fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>, RuntimeError> {
+        let schedule = Schedule::of(&self.plan)?;
+        schedule.feed(self.position, ids, |program, chunk| self.call(program, chunk))
+    }
+
+    fn position(&self) -> usize {
+        self.position
+    }
+}
