@@ -293,7 +293,7 @@ pub fn run(args: Args) -> Result<()> {
 
 #[cfg(feature = "wgpu")]
 fn wgpu_session<'m>(
-    plan: Plan,
+    plan: gemma4c_passes::plan::Plan,
     model: &'m gemma4c_frontend::Model,
     wgsl: &str,
     quiet: bool,

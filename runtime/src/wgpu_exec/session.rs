@@ -280,7 +280,7 @@ impl WgpuSession {
     }
 
     /// Forgets the context: zeroes the KV caches, position 0.
-    pub fn reset(&mut self) {
+    fn clear(&mut self) {
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
         for s in &self.state {
             enc.clear_buffer(s, 0, None);
@@ -362,5 +362,9 @@ impl Executor for WgpuSession {
 
     fn position(&self) -> usize {
         self.position
+    }
+
+    fn reset(&mut self) {
+        self.clear();
     }
 }
