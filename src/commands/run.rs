@@ -27,8 +27,6 @@ pub enum ExecutorKind {
     Reference,
     /// Generated CPU kernels, JIT-compiled with LLVM.
     Jit,
-    /// Generated GPU kernels (kernels.wgsl of a `--target wgpu` plan) on a wgpu adapter.
-    Wgpu,
 }
 
 #[derive(clap::Args)]
@@ -202,15 +200,20 @@ pub fn run(args: Args) -> Result<()> {
             .is_some_and(|a| a.has(f) && a.dir.join(f).symlink_metadata().is_ok())
     };
     let (has_kernels, has_wgsl) = (present(kernels_file), present(wgsl_file));
-    let executor = args.executor.unwrap_or(if plan.is_some() && has_wgsl {
-        ExecutorKind::Wgpu
-    } else if plan.is_some() && !has_kernels {
+    // A `--target wgpu` plan runs its kernels.wgsl on the wgpu executor unless an executor is named.
+    let wgpu_plan = args.executor.is_none() && plan.is_some() && has_wgsl;
+    let executor = args.executor.unwrap_or(if plan.is_some() && !has_kernels {
         ExecutorKind::Reference
     } else {
         ExecutorKind::Jit
     });
     let compile_start = std::time::Instant::now();
     let mut session: Box<dyn Executor + '_> = match (executor, plan) {
+        (_, Some(plan)) if wgpu_plan => {
+            let artifact = artifact.as_ref().context("--plan DIR")?;
+            let wgsl = artifact.read_text(wgsl_file, MAX_KERNELS_BYTES)?;
+            wgpu_session(plan, &model, &wgsl, args.quiet)?
+        }
         (ExecutorKind::Reference, Some(plan)) => Box::new(PlanSession::new(plan, &model)?),
         (ExecutorKind::Jit, Some(plan)) => {
             let artifact = artifact.as_ref().context("--plan DIR")?;
@@ -223,20 +226,6 @@ pub fn run(args: Args) -> Result<()> {
             let ll = artifact.read_text(kernels_file, MAX_KERNELS_BYTES)?;
             let _spinner = textgen::spinner("compiling CPU kernels (LLVM JIT)");
             Box::new(JitSession::new(plan, &model, &ll, &JitOptions::from_env()?)?)
-        }
-        (ExecutorKind::Wgpu, Some(plan)) => {
-            let artifact = artifact.as_ref().context("--plan DIR")?;
-            if !has_wgsl {
-                bail!(
-                    "{}: no {wgsl_file} (compile with --target wgpu for the wgpu executor)",
-                    artifact.dir.display()
-                );
-            }
-            let wgsl = artifact.read_text(wgsl_file, MAX_KERNELS_BYTES)?;
-            wgpu_session(plan, &model, &wgsl, args.quiet)?
-        }
-        (ExecutorKind::Wgpu, None) => {
-            bail!("--executor wgpu runs a plan: give --plan DIR (compiled with --target wgpu)")
         }
         (kind, None) => textgen::model_executor(&model, kind, max_context, chunk)?,
     };

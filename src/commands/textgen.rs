@@ -174,9 +174,6 @@ pub fn model_executor<'m>(
     let _spinner = (kind == ExecutorKind::Jit).then(|| spinner("compiling CPU kernels (LLVM JIT)"));
     Ok(match kind {
         ExecutorKind::Reference => Box::new(ReferenceSession::new(model, max_context, chunk)?),
-        ExecutorKind::Wgpu => {
-            anyhow::bail!("--executor wgpu runs a plan: give --plan DIR (compiled with --target wgpu)")
-        }
         ExecutorKind::Jit => {
             let cfg = &model.config;
             let dtype_of = |k: &str| model.dtype_of(k);
