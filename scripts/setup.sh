@@ -35,10 +35,11 @@ if rustup run nightly rustc --version >/dev/null 2>&1 \
 fi
 
 # wgpu runtime tests (tests/wgpu_run.rs): Mesa's lavapipe, a Vulkan driver on the CPU.
-if ! dpkg -s mesa-vulkan-drivers libvulkan1 >/dev/null 2>&1; then
+# MSL syntax check (tests/msl_check.rs): clang-19.
+if ! dpkg -s mesa-vulkan-drivers libvulkan1 clang-19 >/dev/null 2>&1; then
     apt-get update >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        mesa-vulkan-drivers libvulkan1 >/dev/null
+        mesa-vulkan-drivers libvulkan1 clang-19 >/dev/null
 fi
 
 # Tenstorrent simulator tests (tests/tt_sim.rs): tt-lang-sim + torch in a venv cached outside
