@@ -42,6 +42,14 @@ if ! dpkg -s mesa-vulkan-drivers libvulkan1 clang-19 >/dev/null 2>&1; then
         mesa-vulkan-drivers libvulkan1 clang-19 >/dev/null
 fi
 
+# NVRTC check of kernels.cu (tests/nvrtc_check.rs): the NVRTC and CUDA runtime (headers) wheels,
+# cached outside the repository.
+if [ ! -e "$HOME/.cache/gemma4c/nvrtc-12.9/nvidia/cuda_nvrtc/lib/libnvrtc.so.12" ]; then
+    python3 -m pip install -q --target "$HOME/.cache/gemma4c/nvrtc-12.9" \
+        nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-runtime-cu12==12.9.79 >/dev/null 2>&1 ||
+        echo "note: could not install the NVRTC wheels; tests/nvrtc_check.rs will be skipped" >&2
+fi
+
 # Tenstorrent simulator tests (tests/tt_sim.rs): tt-lang-sim + torch in a venv cached outside
 # the repository (~/.cache/gemma4c/venv-sim-<hash of tests/tt/requirements-sim.txt>).
 bash tools/setup_sim_venv.sh >/dev/null
