@@ -29,22 +29,9 @@ fn kernels_metal_pass_a_cxx_syntax_check_for_fixtures_and_released_configs() {
         eprintln!("SKIPPED: clang++-19 not found (scripts/setup.sh installs clang-19)");
         return;
     }
-    let mut sources: Vec<Vec<String>> = fixtures()
-        .iter()
-        .map(|d| vec!["--model".into(), d.to_str().unwrap().into()])
-        .collect();
-    for c in ["gemma-4-e2b", "gemma-4-e4b", "gemma-4-31b", "gemma-4-26b-a4b"] {
-        let p = repo_root().join(format!("tests/configs/{c}.json"));
-        sources.push(vec!["--config".into(), p.to_str().unwrap().into()]);
-    }
     let shim = repo_root().join("tests/msl");
-    for src in sources {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let mut args: Vec<&str> = vec!["compile"];
-        args.extend(src.iter().map(String::as_str));
-        args.extend(["--target", "metal", "--out", tmp.path().to_str().unwrap()]);
-        let r = gemma4c(&args);
-        assert_eq!(r.code, 0, "{src:?}: {}", r.stderr);
+    for src in fixture_and_released_sources() {
+        let tmp = compile_into_tempdir(&src, "metal");
         let text = std::fs::read_to_string(tmp.path().join("kernels.metal")).unwrap();
         let cpp = tmp.path().join("kernels.cpp");
         std::fs::write(&cpp, strip_attributes(&text)).unwrap();

@@ -20,23 +20,10 @@ fn every_kernels_cu_compiles_with_nvrtc_for_sm80_and_sm90() {
         );
         return;
     }
-    let mut sources: Vec<Vec<String>> = fixtures()
-        .iter()
-        .map(|d| vec!["--model".into(), d.to_str().unwrap().into()])
-        .collect();
-    for c in ["gemma-4-e2b", "gemma-4-e4b", "gemma-4-31b", "gemma-4-26b-a4b"] {
-        let p = repo_root().join(format!("tests/configs/{c}.json"));
-        sources.push(vec!["--config".into(), p.to_str().unwrap().into()]);
-    }
     let helper = repo_root().join("tools/nvrtc_check.py");
-    for src in sources {
+    for src in fixture_and_released_sources() {
         for (target, arch) in [("cuda-sm80", "compute_80"), ("cuda-sm90", "compute_90")] {
-            let tmp = tempfile::tempdir().expect("tempdir");
-            let mut args: Vec<&str> = vec!["compile"];
-            args.extend(src.iter().map(String::as_str));
-            args.extend(["--target", target, "--out", tmp.path().to_str().unwrap()]);
-            let r = gemma4c(&args);
-            assert_eq!(r.code, 0, "{src:?}: {}", r.stderr);
+            let tmp = compile_into_tempdir(&src, target);
             let cu = tmp.path().join("kernels.cu");
             let out = Command::new("python3")
                 .arg(&helper)

@@ -146,3 +146,28 @@ pub fn run_ids(source: &[&str], prompt: &[u32], new_tokens: usize, extra: &[&str
     args.extend_from_slice(extra);
     gemma4c(&args)
 }
+
+/// What the generated-code checks compile: every Gemma 4 fixture (`--model`) and the four
+/// released configs (`--config`), as `compile` source arguments.
+pub fn fixture_and_released_sources() -> Vec<Vec<String>> {
+    let mut sources: Vec<Vec<String>> = fixtures()
+        .iter()
+        .map(|d| vec!["--model".into(), d.to_str().unwrap().into()])
+        .collect();
+    for c in ["gemma-4-e2b", "gemma-4-e4b", "gemma-4-31b", "gemma-4-26b-a4b"] {
+        let p = repo_root().join(format!("tests/configs/{c}.json"));
+        sources.push(vec!["--config".into(), p.to_str().unwrap().into()]);
+    }
+    sources
+}
+
+/// `gemma4c compile SOURCE --target TARGET` into a fresh temporary directory (asserted to succeed).
+pub fn compile_into_tempdir(source: &[String], target: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut args: Vec<&str> = vec!["compile"];
+    args.extend(source.iter().map(String::as_str));
+    args.extend(["--target", target, "--out", tmp.path().to_str().unwrap()]);
+    let r = gemma4c(&args);
+    assert_eq!(r.code, 0, "{source:?} --target {target}: {}", r.stderr);
+    tmp
+}
