@@ -6,6 +6,8 @@
 //! be tested and fuzzed without files.
 
 pub mod gemma;
+mod gemma3;
+mod gemma4;
 mod reader;
 mod value;
 pub mod write;
