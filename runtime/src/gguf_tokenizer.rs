@@ -2,11 +2,15 @@
 //! `tokenizers` crate, the way transformers builds Gemma's from a GGUF
 //! (`integrations/gguf/gguf_tokenizer_mapping.py`, `gemma_tokenizer`):
 //!
-//! - SentencePiece vocabulary (`tokenizer.ggml.model = llama`) as a BPE with
-//!   byte fallback: spaces become `▁` (normalizer), no prefix space;
-//! - the file has no merges, so they are derived from the vocabulary: every
-//!   split of a token into two tokens is a merge, ranked by the token's
+//! - SentencePiece vocabulary (`tokenizer.ggml.model = llama`, Gemma 3) as a
+//!   BPE with byte fallback: spaces become `▁` (normalizer), no prefix space;
+//! - a Gemma 3 file has no merges, so they are derived from the vocabulary:
+//!   every split of a token into two tokens is a merge, ranked by the token's
 //!   position in the file (Gemma's scores do not follow its merge order);
+//! - a Gemma 4 file (`tokenizer.ggml.model = gemma4`, written by llama.cpp's
+//!   converter from tokenizer.json) is that same BPE with its merges stored in
+//!   `tokenizer.ggml.merges` (`left right`, split at the first space after the
+//!   first character, as llama.cpp reads them);
 //! - tokens of only whitespace that contain a space are stored with real spaces
 //!   but looked up as `▁`s, so they are respelled first;
 //! - control tokens (type 3) are special added tokens, user-defined ones (type 4)
@@ -35,9 +39,9 @@ pub fn from_gguf(g: &GgufFile) -> Result<Tokenizer, TokenizerError> {
         reason,
     };
     let model = g.str("tokenizer.ggml.model").map_err(|e| parse(e.to_string()))?;
-    if model != "llama" {
+    if model != "llama" && model != "gemma4" {
         return Err(parse(format!(
-            "tokenizer.ggml.model `{model}` is not supported (gemma4c builds SentencePiece `llama` vocabularies)"
+            "tokenizer.ggml.model `{model}` is not supported (gemma4c builds `llama` (SentencePiece) and `gemma4` (BPE) vocabularies)"
         )));
     }
     let tokens: Vec<&str> = g
@@ -60,7 +64,11 @@ pub fn from_gguf(g: &GgufFile) -> Result<Tokenizer, TokenizerError> {
             .collect(),
     };
 
-    let spelled: Vec<String> = tokens.iter().map(|t| respell(t)).collect();
+    // Gemma 4's tokens come from tokenizer.json, already spelled with `▁`.
+    let spelled: Vec<String> = tokens
+        .iter()
+        .map(|t| if model == "llama" { respell(t) } else { t.to_string() })
+        .collect();
     let mut vocab: HashMap<String, u32> = HashMap::with_capacity(spelled.len());
     // Insertion order of distinct tokens (a later duplicate keeps the first
     // position in the order but takes the later id, as a Python dict does).
@@ -70,7 +78,11 @@ pub fn from_gguf(g: &GgufFile) -> Result<Tokenizer, TokenizerError> {
             order.push(t);
         }
     }
-    let merges = merges_from_vocab(&order, &vocab);
+    let merges = if model == "gemma4" {
+        stored_merges(g, &vocab).map_err(parse)?
+    } else {
+        merges_from_vocab(&order, &vocab)
+    };
     let unk = tokens
         .get(g.usize_or("tokenizer.ggml.unknown_token_id", 3).unwrap_or(3))
         .map_or("<unk>".to_string(), |s| s.to_string());
@@ -120,6 +132,33 @@ pub fn from_gguf(g: &GgufFile) -> Result<Tokenizer, TokenizerError> {
 /// The chat template a GGUF file carries (`tokenizer.chat_template`), if any.
 pub fn chat_template(g: &GgufFile) -> Option<&str> {
     g.meta("tokenizer.chat_template").and_then(|v| v.as_str())
+}
+
+/// `tokenizer.ggml.merges`: `left right` pairs of vocabulary tokens.
+fn stored_merges(g: &GgufFile, vocab: &HashMap<String, u32>) -> Result<Vec<(String, String)>, String> {
+    let key = "tokenizer.ggml.merges";
+    let items = g.array(key).map_err(|e| e.to_string())?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let s = v.as_str().ok_or_else(|| format!("{key}[{i}] is not a string"))?;
+            // llama.cpp: `word.find(' ', 1)`, so a merge may start with a space.
+            let at = s
+                .char_indices()
+                .skip(1)
+                .find(|&(_, c)| c == ' ')
+                .map(|(at, _)| at)
+                .ok_or_else(|| format!("{key}[{i}] `{s}` is not `left right`"))?;
+            let (l, r) = (&s[..at], &s[at + 1..]);
+            for part in [l, r] {
+                if !vocab.contains_key(part) {
+                    return Err(format!("{key}[{i}] `{s}`: `{part}` is not in tokenizer.ggml.tokens"));
+                }
+            }
+            Ok((l.to_string(), r.to_string()))
+        })
+        .collect()
 }
 
 /// A token of only whitespace that contains a space, written as `▁`s (one per character).

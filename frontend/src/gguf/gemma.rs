@@ -150,10 +150,7 @@ impl ArchMeta<'_> {
             .enumerate()
             .map(|(i, v)| match v.as_u64() {
                 Some(x) if x > 0 && x <= crate::bounds::MAX_FIELD as u64 => Ok(x as usize),
-                _ => Err(self.bad(
-                    &key,
-                    format!("entry {i} is {}; expected a positive integer", v.kind()),
-                )),
+                _ => Err(self.bad(&key, format!("entry {i} is {}; expected a positive integer", v.kind()))),
             })
             .collect()
     }
@@ -234,7 +231,10 @@ mod tests {
             ("blk.3.ffn_down_exps.scale", "layers.3.router.per_expert_scale"),
             ("blk.3.ffn_gate_up_exps.weight", "layers.3.experts.gate_up_proj"),
             ("blk.3.ffn_down_exps.weight", "layers.3.experts.down_proj"),
-            ("blk.3.pre_ffw_norm_2.weight", "layers.3.pre_feedforward_layernorm_2.weight"),
+            (
+                "blk.3.pre_ffw_norm_2.weight",
+                "layers.3.pre_feedforward_layernorm_2.weight",
+            ),
         ] {
             assert_eq!(hf_key(g).as_deref(), Some(h), "{g}");
             assert_eq!(gguf_name(h).as_deref(), Some(g), "{h}");

@@ -40,7 +40,10 @@ pub(crate) fn config(g: &GgufFile) -> Result<Gemma4Config, FrontendError> {
     if let Some(i) = heads.iter().position(|&h| h != num_attention_heads) {
         return Err(m.bad(
             &m.key("attention.head_count"),
-            format!("layer {i} has {} heads, layer 0 {num_attention_heads}: per-layer query head counts are not supported", heads[i]),
+            format!(
+                "layer {i} has {} heads, layer 0 {num_attention_heads}: per-layer query head counts are not supported",
+                heads[i]
+            ),
         ));
     }
     let kv_heads = m.per_layer("attention.head_count_kv", n)?;
@@ -286,10 +289,12 @@ fn rope(
 /// the converter's 1e30, which stops rotation).
 fn rotated_pairs(m: &ArchMeta, head_dim_full: usize) -> Result<usize, FrontendError> {
     let name = "rope_freqs.weight";
-    let t = m
-        .g
-        .tensor(name)
-        .ok_or_else(|| m.bad(name, "tensor missing (full-attention layers need it for proportional RoPE)"))?;
+    let t = m.g.tensor(name).ok_or_else(|| {
+        m.bad(
+            name,
+            "tensor missing (full-attention layers need it for proportional RoPE)",
+        )
+    })?;
     if t.shape() != [head_dim_full / 2] || t.ggml_type != GgmlType::F32 {
         return Err(m.bad(
             name,
@@ -301,12 +306,11 @@ fn rotated_pairs(m: &ArchMeta, head_dim_full: usize) -> Result<usize, FrontendEr
             ),
         ));
     }
-    let values: Vec<f32> = m
-        .g
-        .bytes(t)
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let values: Vec<f32> =
+        m.g.bytes(t)
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
     let pairs = values.iter().take_while(|&&v| v == 1.0).count();
     if let Some((i, v)) = values.iter().enumerate().skip(pairs).find(|(_, &v)| v < 1e29) {
         return Err(m.bad(
@@ -319,11 +323,19 @@ fn rotated_pairs(m: &ArchMeta, head_dim_full: usize) -> Result<usize, FrontendEr
 
 /// Per-Layer Embeddings: `embedding_length_per_layer_input` > 0.
 fn ple(m: &ArchMeta, n: usize) -> Result<Option<PleConfig>, FrontendError> {
-    let hidden = m.g.usize_or(&m.key("embedding_length_per_layer_input"), 0)?;
+    // Required, as llama.cpp requires it: 0 says the model has no PLE.
+    let name = "per_layer_token_embd.weight";
+    let key = m.key("embedding_length_per_layer_input");
+    let hidden = m.g.usize(&key)?;
     if hidden == 0 {
+        if m.g.tensor(name).is_some() {
+            return Err(m.bad(
+                &key,
+                format!("is 0 (no Per-Layer Embeddings) but the file holds `{name}`"),
+            ));
+        }
         return Ok(None);
     }
-    let name = "per_layer_token_embd.weight";
     let shape = m.tensor_shape(name)?;
     match shape[..] {
         [vocab, width] if width == n * hidden && vocab > 0 => Ok(Some(PleConfig { hidden, vocab })),
