@@ -15,6 +15,8 @@ use gemma4c_frontend::Model;
 
 /// (name, row-major shape, ggml type id, stored bytes).
 type Tensors = Vec<(String, Vec<usize>, u32, Vec<u8>)>;
+/// One edit of the fixture's metadata and tensors.
+type Edit = Box<dyn Fn(&mut BTreeMap<String, MetaValue>, &mut Tensors)>;
 
 fn fixture() -> PathBuf {
     repo_root().join("tests/fixtures/gguf/tiny_gemma4.f16.gguf")
@@ -113,7 +115,7 @@ fn the_fixture_reads_as_its_transformers_config() {
 
 #[test]
 fn missing_or_odd_keys_are_named() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut BTreeMap<String, MetaValue>, &mut Tensors)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "gemma4.attention.key_length_swa",
             Box::new(|m, _| {
