@@ -55,7 +55,16 @@ fn wgpu_plans_give_hf_greedy_ids_and_logits_on_every_fixture() {
             assert!(d <= LOGIT_ATOL, "{}: step {step}: max |Δlogit| = {d}", dir.display());
             worst = worst.max(d);
         }
-        eprintln!("{}: 12 ids match HF, max |Δlogit| = {worst:.2e}", dir.display());
+        // Without --logits-out the argmax runs on the device and only the id is read back.
+        let out = run_ids(&["--plan", plan_s], &r.prompt(), TOKENS, &[]);
+        assert_eq!(out.code, 0, "{}: {}", dir.display(), out.stderr);
+        assert!(out.stderr.contains("greedy ids picked on the device"), "{}", out.stderr);
+        let got: Vec<u32> = out.stdout.split_whitespace().map(|t| t.parse().expect("id")).collect();
+        assert_eq!(got, want, "{}: device-argmax ids differ from HF", dir.display());
+        eprintln!(
+            "{}: 12 ids match HF (host and device argmax), max |Δlogit| = {worst:.2e}",
+            dir.display()
+        );
     }
 }
 

@@ -16,6 +16,11 @@ pub struct Generation<'a> {
     /// Hugging Face `generate` does): the config's and generation_config's
     /// `eos_token_id` plus the chat template's end-of-turn token.
     pub eos_token_ids: &'a [u32],
+    /// Whether the sink needs each step's logits (`--logits-out`). When it does not and the
+    /// sampler is greedy, the executor picks the id itself ([`Executor::forward_greedy`]: on
+    /// the device for GPU executors, so only the id crosses to the host) and the sink sees an
+    /// empty slice.
+    pub logits: bool,
 }
 
 /// What the token sink tells the loop after seeing a token.
@@ -108,13 +113,14 @@ pub fn generate(
             timings,
         });
     }
+    // Greedy without logits: the executor picks each id.
+    let on_executor = sampler.is_greedy() && !req.logits;
+    let mut logits = Vec::new();
     let start = Instant::now();
-    let mut logits = exec.forward(req.prompt)?;
+    let mut token = next_id(exec, sampler, req.prompt, on_executor, &mut logits, 0)?;
     timings.prompt_time = start.elapsed();
     let start = Instant::now();
     let reason = loop {
-        check_logits(&logits, ids.len())?;
-        let token = sampler.sample(&logits);
         ids.push(token);
         let flow = on_token(token, &logits)?;
         if req.eos_token_ids.contains(&token) {
@@ -126,20 +132,41 @@ pub fn generate(
         if ids.len() == req.max_new_tokens {
             break StopReason::Length;
         }
-        logits = exec.forward(&[token])?;
+        token = next_id(exec, sampler, &[token], on_executor, &mut logits, ids.len())?;
     };
     timings.generate_time = start.elapsed();
     timings.generated_tokens = ids.len();
     Ok(Output { ids, reason, timings })
 }
 
+/// Feeds `fed` and picks generated token number `step`: by the executor when `on_executor`
+/// (greedy, logits not wanted; `logits` is left empty), else by `sampler` from the logits,
+/// which are left in `logits` for the sink.
+fn next_id(
+    exec: &mut dyn Executor,
+    sampler: &mut Sampler,
+    fed: &[u32],
+    on_executor: bool,
+    logits: &mut Vec<f32>,
+    step: usize,
+) -> Result<u32, RuntimeError> {
+    if on_executor {
+        return exec.forward_greedy(fed);
+    }
+    *logits = exec.forward(fed)?;
+    check_logits(logits, Some(step))?;
+    Ok(sampler.sample(logits))
+}
+
 /// NaN logits (from NaN or infinite weights, or an overflow) have no argmax:
 /// say so instead of sampling token 0 forever.
-fn check_logits(logits: &[f32], step: usize) -> Result<(), RuntimeError> {
+/// `step`: the generated token's number, when known.
+pub(crate) fn check_logits(logits: &[f32], step: Option<usize>) -> Result<(), RuntimeError> {
     let nan = logits.iter().filter(|x| x.is_nan()).count();
     if nan > 0 {
+        let which = step.map_or(String::new(), |s| format!(" of generated token {s}"));
         return Err(RuntimeError::Request(format!(
-            "the logits of generated token {step} are NaN ({nan} of {}): the checkpoint's weights \
+            "the logits{which} are NaN ({nan} of {}): the checkpoint's weights \
              (or its activations) hold NaN or infinite values",
             logits.len()
         )));

@@ -6,6 +6,7 @@ pub mod conversation;
 pub mod error;
 pub mod generate;
 pub mod gguf_tokenizer;
+pub mod gpu_launch;
 pub mod jit;
 pub mod npy;
 pub mod plan_session;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use gemma4c_frontend::Model;
 use gemma4c_ir::eval::{eval, update_cache};
-use gemma4c_ir::{DType, Data, Tensor};
+use gemma4c_ir::{DType, Data, Op, Tensor};
 use gemma4c_passes::plan::{BufferKind, Plan, Program};
 
 use crate::error::RuntimeError;
@@ -194,6 +194,20 @@ impl PlanSession {
     }
 }
 
+/// Rows of the smallest embedding table indexed by the program's token ids
+/// (the PLE table may be smaller than the vocabulary).
+pub fn id_limit(plan: &Plan, p: &Program) -> Option<(usize, String)> {
+    p.steps
+        .iter()
+        .filter(|s| matches!(s.op, Op::Embedding))
+        .filter(|s| matches!(&p.storage(s.inputs[1]).kind, BufferKind::Input { name } if name == "token_ids"))
+        .filter_map(|s| match p.storage(s.inputs[0]).kind {
+            BufferKind::Weight { index } => Some((plan.weights[index].shape[0], plan.weights[index].key.clone())),
+            _ => None,
+        })
+        .min()
+}
+
 /// Which program of a plan serves which part of a forward call.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Schedule {
@@ -222,12 +236,12 @@ impl Schedule {
     /// Feeds `ids` at `position`: full prefill chunks run the prefill program,
     /// the rest (and decode) the single-token program. `call` runs one program
     /// (by index) on some ids and returns the logits.
-    pub(crate) fn feed(
+    pub(crate) fn feed<T>(
         self,
         position: usize,
         ids: &[u32],
-        mut call: impl FnMut(usize, &[u32]) -> Result<Vec<f32>, RuntimeError>,
-    ) -> Result<Vec<f32>, RuntimeError> {
+        mut call: impl FnMut(usize, &[u32]) -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
         let max = self.max_context;
         if position + ids.len() > max {
             return Err(RuntimeError::Request(format!(

@@ -18,6 +18,14 @@ use crate::weights::HostWeights;
 pub trait Executor {
     /// Feeds `ids` at the current position; returns the logits of the last one.
     fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>, RuntimeError>;
+    /// Feeds `ids` like [`Executor::forward`] and returns the greedy next id (the argmax of
+    /// the last logits, lowest id on ties). GPU executors override it to pick the id on the
+    /// device, so only the id crosses to the host.
+    fn forward_greedy(&mut self, ids: &[u32]) -> Result<u32, RuntimeError> {
+        let logits = self.forward(ids)?;
+        crate::generate::check_logits(&logits, None)?;
+        Ok(crate::sampler::argmax(&logits))
+    }
     /// Tokens consumed so far.
     fn position(&self) -> usize;
     /// Forgets the context (zeroed KV caches, position 0), keeping what was

@@ -177,6 +177,7 @@ pub fn run(args: Args) -> Result<()> {
                 prompt: &fed,
                 max_new_tokens: args.max_new_tokens.min(room),
                 eos_token_ids: &eos,
+                logits: false,
             },
             &mut sampler,
             &mut |token, _| {

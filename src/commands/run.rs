@@ -212,7 +212,14 @@ pub fn run(args: Args) -> Result<()> {
         (_, Some(plan)) if wgpu_plan => {
             let artifact = artifact.as_ref().context("--plan DIR")?;
             let wgsl = artifact.read_text(wgsl_file, MAX_KERNELS_BYTES)?;
-            wgpu_session(plan, &model, &wgsl, args.quiet)?
+            let note = if args.quiet {
+                None
+            } else if sampler.is_greedy() && args.logits_out.is_none() {
+                Some("greedy ids picked on the device")
+            } else {
+                Some("logits read back every step")
+            };
+            wgpu_session(plan, &model, &wgsl, note)?
         }
         (ExecutorKind::Reference, Some(plan)) => Box::new(PlanSession::new(plan, &model)?),
         (ExecutorKind::Jit, Some(plan)) => {
@@ -242,6 +249,7 @@ pub fn run(args: Args) -> Result<()> {
             prompt: &prompt,
             max_new_tokens: args.max_new_tokens,
             eos_token_ids: &eos,
+            logits: args.logits_out.is_some(),
         },
         &mut sampler,
         &mut |token, logits| {
@@ -285,16 +293,21 @@ fn wgpu_session<'m>(
     plan: gemma4c_passes::plan::Plan,
     model: &'m gemma4c_frontend::Model,
     wgsl: &str,
-    quiet: bool,
+    note: Option<&str>,
 ) -> Result<Box<dyn Executor + 'm>> {
     let session = gemma4c_runtime::wgpu_exec::WgpuSession::new(plan, model, wgsl)?;
-    if !quiet {
-        eprintln!("wgpu adapter: {}", session.adapter());
+    if let Some(note) = note {
+        eprintln!("wgpu adapter: {} ({note})", session.adapter());
     }
     Ok(Box::new(session))
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn wgpu_session<'m>(_: Plan, _: &'m gemma4c_frontend::Model, _: &str, _: bool) -> Result<Box<dyn Executor + 'm>> {
+fn wgpu_session<'m>(
+    _: Plan,
+    _: &'m gemma4c_frontend::Model,
+    _: &str,
+    _: Option<&str>,
+) -> Result<Box<dyn Executor + 'm>> {
     bail!("this gemma4c was built without the wgpu runtime (cargo feature `wgpu`)")
 }

@@ -1,16 +1,26 @@
 //! Plan → GPU kernels and launches: the kernel IR lowering (`kernel::kernel_plan`) with each
-//! kernel given its GPU schedule, and attention replaced by its GPU form. Launch arguments,
-//! scratch areas and weight accounting are the kernel IR's.
+//! kernel given its GPU schedule, attention replaced by its GPU forms (online softmax for
+//! prefill, flash-decode split along the cache for decode) and a greedy argmax per program.
+//! Launch arguments, scratch areas and weight accounting are the kernel IR's.
 
 use std::collections::BTreeMap;
 
 use gemma4c_ir::Op;
 use gemma4c_passes::plan::Plan;
 
-use super::attention::attention_online;
+use super::argmax::argmax;
+use super::attention::{attention_merge, attention_online, attention_split, decode_splits};
 use super::schedule::derive;
 use super::GpuKernel;
-use crate::kernel::{self, ProgramLaunches};
+use crate::kernel::{self, Kernel, KernelLaunch, LaunchArg, ProgramLaunches};
+
+/// The on-device greedy pick of a program: `kernel` reads plan buffer `logits` (its last
+/// `vocab` values) and writes `[index, NaN count]` (f32) into a buffer of the runtime's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArgmaxLaunch {
+    pub kernel: String,
+    pub logits: usize,
+}
 
 /// A plan's GPU kernels and launches. Every GPU printer prints `kernels`; the runtime binds
 /// `programs`.
@@ -20,6 +30,8 @@ pub struct GpuPlan {
     pub kernels: BTreeMap<String, GpuKernel>,
     /// Same order as `plan.programs`; launch kernel names refer to `kernels`.
     pub programs: Vec<ProgramLaunches>,
+    /// Same order as `plan.programs`: the launch after `programs[i]` that samples greedily.
+    pub argmax: Vec<ArgmaxLaunch>,
 }
 
 impl GpuPlan {
@@ -31,24 +43,89 @@ impl GpuPlan {
 pub fn lower_plan(plan: &Plan) -> Result<GpuPlan, String> {
     let kp = kernel::kernel_plan(plan)?;
     let mut kernels = BTreeMap::new();
+    let mut add = |k: Kernel| {
+        let name = k.name.clone();
+        kernels.entry(name.clone()).or_insert_with(|| derive(&k));
+        name
+    };
     let mut programs = Vec::new();
+    let mut samplers = Vec::new();
     for (p, lp) in plan.programs.iter().zip(kp.programs) {
-        let mut lp = lp;
-        for l in &mut lp.launches {
+        let mut launches = Vec::with_capacity(lp.launches.len());
+        let mut scratch_bytes = lp.scratch_bytes;
+        for mut l in lp.launches {
             let step = &p.steps[l.step];
-            let k = match &step.op {
-                Op::Attention { window, scale } => {
-                    let (qs, ks) = (&p.buffers[step.inputs[0]].shape, &p.buffers[step.inputs[1]].shape);
-                    attention_online(qs[0], qs[1], ks[0], qs[2], ks[1], *window, *scale)
-                }
-                _ => kp.kernels[&l.kernel].clone(),
+            let Op::Attention { window, scale } = &step.op else {
+                l.kernel = add(kp.kernels[&l.kernel].clone());
+                launches.push(l);
+                continue;
             };
-            l.kernel = k.name.clone();
-            if !kernels.contains_key(&k.name) {
-                kernels.insert(k.name.clone(), derive(&k));
+            let (qs, ks) = (&p.buffers[step.inputs[0]].shape, &p.buffers[step.inputs[1]].shape);
+            let (s, heads, d, kv_heads, cap) = (qs[0], qs[1], qs[2], ks[0], ks[1]);
+            if s > 1 {
+                l.kernel = add(attention_online(s, heads, kv_heads, d, cap, *window, *scale));
+                launches.push(l);
+                continue;
             }
+            // Decode: flash-decode through two scratch areas (the step's only launches, so
+            // they start at offset 0 of the program's scratch).
+            let splits = decode_splits(cap);
+            let part_out = LaunchArg::Scratch {
+                offset: 0,
+                bytes: 4 * heads * splits * d,
+            };
+            let part_ml = LaunchArg::Scratch {
+                offset: 4 * heads * splits * d,
+                bytes: 4 * heads * splits * 2,
+            };
+            scratch_bytes = scratch_bytes.max(4 * heads * splits * (d + 2));
+            let io = l.args.clone();
+            let split = attention_split(heads, kv_heads, d, cap, *window, *scale, splits);
+            launches.push(KernelLaunch {
+                kernel: add(split),
+                args: vec![
+                    io[0].clone(),
+                    io[1].clone(),
+                    io[2].clone(),
+                    io[3].clone(),
+                    part_out.clone(),
+                    part_ml.clone(),
+                ],
+                rows: heads * splits,
+                ..l.clone()
+            });
+            launches.push(KernelLaunch {
+                kernel: add(attention_merge(heads, d, splits)),
+                args: vec![part_out, part_ml, io[4].clone()],
+                rows: heads,
+                weight_bytes: 0,
+                ..l
+            });
         }
-        programs.push(lp);
+        let logits = p
+            .output("logits")
+            .ok_or_else(|| format!("program `{}` has no logits output", p.name))?;
+        let n: usize = p.buffers[logits].shape.iter().product();
+        let vocab = plan.model.vocab_size;
+        if vocab == 0 || vocab > n || vocab >= 1 << 24 {
+            return Err(format!(
+                "program `{}`: {n} logits for a vocabulary of {vocab} (the GPU argmax takes 1..2^24)",
+                p.name
+            ));
+        }
+        samplers.push(ArgmaxLaunch {
+            kernel: add(argmax(n, vocab)),
+            logits,
+        });
+        programs.push(ProgramLaunches {
+            name: lp.name,
+            launches,
+            scratch_bytes,
+        });
     }
-    Ok(GpuPlan { kernels, programs })
+    Ok(GpuPlan {
+        kernels,
+        programs,
+        argmax: samplers,
+    })
 }

@@ -22,11 +22,12 @@
 //! [`lower::lower_plan`] turns a plan into these kernels and their launches; every GPU printer
 //! prints the same [`GpuPlan`].
 
+pub mod argmax;
 pub mod attention;
 pub mod lower;
 pub mod schedule;
 
-pub use lower::{lower_plan, GpuPlan};
+pub use lower::{lower_plan, ArgmaxLaunch, GpuPlan};
 
 use crate::kernel::{Expr, Kernel, ReduceOp, Stmt, Var};
 

@@ -15,7 +15,6 @@ mod session;
 
 pub use bandwidth::measure_bandwidth;
 pub use engine::JitModule;
-pub(crate) use session::id_limit;
 pub use session::{check_threads, JitOptions, JitSession, StepProfile, MAX_THREADS, PARALLEL_BYTES};
 
 /// Most buffer parameters a kernel takes.

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use gemma4c_backends::kernel::{kernel_plan, Access, KernelPlan, LaunchArg};
 use gemma4c_frontend::Model;
-use gemma4c_ir::Op;
 use gemma4c_passes::plan::{BufferKind, Plan, Program};
 
 use super::engine::JitModule;
@@ -14,7 +13,7 @@ use super::memory::AlignedBuf;
 use super::pool::{Job, Pool};
 use super::{Kernel, MAX_ARGS};
 use crate::error::RuntimeError;
-use crate::plan_session::{check_model, check_plan, Schedule};
+use crate::plan_session::{check_model, check_plan, id_limit, Schedule};
 use crate::session::Executor;
 
 /// By default, launches touching fewer bytes than this run on the calling thread alone.
@@ -395,20 +394,6 @@ fn head_input(p: &Program) -> Option<(usize, usize)> {
         }
         _ => None,
     }
-}
-
-/// Rows of the smallest embedding table indexed by the program's token ids
-/// (the PLE table may be smaller than the vocabulary).
-pub(crate) fn id_limit(plan: &Plan, p: &Program) -> Option<(usize, String)> {
-    p.steps
-        .iter()
-        .filter(|s| matches!(s.op, Op::Embedding))
-        .filter(|s| matches!(&p.storage(s.inputs[1]).kind, BufferKind::Input { name } if name == "token_ids"))
-        .filter_map(|s| match p.storage(s.inputs[0]).kind {
-            BufferKind::Weight { index } => Some((plan.weights[index].shape[0], plan.weights[index].key.clone())),
-            _ => None,
-        })
-        .min()
 }
 
 impl Executor for JitSession<'_> {

@@ -5,15 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use gemma4c_backends::gpu::{lower_plan, GpuPlan};
-use gemma4c_backends::kernel::{Access, LaunchArg as Arg};
+use gemma4c_backends::gpu::argmax::SAMPLED_VALUES;
+use gemma4c_backends::kernel::Access;
 use gemma4c_frontend::Model;
-use gemma4c_passes::plan::{BufferKind, Plan};
+use gemma4c_passes::plan::Plan;
 
 use super::device::Gpu;
 use crate::error::RuntimeError;
-use crate::jit::id_limit;
-use crate::plan_session::{check_model, Schedule};
+use crate::gpu_launch::{check_call, sampled_id, LaunchPlan, Slot};
+use crate::plan_session::{check_model, id_limit, Schedule};
 use crate::session::Executor;
 
 struct Dispatch {
@@ -24,6 +24,8 @@ struct Dispatch {
 
 struct Program {
     dispatches: Vec<Dispatch>,
+    /// The greedy argmax of the last row of logits into `sampled`.
+    argmax: Dispatch,
     /// The logits buffer and the byte offset of the last row.
     logits: (wgpu::Buffer, u64),
 }
@@ -31,7 +33,7 @@ struct Program {
 pub struct WgpuSession {
     plan: Plan,
     gpu: Gpu,
-    kernels: GpuPlan,
+    launches: LaunchPlan,
     pipelines: Vec<wgpu::ComputePipeline>,
     programs: Vec<Program>,
     id_limits: Vec<Option<(usize, String)>>,
@@ -39,6 +41,7 @@ pub struct WgpuSession {
     ids: wgpu::Buffer,
     pos: wgpu::Buffer,
     readback: wgpu::Buffer,
+    sampled: wgpu::Buffer,
     position: usize,
 }
 
@@ -56,7 +59,7 @@ impl WgpuSession {
     /// kernels.wgsl) on the first GPU adapter.
     pub fn new(plan: Plan, model: &Model, wgsl: &str) -> Result<WgpuSession, RuntimeError> {
         check_model(&plan, model)?;
-        let kernels = lower_plan(&plan).map_err(RuntimeError::Other)?;
+        let launches = LaunchPlan::new(&plan)?;
         let gpu = Gpu::new()?;
         let dev = &gpu.device;
         let max_binding = gpu.limits.max_storage_buffer_binding_size as usize;
@@ -109,7 +112,7 @@ impl WgpuSession {
         let mut pipelines = Vec::new();
         let mut layouts = Vec::new();
         let mut index = BTreeMap::new();
-        for (name, g) in &kernels.kernels {
+        for (name, g) in &launches.gpu.kernels {
             let entries: Vec<wgpu::BindGroupLayoutEntry> = g
                 .kernel
                 .params
@@ -154,50 +157,42 @@ impl WgpuSession {
         }
 
         let max_dim = gpu.limits.max_compute_workgroups_per_dimension as usize;
+        let sampled = storage_buffer(dev, "sampled", 4 * SAMPLED_VALUES, wgpu::BufferUsages::COPY_SRC);
         let mut programs = Vec::new();
         let mut id_limits = Vec::new();
-        for (p, lp) in plan.programs.iter().zip(&kernels.programs) {
+        for (p, lp) in plan.programs.iter().zip(&launches.programs) {
             // One device buffer per activation storage and per scratch area of the program.
             let mut acts: BTreeMap<usize, wgpu::Buffer> = BTreeMap::new();
             let mut scratch: BTreeMap<(usize, usize), wgpu::Buffer> = BTreeMap::new();
-            for b in &p.buffers {
-                if let BufferKind::Activation { .. } = b.kind {
-                    fits(&format!("activation {} of program `{}`", b.id, p.name), b.bytes)?;
-                    acts.insert(
-                        b.id,
-                        storage_buffer(dev, "activation", b.bytes, wgpu::BufferUsages::COPY_SRC),
-                    );
-                }
+            for &(id, bytes) in &lp.activations {
+                fits(&format!("activation {id} of program `{}`", p.name), bytes)?;
+                acts.insert(
+                    id,
+                    storage_buffer(dev, "activation", bytes, wgpu::BufferUsages::COPY_SRC),
+                );
             }
-            for l in &lp.launches {
-                for a in &l.args {
-                    if let Arg::Scratch { offset, bytes } = *a {
-                        scratch
-                            .entry((offset, bytes))
-                            .or_insert_with(|| storage_buffer(dev, "scratch", bytes, wgpu::BufferUsages::empty()));
-                    }
-                }
+            for &(offset, bytes) in &lp.scratch {
+                fits(&format!("scratch of program `{}`", p.name), bytes)?;
+                scratch.insert(
+                    (offset, bytes),
+                    storage_buffer(dev, "scratch", bytes, wgpu::BufferUsages::empty()),
+                );
             }
-            let mut dispatches = Vec::with_capacity(lp.launches.len());
-            for l in &lp.launches {
-                let g = &kernels.kernels[&l.kernel];
-                let mut bufs = Vec::with_capacity(l.args.len());
-                for a in &l.args {
-                    bufs.push(match a {
-                        Arg::Scratch { offset, bytes } => &scratch[&(*offset, *bytes)],
-                        Arg::Buffer(id) => {
-                            let s = p.storage(*id);
-                            match &s.kind {
-                                BufferKind::Weight { index } => &weights[*index],
-                                BufferKind::State { index } => &state[*index],
-                                BufferKind::Input { name } if name == "token_ids" => &ids,
-                                BufferKind::Input { name } if name == "position" => &pos,
-                                BufferKind::Activation { .. } => &acts[&s.id],
-                                other => return Err(RuntimeError::Other(format!("cannot bind buffer {other:?}"))),
-                            }
-                        }
-                    });
-                }
+            let mut dispatches = Vec::with_capacity(lp.launches.len() + 1);
+            for l in lp.launches.iter().chain([&lp.argmax]) {
+                let bufs: Vec<&wgpu::Buffer> = l
+                    .args
+                    .iter()
+                    .map(|a| match *a {
+                        Slot::Weight(i) => &weights[i],
+                        Slot::State(i) => &state[i],
+                        Slot::TokenIds => &ids,
+                        Slot::Position => &pos,
+                        Slot::Activation(id) => &acts[&id],
+                        Slot::Scratch { offset, bytes } => &scratch[&(offset, bytes)],
+                        Slot::Sampled => &sampled,
+                    })
+                    .collect();
                 let pipeline = index[&l.kernel];
                 let entries: Vec<wgpu::BindGroupEntry> = bufs
                     .iter()
@@ -207,15 +202,14 @@ impl WgpuSession {
                         resource: b.as_entire_binding(),
                     })
                     .collect();
-                let step = &p.steps[l.step].name;
-                let bind_group = gpu.checked(&format!("binding the buffers of step `{step}`"), |d| {
+                let bind_group = gpu.checked(&format!("binding the buffers of step `{}`", l.step), |d| {
                     d.create_bind_group(&wgpu::BindGroupDescriptor {
                         label: Some(&l.kernel),
                         layout: &layouts[pipeline],
                         entries: &entries,
                     })
                 })?;
-                let n = g.workgroups();
+                let n = l.workgroups;
                 let x = n.clamp(1, max_dim);
                 let y = n.div_ceil(x).max(1);
                 if y > max_dim {
@@ -230,30 +224,22 @@ impl WgpuSession {
                     groups: (x as u32, y as u32),
                 });
             }
-            let logits = p
-                .output("logits")
-                .ok_or_else(|| RuntimeError::Other(format!("program `{}` has no logits output", p.name)))?;
-            let n: usize = p.buffers[logits].shape.iter().product();
-            if n < vocab {
-                return Err(RuntimeError::Other(format!(
-                    "program `{}`: logits hold {n} values",
-                    p.name
-                )));
-            }
+            let argmax = dispatches.pop().expect("the argmax dispatch");
             let buf = acts
-                .remove(&p.storage(logits).id)
+                .remove(&lp.logits.0)
                 .ok_or_else(|| RuntimeError::Other("logits are not an activation".into()))?;
             // Buffers bound in bind groups stay alive through them.
             programs.push(Program {
                 dispatches,
-                logits: (buf, (4 * (n - vocab)) as u64),
+                argmax,
+                logits: (buf, lp.logits.1 as u64),
             });
             id_limits.push(id_limit(&plan, p));
         }
         Ok(WgpuSession {
             plan,
             gpu,
-            kernels,
+            launches,
             pipelines,
             programs,
             id_limits,
@@ -261,6 +247,7 @@ impl WgpuSession {
             ids,
             pos,
             readback,
+            sampled,
             position: 0,
         })
     }
@@ -276,7 +263,7 @@ impl WgpuSession {
 
     /// Weight bytes one call of `program` reads.
     pub fn weight_bytes(&self, program: &str) -> usize {
-        self.kernels.program(program).map_or(0, |p| p.weight_bytes())
+        self.launches.weight_bytes(program)
     }
 
     /// Forgets the context: zeroes the KV caches, position 0.
@@ -289,27 +276,10 @@ impl WgpuSession {
         self.position = 0;
     }
 
-    fn call(&mut self, program: usize, ids: &[u32]) -> Result<Vec<f32>, RuntimeError> {
-        let vocab = self.plan.model.vocab_size;
-        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
-            return Err(RuntimeError::Request(format!(
-                "token id {bad} is out of range: the vocabulary has {vocab} tokens"
-            )));
-        }
-        if let Some((rows, key)) = &self.id_limits[program] {
-            if let Some(&bad) = ids.iter().find(|&&t| t as usize >= *rows) {
-                return Err(RuntimeError::Request(format!(
-                    "token id {bad} is out of range: `{key}` has {rows} rows"
-                )));
-            }
-        }
-        let p = &self.plan.programs[program];
-        if ids.len() != p.seq_len {
-            return Err(RuntimeError::Other(format!(
-                "program `{}` takes {} tokens",
-                p.name, p.seq_len
-            )));
-        }
+    /// Runs `program` on `ids` at the current position. `greedy`: also launch the argmax and
+    /// read back only its `[index, NaN count]`; otherwise read back the last row of logits.
+    fn call(&mut self, program: usize, ids: &[u32], greedy: bool) -> Result<Vec<f32>, RuntimeError> {
+        check_call(&self.plan, program, ids, &self.id_limits[program])?;
         let id_bytes: Vec<u8> = ids.iter().flat_map(|&t| (t as i32).to_le_bytes()).collect();
         self.gpu.queue.write_buffer(&self.ids, 0, &id_bytes);
         self.gpu
@@ -319,16 +289,24 @@ impl WgpuSession {
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in &prog.dispatches {
+            let argmax = greedy.then_some(&prog.argmax);
+            for d in prog.dispatches.iter().chain(argmax) {
                 pass.set_pipeline(&self.pipelines[d.pipeline]);
                 pass.set_bind_group(0, &d.bind_group, &[]);
                 pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
             }
         }
-        let (logits, offset) = &prog.logits;
-        enc.copy_buffer_to_buffer(logits, *offset, &self.readback, 0, (4 * vocab) as u64);
+        let bytes = if greedy {
+            enc.copy_buffer_to_buffer(&self.sampled, 0, &self.readback, 0, (4 * SAMPLED_VALUES) as u64);
+            4 * SAMPLED_VALUES
+        } else {
+            let (logits, offset) = &prog.logits;
+            let bytes = 4 * self.plan.model.vocab_size;
+            enc.copy_buffer_to_buffer(logits, *offset, &self.readback, 0, bytes as u64);
+            bytes
+        };
         self.gpu.queue.submit([enc.finish()]);
-        let slice = self.readback.slice(..);
+        let slice = self.readback.slice(..bytes as u64);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -339,11 +317,11 @@ impl WgpuSession {
             .map_err(|e| RuntimeError::Other(format!("waiting for the GPU: {e}")))?;
         rx.recv()
             .map_err(|_| RuntimeError::Other("the GPU readback was dropped".into()))?
-            .map_err(|e| RuntimeError::Other(format!("reading the logits back: {e}")))?;
+            .map_err(|e| RuntimeError::Other(format!("reading the results back: {e}")))?;
         let out = {
             let view = slice
                 .get_mapped_range()
-                .map_err(|e| RuntimeError::Other(format!("reading the logits back: {e}")))?;
+                .map_err(|e| RuntimeError::Other(format!("reading the results back: {e}")))?;
             view.chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect()
@@ -357,7 +335,13 @@ impl WgpuSession {
 impl Executor for WgpuSession {
     fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>, RuntimeError> {
         let schedule = Schedule::of(&self.plan)?;
-        schedule.feed(self.position, ids, |program, chunk| self.call(program, chunk))
+        schedule.feed(self.position, ids, |program, chunk| self.call(program, chunk, false))
+    }
+
+    fn forward_greedy(&mut self, ids: &[u32]) -> Result<u32, RuntimeError> {
+        let schedule = Schedule::of(&self.plan)?;
+        let v = schedule.feed(self.position, ids, |program, chunk| self.call(program, chunk, true))?;
+        sampled_id([v[0], v[1]], self.plan.model.vocab_size)
     }
 
     fn position(&self) -> usize {

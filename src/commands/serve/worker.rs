@@ -179,6 +179,7 @@ fn serve_jobs(setup: &Setup, ready: &std::sync::mpsc::Sender<Result<Info>>, queu
                 prompt: &ids,
                 max_new_tokens: req.max_tokens,
                 eos_token_ids: &eos,
+                logits: false,
             },
             &mut sampler,
             &mut |token, _| {
