@@ -79,24 +79,21 @@ pub fn lower_plan(plan: &Plan) -> Result<GpuPlan, String> {
                 bytes: 4 * heads * splits * 2,
             };
             scratch_bytes = scratch_bytes.max(4 * heads * splits * (d + 2));
-            let io = l.args.clone();
+            let io = &l.args;
+            if io.len() != 5 {
+                return Err(format!("step `{}`: attention takes q, k, v, position, out", step.name));
+            }
             let split = attention_split(heads, kv_heads, d, cap, *window, *scale, splits);
             launches.push(KernelLaunch {
                 kernel: add(split),
-                args: vec![
-                    io[0].clone(),
-                    io[1].clone(),
-                    io[2].clone(),
-                    io[3].clone(),
-                    part_out.clone(),
-                    part_ml.clone(),
-                ],
+                args: vec![io[0], io[1], io[2], io[3], part_out, part_ml],
                 rows: heads * splits,
                 ..l.clone()
             });
+            let out = l.args[4];
             launches.push(KernelLaunch {
                 kernel: add(attention_merge(heads, d, splits)),
-                args: vec![part_out, part_ml, io[4].clone()],
+                args: vec![part_out, part_ml, out],
                 rows: heads,
                 weight_bytes: 0,
                 ..l
