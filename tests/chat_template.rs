@@ -5,6 +5,8 @@
 mod common;
 
 use common::*;
+use gemma4c_frontend::gguf::write::GgufWriter;
+use gemma4c_frontend::gguf::{type_id, MetaArray, MetaValue};
 use gemma4c_runtime::chat_template::{ChatTemplate, Message, RenderOptions, SpecialTokens};
 use gemma4c_runtime::conversation::Conversation;
 use gemma4c_runtime::tokenizer::Tokenizer;
@@ -146,4 +148,70 @@ fn template_is_found_in_a_checkpoint_directory() {
         .expect_err("must fail")
         .to_string();
     assert!(err.contains("tokenizer_config.json"), "{err}");
+}
+
+/// A GGUF file holding only the metadata a chat template needs.
+fn gguf_with(template: Option<MetaValue>) -> (tempfile::TempDir, gemma4c_frontend::gguf::GgufFile) {
+    let tokens = ["<pad>", "<eos>", "<bos>", "<unk>"].map(|t| MetaValue::String(t.into()));
+    let mut w = GgufWriter::new();
+    w.meta(
+        "tokenizer.ggml.tokens",
+        MetaValue::Array(MetaArray {
+            elem_type: type_id::STRING,
+            items: tokens.to_vec(),
+        }),
+    )
+    .meta("tokenizer.ggml.bos_token_id", MetaValue::U32(2))
+    .meta("tokenizer.ggml.eos_token_id", MetaValue::U32(1));
+    if let Some(t) = template {
+        w.meta("tokenizer.chat_template", t);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("model.gguf");
+    std::fs::write(&path, w.to_bytes()).expect("write gguf");
+    let file = gemma4c_frontend::gguf::GgufFile::open(&path).expect("open gguf");
+    (dir, file)
+}
+
+#[test]
+fn template_is_read_from_gguf_metadata() {
+    // The Gemma 3 test template stored as `tokenizer.chat_template` renders as
+    // from the file, with bos/eos spelled as the tokens the ids point at.
+    let source = std::fs::read_to_string(fixture("chat").join("gemma3_chat_template.jinja")).expect("template");
+    let (_dir, g) = gguf_with(Some(MetaValue::String(source)));
+    let t = ChatTemplate::from_gguf(&g).expect("valid").expect("present");
+    assert!(
+        t.origin().ends_with("metadata tokenizer.chat_template"),
+        "{}",
+        t.origin()
+    );
+    assert_eq!(t.special_tokens().bos, "<bos>");
+    assert_eq!(t.special_tokens().eos, "<eos>");
+    assert_eq!(t.end_of_turn_markers(), vec!["<end_of_turn>"]);
+    let r = reference();
+    for case in r["renders"].as_array().expect("renders") {
+        if case["template"] != "gemma3" {
+            continue;
+        }
+        let opts = RenderOptions {
+            add_generation_prompt: case["add_generation_prompt"].as_bool().expect("bool"),
+            enable_thinking: false,
+        };
+        assert_eq!(
+            t.render(&messages(&case["messages"]), opts).expect("render"),
+            case["text"].as_str().expect("text")
+        );
+    }
+
+    let (_dir, g) = gguf_with(None);
+    assert!(ChatTemplate::from_gguf(&g).expect("valid").is_none());
+    let (_dir, g) = gguf_with(Some(MetaValue::U32(7)));
+    let err = ChatTemplate::from_gguf(&g).expect_err("not a string").to_string();
+    assert!(
+        err.contains("metadata tokenizer.chat_template") && err.contains("expected a string, found u32"),
+        "{err}"
+    );
+    let (_dir, g) = gguf_with(Some(MetaValue::String("{% for %}".into())));
+    let err = ChatTemplate::from_gguf(&g).expect_err("bad jinja").to_string();
+    assert!(err.contains("not a valid Jinja template"), "{err}");
 }

@@ -5,59 +5,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-
-/// Runs `gemma4c ARGS` with `stdin` piped in; kills it after `limit`.
-fn chat(args: &[&str], stdin: &str, limit: Duration) -> CliOutput {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gemma4c"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn gemma4c");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("gemma4c chat did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut stdout)
-        .expect("stdout");
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("stderr");
-    CliOutput {
-        code: status.code().unwrap_or(-1),
-        stdout,
-        stderr,
-    }
-}
 
 fn reference() -> Value {
     let path = fixture("chat").join("reference.json");
@@ -96,7 +47,7 @@ fn three_turns_over_one_cache_give_the_transformers_tokens() {
     let mut args = base_args(c);
     args.extend(["--output", "ids"].map(String::from));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = chat(&args, &stdin, Duration::from_secs(120));
+    let out = gemma4c_with_stdin(&args, &stdin, Duration::from_secs(120));
     assert_eq!(out.code, 0, "{}", out.stderr);
     let mut want: Vec<String> = turns
         .iter()
@@ -140,7 +91,7 @@ fn streamed_replies_are_the_decoded_reference_text() {
     let mut args = base_args(c);
     args.push("--quiet".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = chat(&args, &stdin, Duration::from_secs(120));
+    let out = gemma4c_with_stdin(&args, &stdin, Duration::from_secs(120));
     assert_eq!(out.code, 0, "{}", out.stderr);
     let want: String = turns
         .iter()
@@ -159,10 +110,60 @@ fn a_full_context_is_reported_and_the_chat_goes_on() {
     // Room for the first turn only.
     args.extend(["--ctx-size", "70", "--output", "ids", "--executor", "reference"].map(String::from));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = chat(&args, &format!("{first}\n{first}\n{first}\n"), Duration::from_secs(120));
+    let out = gemma4c_with_stdin(&args, &format!("{first}\n{first}\n{first}\n"), Duration::from_secs(120));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("the context is full"), "{}", out.stderr);
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{}", out.stdout);
     assert_eq!(lines[0], lines[1]);
+}
+
+/// Ctrl-C typed at a terminal while a reply streams stops that reply, not the
+/// program: the chat is driven through a pseudo-terminal by
+/// tests/helpers/pty_chat.py (line editor on, Ctrl-C as the byte 0x03 that the
+/// terminal driver turns into SIGINT). The interrupted reply is a strict prefix
+/// of the uninterrupted one; Ctrl-C at the prompt clears the line; the next
+/// message gets a whole reply; /exit ends with status 0.
+#[test]
+fn ctrl_c_in_a_terminal_stops_the_reply_not_the_chat() {
+    let template = fixture("chat").join("gemma4_chat_template.jinja");
+    let model = fixture("tiny_ple");
+    // The longest reply the context allows (231 tokens after this prompt), so
+    // the reply is still streaming when Ctrl-C arrives.
+    let args = [
+        "chat",
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--chat-template",
+        template.to_str().expect("utf-8"),
+        "--max-new-tokens",
+        "231",
+        "--executor",
+        "reference",
+        "--quiet",
+    ];
+    let message = "Hello there";
+    let full = gemma4c_with_stdin(&args, &format!("{message}\n"), Duration::from_secs(120));
+    assert_eq!(full.code, 0, "{}", full.stderr);
+    let full = full.stdout.strip_suffix('\n').expect("a reply line").to_string();
+
+    let helper = repo_root().join("tests/helpers/pty_chat.py");
+    let out = std::process::Command::new("python3")
+        .arg(&helper)
+        .arg(message)
+        .arg(env!("CARGO_BIN_EXE_gemma4c"))
+        .args(args)
+        .output()
+        .expect("python3 runs the pty helper");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).expect("helper JSON");
+    assert_eq!(r["error"], Value::Null, "{}", r["transcript"]);
+    assert_eq!(r["exit"], 0, "the chat should end normally: {}", r["transcript"]);
+    let interrupted = r["replies"][0].as_str().expect("interrupted reply");
+    let second = r["replies"][1].as_str().expect("second reply");
+    assert!(
+        !interrupted.is_empty() && interrupted.len() < full.len() && full.starts_with(interrupted),
+        "the interrupted reply {interrupted:?} should be a strict prefix of {full:?}"
+    );
+    assert!(!second.is_empty(), "{}", r["transcript"]);
 }

@@ -220,6 +220,24 @@ fn bad_thread_counts_are_clear_errors() {
         60,
     );
     assert_clean_error(&out, &["--threads", "100000"]);
+    // chat and serve check --threads and GEMMA4C_THREADS like run, before loading anything.
+    let template = fixture("chat").join("gemma4_chat_template.jinja");
+    let chat = ["chat", "--model", s(&dir), "--chat-template", s(&template)];
+    let serve = ["serve", "--model", s(&dir), "--port", "0"];
+    for cmd in [&chat[..], &serve[..]] {
+        for v in ["0", "100000"] {
+            let out = gemma4c_limited(&[cmd, &["--threads", v]].concat(), &[], 60);
+            assert_clean_error(&out, &["--threads", v, "thread count"]);
+        }
+        let out = gemma4c_limited(cmd, &[("GEMMA4C_THREADS", "abc")], 60);
+        assert_clean_error(&out, &["GEMMA4C_THREADS", "abc", "thread count"]);
+    }
+    let out = gemma4c_limited(
+        &["run", "--model", s(&dir), "--prompt-ids", "2", "--threads", "0"],
+        &[],
+        60,
+    );
+    assert_clean_error(&out, &["--threads", "0", "thread count"]);
 }
 
 /// Item 10: transformers computes tanh(x / c) * c for any non-null cap, so a

@@ -87,13 +87,14 @@ def closing_text(tok, tpl, history):
     return text[text.rindex(SENTINEL) + len(SENTINEL):]
 
 
-def conversation(tok, model):
-    tpl = template("gemma4")
-    eot = tok.convert_tokens_to_ids("<turn|>")
-    history = [{"role": "system", "content": SYSTEM}]
+def conversation(tok, model, name="gemma4", eos=EOS, max_new=MAX_NEW, system=SYSTEM, users=USERS):
+    tpl = template(name)
+    markers = [m for m in ["<turn|>", "<end_of_turn>"] if m in tpl]
+    eot = {tok.convert_tokens_to_ids(m): m for m in markers}
+    history = [{"role": "system", "content": system}]
     seen = []  # ids fed to the model or sampled
     turns = []
-    for k, user in enumerate(USERS):
+    for k, user in enumerate(users):
         full = render(tok, tpl, history + [{"role": "user", "content": user}], True)
         if k == 0:
             new_text = full
@@ -101,14 +102,15 @@ def conversation(tok, model):
             past = render(tok, tpl, history, False)
             assert full.startswith(past), "the template is not prefix-stable"
             closing = closing_text(tok, tpl, history)
-            if seen[-1] == eot and closing.startswith("<turn|>"):
-                closing = closing[len("<turn|>"):]
+            marker = eot.get(seen[-1])
+            if marker is not None and closing.startswith(marker):
+                closing = closing[len(marker):]
             new_text = closing + full[len(past):]
         new_ids = ids_of(tok, new_text)
         seen += new_ids
         inp = torch.tensor([seen])
-        out = model.generate(inp, attention_mask=torch.ones_like(inp), max_new_tokens=MAX_NEW,
-                             do_sample=False, eos_token_id=EOS, pad_token_id=0)
+        out = model.generate(inp, attention_mask=torch.ones_like(inp), max_new_tokens=max_new,
+                             do_sample=False, eos_token_id=eos, pad_token_id=0)
         generated = out[0, len(seen):].tolist()
         # Greedy margins of every step, to show the tokens are not a near-tie.
         with torch.no_grad():
@@ -116,13 +118,13 @@ def conversation(tok, model):
         top2 = logits.topk(2, dim=-1).values
         margin = float((top2[:, 0] - top2[:, 1]).min())
         seen += generated
-        reply_ids = generated[:-1] if generated[-1] in EOS else generated
+        reply_ids = generated[:-1] if generated[-1] in eos else generated
         reply = tok.decode(reply_ids, skip_special_tokens=True)
         history += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
         turns.append({"user": user, "new_text": new_text, "new_ids": new_ids, "generated": generated,
                       "reply": reply, "min_top1_top2_margin": round(margin, 4)})
-    return {"fixture": "tiny_ple", "template": "gemma4", "system": SYSTEM, "max_new_tokens": MAX_NEW,
-            "eos_token_ids": EOS, "turns": turns, "all_ids": seen}
+    return {"fixture": "tiny_ple", "template": name, "system": system, "max_new_tokens": max_new,
+            "eos_token_ids": eos, "turns": turns, "all_ids": seen}
 
 
 def main():

@@ -2,9 +2,9 @@
 //! turn a list of messages into prompt text, rendered with `minijinja`.
 //!
 //! A template comes from a checkpoint directory (`chat_template.jinja`, else
-//! the `chat_template` field of `tokenizer_config.json`) or from any string
-//! (a `--chat-template` file, GGUF `tokenizer.chat_template`). Rendering
-//! follows transformers' `apply_chat_template`: `trim_blocks` and
+//! the `chat_template` field of `tokenizer_config.json`), a GGUF file's
+//! `tokenizer.chat_template` metadata, or any string (a `--chat-template`
+//! file). Rendering follows transformers' `apply_chat_template`: `trim_blocks` and
 //! `lstrip_blocks` on, Python string methods (`.split`, `.strip`, ...) via
 //! minijinja-contrib's pycompat, `raise_exception`, and the variables
 //! `messages`, `bos_token`, `eos_token`, `add_generation_prompt` and
@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
+use gemma4c_frontend::gguf::GgufFile;
 use minijinja::{Environment, ErrorKind, Value};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -156,6 +157,21 @@ impl ChatTemplate {
         ChatTemplate::new(source, &origin, special).map(Some)
     }
 
+    /// The template a GGUF file carries in `tokenizer.chat_template`, with
+    /// `bos_token`/`eos_token` spelled as the file's tokens at
+    /// `tokenizer.ggml.bos_token_id`/`eos_token_id`. `None` when it has none.
+    pub fn from_gguf(g: &GgufFile) -> Result<Option<ChatTemplate>, TemplateError> {
+        let origin = format!("{} metadata tokenizer.chat_template", g.path.display());
+        let Some(value) = g.meta("tokenizer.chat_template") else {
+            return Ok(None);
+        };
+        let source = value.as_str().ok_or_else(|| TemplateError::Invalid {
+            origin: origin.clone(),
+            reason: format!("expected a string, found {}", value.kind()),
+        })?;
+        ChatTemplate::new(source, &origin, gguf_special_tokens(g)).map(Some)
+    }
+
     /// Where the template came from.
     pub fn origin(&self) -> &str {
         &self.origin
@@ -235,6 +251,24 @@ fn read(path: &Path) -> Result<String, TemplateError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// `bos_token` / `eos_token` of a GGUF file: the tokens its
+/// `tokenizer.ggml.{bos,eos}_token_id` point at (Gemma's `<bos>` and `<eos>`
+/// when a key is missing or out of range).
+pub fn gguf_special_tokens(g: &GgufFile) -> SpecialTokens {
+    let tokens = g.meta("tokenizer.ggml.tokens").and_then(|t| t.as_array());
+    let get = |key: &str, default: &str| -> String {
+        g.meta(key)
+            .and_then(|id| id.as_u64())
+            .and_then(|id| tokens?.get(usize::try_from(id).ok()?)?.as_str())
+            .unwrap_or(default)
+            .to_string()
+    };
+    SpecialTokens {
+        bos: get("tokenizer.ggml.bos_token_id", "<bos>"),
+        eos: get("tokenizer.ggml.eos_token_id", "<eos>"),
+    }
 }
 
 /// `bos_token` / `eos_token` of a tokenizer_config.json: a string or an

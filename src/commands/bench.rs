@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use gemma4c_frontend::Model;
-use gemma4c_runtime::jit::{measure_bandwidth, JitOptions, JitSession};
+use gemma4c_runtime::jit::{measure_bandwidth, JitSession};
 use gemma4c_runtime::Executor;
 use serde_json::json;
 
@@ -17,9 +17,8 @@ pub struct Args {
     /// Hugging Face checkpoint directory.
     #[arg(long)]
     model: PathBuf,
-    /// Threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    threads: super::textgen::ThreadsArg,
     /// Decoded tokens to time.
     #[arg(long, default_value_t = 32)]
     tokens: usize,
@@ -48,10 +47,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let chunk = args.prompt_tokens.min(cfg.sliding_window);
-    let mut opts = JitOptions::from_env()?;
-    if let Some(t) = args.threads {
-        opts.threads = gemma4c_runtime::jit::check_threads("--threads", t)?;
-    }
+    let mut opts = args.threads.jit_options()?;
     opts.profile = args.profile;
 
     let start = Instant::now();

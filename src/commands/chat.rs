@@ -15,15 +15,15 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use gemma4c_frontend::Model;
 use gemma4c_runtime::conversation::Conversation;
-use gemma4c_runtime::sampler::{Sampler, SamplingParams};
 use gemma4c_runtime::{generate, Flow, Generation};
 
 use super::run::{ExecutorKind, OutputFormat};
-use super::textgen::{self, ChatArgs, Setup, TextOut};
+use super::textgen::{self, ChatArgs, SamplingArgs, Setup, TextOut, ThreadsArg};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json).
+    /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json),
+    /// or a GGUF file (config, tokenizer and chat template from its metadata).
     #[arg(long)]
     model: PathBuf,
     #[command(flatten)]
@@ -34,15 +34,8 @@ pub struct Args {
     /// Tokens the conversation may hold in all (default: max_position_embeddings, at most 4096).
     #[arg(long)]
     ctx_size: Option<usize>,
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    #[arg(long)]
-    top_k: Option<usize>,
-    #[arg(long)]
-    top_p: Option<f32>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Stop a reply when its text contains STRING (repeatable).
     #[arg(long, value_name = "STRING")]
     stop: Vec<String>,
@@ -51,6 +44,8 @@ pub struct Args {
     output: OutputFormat,
     #[arg(long, value_enum, default_value_t = ExecutorKind::Jit)]
     executor: ExecutorKind,
+    #[command(flatten)]
+    threads: ThreadsArg,
     /// Do not print timings on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -101,10 +96,13 @@ impl Input {
 pub fn run(args: Args) -> Result<()> {
     let mut setup = Setup::default();
     let start = Instant::now();
+    // Flags first: a bad thread count or sampler setting fails before loading.
+    let jit = args.threads.jit_options()?;
+    let mut sampler = args.sampling.sampler()?;
     let model = Model::open(&args.model)?;
     let cfg = &model.config;
-    let tokenizer = textgen::load_tokenizer(&args.model, "chat")?;
-    let template = textgen::load_template(&args.model, args.template.chat_template.as_deref())?;
+    let tokenizer = textgen::load_tokenizer(&model, "chat")?;
+    let template = textgen::load_template(&model, args.template.chat_template.as_deref())?;
     let eos = textgen::stop_ids(&cfg.eos_token_ids, Some(&template), Some(&tokenizer));
     let ctx = args.ctx_size.unwrap_or(cfg.max_position_embeddings.min(4096));
     if ctx == 0 || ctx > cfg.max_position_embeddings {
@@ -114,15 +112,9 @@ pub fn run(args: Args) -> Result<()> {
             cfg.path.display()
         );
     }
-    let mut sampler = Sampler::new(SamplingParams {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-    })?;
     setup.load = start.elapsed();
     let start = Instant::now();
-    let mut session = textgen::model_executor(&model, args.executor, ctx, cfg.sliding_window.min(ctx))?;
+    let mut session = textgen::model_executor(&model, args.executor, ctx, cfg.sliding_window.min(ctx), &jit)?;
     setup.compile = start.elapsed();
     if !args.quiet {
         textgen::print_setup_timings(&setup);
@@ -133,19 +125,22 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
 
-    // Ctrl-C stops the reply being generated, not the program.
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupted.clone();
-        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))?;
-    }
     let mut conv = Conversation::new(
         &template,
         &tokenizer,
         args.template.system.as_deref(),
         args.template.think,
     );
+    // The line editor installs its own SIGINT handler for as long as it lives,
+    // so it is created first: the handler set after it is the one that runs.
     let mut input = Input::open();
+    // Ctrl-C stops the reply being generated, not the program (at the prompt
+    // the editor reads it as a key and clears the line).
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))?;
+    }
     let stdout = std::io::stdout();
     while let Some(line) = input.line()? {
         match line.trim() {

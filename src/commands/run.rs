@@ -5,9 +5,8 @@ use anyhow::{bail, Context, Result};
 use gemma4c_frontend::Model;
 use gemma4c_runtime::artifact::{Artifact, MAX_KERNELS_BYTES};
 use gemma4c_runtime::chat_template::{Message, RenderOptions};
-use gemma4c_runtime::jit::{JitOptions, JitSession};
+use gemma4c_runtime::jit::JitSession;
 use gemma4c_runtime::npy::write_npy_f32;
-use gemma4c_runtime::sampler::{Sampler, SamplingParams};
 use gemma4c_runtime::{generate, Executor, Flow, Generation, PlanSession};
 
 use super::textgen::{self, Setup, TextOut};
@@ -62,15 +61,8 @@ pub struct Args {
     quiet: bool,
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    #[arg(long)]
-    top_k: Option<usize>,
-    #[arg(long)]
-    top_p: Option<f32>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: textgen::SamplingArgs,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
     /// Write the logits of every generated step as float32 .npy [steps, vocab].
@@ -80,9 +72,11 @@ pub struct Args {
     #[arg(long)]
     prefill_chunk: Option<usize>,
     /// Executor (default: jit for --model, and for --plan when the plan has
-    /// kernels.ll; reference otherwise). Threads: GEMMA4C_THREADS (default: all cores).
+    /// kernels.ll; reference otherwise).
     #[arg(long, value_enum)]
     executor: Option<ExecutorKind>,
+    #[command(flatten)]
+    threads: textgen::ThreadsArg,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -114,22 +108,15 @@ pub fn run(args: Args) -> Result<()> {
     };
     let needs_tokenizer = prompt_text.is_some() || args.output == OutputFormat::Text || !args.stop.is_empty();
     let tokenizer = if needs_tokenizer {
-        Some(match model.checkpoint.gguf() {
-            // A GGUF file carries its tokenizer in its metadata.
-            Some(gguf) => gemma4c_runtime::gguf_tokenizer::from_gguf(gguf)?,
-            None => textgen::load_tokenizer(
-                &model_dir,
-                "text prompts, --stop and --output text; use --prompt-ids and --output ids",
-            )?,
-        })
+        Some(textgen::load_tokenizer(
+            &model,
+            "text prompts, --stop and --output text; use --prompt-ids and --output ids",
+        )?)
     } else {
         None
     };
     let template = if args.chat {
-        Some(textgen::load_template(
-            &model_dir,
-            args.template.chat_template.as_deref(),
-        )?)
+        Some(textgen::load_template(&model, args.template.chat_template.as_deref())?)
     } else {
         None
     };
@@ -176,18 +163,13 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
     }
-    // A bad GEMMA4C_THREADS is an error here, before anything is compiled.
-    JitOptions::from_env()?;
+    // A bad --threads or GEMMA4C_THREADS is an error here, before anything is compiled.
+    let jit = args.threads.jit_options()?;
     let chunk = args.prefill_chunk.unwrap_or(cfg.sliding_window);
     if chunk == 0 {
         bail!("--prefill-chunk must be at least 1");
     }
-    let mut sampler = Sampler::new(SamplingParams {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-    })?;
+    let mut sampler = args.sampling.sampler()?;
     let eos = textgen::stop_ids(&cfg.eos_token_ids, template.as_ref(), tokenizer.as_ref());
     setup.load = load_start.elapsed();
     let kernels_file = gemma4c_backends::cpu::KERNELS_FILE;
@@ -232,9 +214,9 @@ pub fn run(args: Args) -> Result<()> {
             }
             let ll = artifact.read_text(kernels_file, MAX_KERNELS_BYTES)?;
             let _spinner = textgen::spinner("compiling CPU kernels (LLVM JIT)");
-            Box::new(JitSession::new(plan, &model, &ll, &JitOptions::from_env()?)?)
+            Box::new(JitSession::new(plan, &model, &ll, &jit)?)
         }
-        (kind, None) => textgen::model_executor(&model, kind, max_context, chunk)?,
+        (kind, None) => textgen::model_executor(&model, kind, max_context, chunk, &jit)?,
     };
     setup.compile = compile_start.elapsed();
 
@@ -304,7 +286,7 @@ fn wgpu_session<'m>(
 
 #[cfg(not(feature = "wgpu"))]
 fn wgpu_session<'m>(
-    _: Plan,
+    _: gemma4c_passes::plan::Plan,
     _: &'m gemma4c_frontend::Model,
     _: &str,
     _: Option<&str>,

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use gemma4c_frontend::Model;
-use gemma4c_runtime::chat_template::{ChatTemplate, SpecialTokens};
-use gemma4c_runtime::jit::{JitOptions, JitSession};
+use gemma4c_runtime::chat_template::{gguf_special_tokens, ChatTemplate, SpecialTokens};
+use gemma4c_runtime::jit::{check_threads, JitOptions, JitSession};
+use gemma4c_runtime::sampler::{Sampler, SamplingParams};
 use gemma4c_runtime::stop::StopStrings;
 use gemma4c_runtime::tokenizer::{TextStream, Tokenizer};
 use gemma4c_runtime::{Executor, Flow, ReferenceSession, RuntimeError, Timings};
@@ -24,37 +25,109 @@ pub struct ChatArgs {
     /// Turn on the model's thinking (Gemma 4 `enable_thinking`).
     #[arg(long)]
     pub think: bool,
-    /// Use this Jinja chat template instead of the checkpoint's
-    /// (chat_template.jinja or tokenizer_config.json `chat_template`).
+    /// Use this Jinja chat template instead of the model's (chat_template.jinja,
+    /// tokenizer_config.json `chat_template`, or GGUF `tokenizer.chat_template`).
     #[arg(long, value_name = "FILE")]
     pub chat_template: Option<std::path::PathBuf>,
 }
 
-/// The tokenizer of a checkpoint directory, with an error that says what needs it.
-pub fn load_tokenizer(model_dir: &Path, needed_for: &str) -> Result<Tokenizer> {
-    let path = model_dir.join("tokenizer.json");
+/// Sampling flags shared by `run`, `chat` and `serve` (for `serve`, the
+/// values used when a request does not set them).
+#[derive(clap::Args, Clone, Debug)]
+pub struct SamplingArgs {
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample only from the K most likely tokens.
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+    /// Sample only from the most likely tokens whose probabilities add up to P.
+    #[arg(long, value_name = "P")]
+    pub top_p: Option<f32>,
+    /// Seed of the sampler's random numbers.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    /// The sampler settings, checked (a bad value is an error naming its flag).
+    pub fn sampler(&self) -> Result<Sampler> {
+        Ok(Sampler::new(self.params())?)
+    }
+
+    pub fn params(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+        }
+    }
+}
+
+/// `--threads`, shared by `run`, `chat`, `serve` and `bench`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ThreadsArg {
+    /// Threads of the JIT executor (default: GEMMA4C_THREADS, else all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+impl ThreadsArg {
+    /// JIT options from GEMMA4C_THREADS and `--threads` (which wins), checked
+    /// before anything is loaded: 0, a huge count or a bad variable is an error.
+    pub fn jit_options(&self) -> Result<JitOptions> {
+        let mut opts = JitOptions::from_env()?;
+        if let Some(n) = self.threads {
+            opts.threads = check_threads("--threads", n)?;
+        }
+        Ok(opts)
+    }
+}
+
+/// The tokenizer of a model: a GGUF file's metadata, else the checkpoint's
+/// tokenizer.json, with an error that says what needs it.
+pub fn load_tokenizer(model: &Model, needed_for: &str) -> Result<Tokenizer> {
+    if let Some(gguf) = model.checkpoint.gguf() {
+        return Ok(gemma4c_runtime::gguf_tokenizer::from_gguf(gguf)?);
+    }
+    let path = model.dir.join("tokenizer.json");
     if !path.exists() {
-        anyhow::bail!("{}: no tokenizer.json (needed for {needed_for})", model_dir.display());
+        anyhow::bail!("{}: no tokenizer.json (needed for {needed_for})", model.dir.display());
     }
     Ok(Tokenizer::from_file(&path)?)
 }
 
-/// The chat template: `file` if given (special tokens from the checkpoint's
-/// tokenizer_config.json), else the checkpoint's own; an error if neither.
-pub fn load_template(model_dir: &Path, file: Option<&Path>) -> Result<ChatTemplate> {
+/// The chat template: `file` if given (special tokens from the model's
+/// tokenizer_config.json or GGUF metadata), else the model's own (GGUF
+/// `tokenizer.chat_template`, chat_template.jinja or tokenizer_config.json);
+/// an error if neither.
+pub fn load_template(model: &Model, file: Option<&Path>) -> Result<ChatTemplate> {
+    let gguf = model.checkpoint.gguf();
     if let Some(file) = file {
-        let special = ChatTemplate::from_model_dir(model_dir)
-            .ok()
-            .flatten()
-            .map(|t| t.special_tokens().clone())
-            .unwrap_or_else(|| special_tokens_of(model_dir));
+        let special = match gguf {
+            Some(g) => gguf_special_tokens(g),
+            None => ChatTemplate::from_model_dir(&model.dir)
+                .ok()
+                .flatten()
+                .map(|t| t.special_tokens().clone())
+                .unwrap_or_else(|| special_tokens_of(&model.dir)),
+        };
         return Ok(ChatTemplate::from_file(file, special)?);
     }
-    ChatTemplate::from_model_dir(model_dir)?.with_context(|| {
+    if let Some(g) = gguf {
+        return ChatTemplate::from_gguf(g)?.with_context(|| {
+            format!(
+                "{}: no chat template (no tokenizer.chat_template in its metadata); give one with --chat-template FILE",
+                model.dir.display()
+            )
+        });
+    }
+    ChatTemplate::from_model_dir(&model.dir)?.with_context(|| {
         format!(
             "{}: no chat template (neither chat_template.jinja nor a chat_template in tokenizer_config.json); \
              give one with --chat-template FILE",
-            model_dir.display()
+            model.dir.display()
         )
     })
 }
@@ -170,6 +243,7 @@ pub fn model_executor<'m>(
     kind: ExecutorKind,
     max_context: usize,
     chunk: usize,
+    jit: &JitOptions,
 ) -> Result<Box<dyn Executor + 'm>> {
     let _spinner = (kind == ExecutorKind::Jit).then(|| spinner("compiling CPU kernels (LLVM JIT)"));
     Ok(match kind {
@@ -187,7 +261,7 @@ pub fn model_executor<'m>(
                 Some(chunk),
             )?;
             let ll = gemma4c_backends::cpu::kernels_ll(&compiled.plan).map_err(anyhow::Error::msg)?;
-            Box::new(JitSession::new(compiled.plan, model, &ll, &JitOptions::default())?)
+            Box::new(JitSession::new(compiled.plan, model, &ll, jit)?)
         }
     })
 }

@@ -4,8 +4,10 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use safetensors::{Dtype, SafeTensors};
 
@@ -170,4 +172,51 @@ pub fn compile_into_tempdir(source: &[String], target: &str) -> tempfile::TempDi
     let r = gemma4c(&args);
     assert_eq!(r.code, 0, "{source:?} --target {target}: {}", r.stderr);
     tmp
+}
+
+/// Runs `gemma4c ARGS` with `stdin` piped in; kills it after `limit`.
+pub fn gemma4c_with_stdin(args: &[&str], stdin: &str, limit: Duration) -> CliOutput {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemma4c"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gemma4c");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("gemma4c {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("stdout");
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    CliOutput {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    }
 }

@@ -95,7 +95,8 @@ pub enum Kind {
 }
 
 /// Parses and checks a `/v1/chat/completions` body.
-pub fn parse_chat(body: &[u8], ctx: usize) -> Result<Request, String> {
+/// `defaults` are the server's sampling flags, used for fields the request leaves out.
+pub fn parse_chat(body: &[u8], ctx: usize, defaults: &SamplingParams) -> Result<Request, String> {
     let req: ChatRequest = from_json(body)?;
     if req.messages.is_empty() {
         return Err("`messages` is empty".into());
@@ -128,11 +129,11 @@ pub fn parse_chat(body: &[u8], ctx: usize) -> Result<Request, String> {
         messages.push(Message { role: m.role, content });
     }
     let max_default = ctx;
-    request(Prompt::Chat(messages), req.sampling, max_default, ctx)
+    request(Prompt::Chat(messages), req.sampling, max_default, ctx, defaults)
 }
 
 /// Parses and checks a `/v1/completions` body.
-pub fn parse_completion(body: &[u8], ctx: usize) -> Result<Request, String> {
+pub fn parse_completion(body: &[u8], ctx: usize, defaults: &SamplingParams) -> Result<Request, String> {
     let req: CompletionRequest = from_json(body)?;
     let prompt = match req.prompt {
         OneOrMany::One(p) => p,
@@ -140,14 +141,20 @@ pub fn parse_completion(body: &[u8], ctx: usize) -> Result<Request, String> {
         OneOrMany::Many(_) => return Err("`prompt` must be one string (batches are not supported)".into()),
     };
     // OpenAI's default for completions.
-    request(Prompt::Text(prompt), req.sampling, 16, ctx)
+    request(Prompt::Text(prompt), req.sampling, 16, ctx, defaults)
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))
 }
 
-fn request(prompt: Prompt, s: Sampling, max_default: usize, ctx: usize) -> Result<Request, String> {
+fn request(
+    prompt: Prompt,
+    s: Sampling,
+    max_default: usize,
+    ctx: usize,
+    defaults: &SamplingParams,
+) -> Result<Request, String> {
     if let Some(n) = s.n {
         if n != 1 {
             return Err(format!("`n` is {n}; only 1 is supported"));
@@ -158,17 +165,17 @@ fn request(prompt: Prompt, s: Sampling, max_default: usize, ctx: usize) -> Resul
         Some(m) if m >= 1 && (m as u64) <= ctx as u64 => m as usize,
         Some(m) => return Err(format!("`max_tokens` is {m}; expected 1..={ctx} (the context size)")),
     };
-    let temperature = s.temperature.unwrap_or(0.0);
+    let temperature = s.temperature.unwrap_or(defaults.temperature as f64);
     if !(0.0..=2.0).contains(&temperature) {
         return Err(format!("`temperature` is {temperature}; expected 0..=2"));
     }
     let top_p = match s.top_p {
-        None => None,
+        None => defaults.top_p,
         Some(p) if p > 0.0 && p <= 1.0 => Some(p as f32),
         Some(p) => return Err(format!("`top_p` is {p}; expected a number in (0, 1]")),
     };
     let top_k = match s.top_k {
-        None => None,
+        None => defaults.top_k,
         Some(k) if k >= 1 => Some(k as usize),
         Some(k) => return Err(format!("`top_k` is {k}; expected at least 1")),
     };
@@ -189,7 +196,7 @@ fn request(prompt: Prompt, s: Sampling, max_default: usize, ctx: usize) -> Resul
             temperature: temperature as f32,
             top_k,
             top_p,
-            seed: s.seed.unwrap_or(0),
+            seed: s.seed.unwrap_or(defaults.seed),
         },
         stops,
         stream: s.stream.unwrap_or(false),
@@ -259,7 +266,7 @@ mod tests {
     use super::*;
 
     fn err(body: &str) -> String {
-        match parse_chat(body.as_bytes(), 100) {
+        match parse_chat(body.as_bytes(), 100, &SamplingParams::default()) {
             Err(e) => e,
             Ok(_) => panic!("accepted {body}"),
         }
@@ -287,7 +294,7 @@ mod tests {
             {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
             "max_tokens": 7, "temperature": 0.5, "top_p": 0.9, "top_k": 40, "seed": 3, "stop": "END",
             "stream": true, "unknown_field": 1}"#;
-        let r = parse_chat(body.as_bytes(), 100).expect("valid");
+        let r = parse_chat(body.as_bytes(), 100, &SamplingParams::default()).expect("valid");
         let Prompt::Chat(m) = &r.prompt else { panic!("chat") };
         assert_eq!(m[1], Message::new("user", "ab"));
         assert_eq!(
@@ -298,9 +305,9 @@ mod tests {
             (r.sampling.temperature, r.sampling.top_k, r.sampling.seed),
             (0.5, Some(40), 3)
         );
-        let r = parse_completion(br#"{"prompt": ["hi"]}"#, 100).expect("valid");
+        let r = parse_completion(br#"{"prompt": ["hi"]}"#, 100, &SamplingParams::default()).expect("valid");
         assert!(matches!(r.prompt, Prompt::Text(ref t) if t == "hi"));
         assert_eq!((r.max_tokens, r.stream, r.sampling.temperature), (16, false, 0.0));
-        assert!(parse_completion(br#"{"prompt": ["a", "b"]}"#, 100).is_err());
+        assert!(parse_completion(br#"{"prompt": ["a", "b"]}"#, 100, &SamplingParams::default()).is_err());
     }
 }

@@ -29,13 +29,16 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use self::api::{Head, Kind};
 use self::worker::{Event, Job};
 use super::run::ExecutorKind;
+use super::textgen::{SamplingArgs, ThreadsArg};
+use gemma4c_runtime::sampler::SamplingParams;
 
 /// Request bodies larger than this are refused (413).
 const MAX_BODY_BYTES: usize = 1 << 20;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json).
+    /// Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json),
+    /// or a GGUF file (config, tokenizer and chat template from its metadata).
     #[arg(long)]
     model: PathBuf,
     /// Address to listen on (loopback by default; the server has no authentication).
@@ -53,8 +56,13 @@ pub struct Args {
     /// Tokens per request, prompt + completion (default: max_position_embeddings, at most 4096).
     #[arg(long)]
     ctx_size: Option<usize>,
+    /// Sampling of requests that do not set `temperature`, `top_k`, `top_p` or `seed`.
+    #[command(flatten)]
+    sampling: SamplingArgs,
     #[arg(long, value_enum, default_value_t = ExecutorKind::Jit)]
     executor: ExecutorKind,
+    #[command(flatten)]
+    threads: ThreadsArg,
     /// Do not log timings and requests on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -64,10 +72,14 @@ struct AppState {
     jobs: SyncSender<Job>,
     model_id: String,
     ctx: usize,
+    sampling: SamplingParams,
     next_id: AtomicU64,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // Flags first: a bad thread count or sampler setting fails before loading.
+    let jit = args.threads.jit_options()?;
+    args.sampling.sampler()?;
     let model_id = args
         .model
         .file_name()
@@ -79,12 +91,14 @@ pub fn run(args: Args) -> Result<()> {
         think: args.think,
         ctx: args.ctx_size,
         executor: args.executor,
+        jit,
         quiet: args.quiet,
     })?;
     let state = Arc::new(AppState {
         jobs,
         model_id,
         ctx: info.ctx,
+        sampling: args.sampling.params(),
         next_id: AtomicU64::new(0),
     });
     let app = Router::new()
@@ -115,13 +129,13 @@ async fn models(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
 }
 
 async fn chat_completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
-    let ctx = st.ctx;
-    complete(st, Kind::Chat, api::parse_chat(&body, ctx)).await
+    let request = api::parse_chat(&body, st.ctx, &st.sampling);
+    complete(st, Kind::Chat, request).await
 }
 
 async fn completions(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
-    let ctx = st.ctx;
-    complete(st, Kind::Text, api::parse_completion(&body, ctx)).await
+    let request = api::parse_completion(&body, st.ctx, &st.sampling);
+    complete(st, Kind::Text, request).await
 }
 
 fn error(status: StatusCode, message: &str) -> Response {

@@ -12,6 +12,7 @@ use std::time::Instant;
 use anyhow::Result;
 use gemma4c_frontend::Model;
 use gemma4c_runtime::chat_template::RenderOptions;
+use gemma4c_runtime::jit::JitOptions;
 use gemma4c_runtime::sampler::Sampler;
 use gemma4c_runtime::{generate, Flow, Generation, StopReason};
 use tokio::sync::mpsc::UnboundedSender;
@@ -53,6 +54,7 @@ pub struct Setup {
     pub think: bool,
     pub ctx: Option<usize>,
     pub executor: ExecutorKind,
+    pub jit: JitOptions,
     pub quiet: bool,
 }
 
@@ -83,9 +85,9 @@ fn serve_jobs(setup: &Setup, ready: &std::sync::mpsc::Sender<Result<Info>>, queu
     let start = Instant::now();
     let model = Model::open(&setup.model)?;
     let cfg = &model.config;
-    let tokenizer = textgen::load_tokenizer(&setup.model, "serve")?;
+    let tokenizer = textgen::load_tokenizer(&model, "serve")?;
     // Text completions work without a template; chat completions need one.
-    let template = match textgen::load_template(&setup.model, setup.chat_template.as_deref()) {
+    let template = match textgen::load_template(&model, setup.chat_template.as_deref()) {
         Ok(t) => Some(t),
         Err(e) if setup.chat_template.is_none() => {
             eprintln!("gemma4c: {e:#}; /v1/chat/completions will answer 400");
@@ -104,7 +106,7 @@ fn serve_jobs(setup: &Setup, ready: &std::sync::mpsc::Sender<Result<Info>>, queu
     }
     let load = start.elapsed();
     let start = Instant::now();
-    let mut session = textgen::model_executor(&model, setup.executor, ctx, cfg.sliding_window.min(ctx))?;
+    let mut session = textgen::model_executor(&model, setup.executor, ctx, cfg.sliding_window.min(ctx), &setup.jit)?;
     if !setup.quiet {
         textgen::print_setup_timings(&textgen::Setup {
             load,
