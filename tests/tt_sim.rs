@@ -43,6 +43,19 @@ fn sim_venv(test: &str) -> Option<PathBuf> {
     None
 }
 
+/// tests/fixtures/odd_dims/*: head_dim 16/40/48, windows 3/7/9, hidden 80/100/112, vocab 520/530.
+fn odd_dim_fixtures() -> Vec<PathBuf> {
+    let dir = repo_root().join("tests/fixtures/odd_dims");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("reference.safetensors").exists())
+        .collect();
+    out.sort();
+    assert_eq!(out.len(), 3, "odd_dims fixtures: {out:?}");
+    out
+}
+
 fn compile_tt(args: &[&str], out: &Path) {
     let mut all = vec![
         "compile",
@@ -96,7 +109,11 @@ fn tt_p300_greedy_ids_match_hf_on_every_fixture_in_the_simulator() {
     };
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut jobs = Vec::new();
-    for dir in fixtures() {
+    // The committed fixtures, and the ones whose head dims, windows, widths and vocabularies are
+    // not multiples of 32 (zero padded to whole tiles).
+    let mut dirs = fixtures();
+    dirs.extend(odd_dim_fixtures());
+    for dir in dirs {
         let name = dir.file_name().expect("fixture name").to_string_lossy().into_owned();
         let out = tmp.path().join(&name);
         compile_tt(&["--model", dir.to_str().expect("utf-8 path")], &out);

@@ -55,6 +55,18 @@ gen "$FIX/tiny_ple_long"    --variant ple_long --seed 10
 gen "$FIX/tiny_dense_kv"    --variant dense_kv --seed 2
 gen "$FIX/tiny_ple_bf16_mm" --variant ple      --seed 3 --dtype bfloat16 --config-form multimodal --shards 2
 
+# Geometries that are not whole tiles (head dims 16/48/40 with full-attention 48/80/72, windows 7/3/9,
+# hidden 80/112/100, MLP widths 72/40/100, vocabularies 520/530): the Tenstorrent backend zero-pads
+# them. Under odd_dims/ so that only the tests that name them (tests/tt_sim.rs) run them.
+gen "$FIX/odd_dims/ple_hd16"   --variant ple      --seed 4 --set head_dim=16 --set global_head_dim=48 \
+    --set sliding_window=7 --set hidden_size=80 --set intermediate_size=72 --set vocab_size=520 \
+    --set vocab_size_per_layer_input=520
+gen "$FIX/odd_dims/moe_hd48"   --variant moe      --seed 5 --set head_dim=48 --set global_head_dim=80 \
+    --set sliding_window=3 --set hidden_size=112 --set intermediate_size=40 --set moe_intermediate_size=24 \
+    --set vocab_size=530 --set vocab_size_per_layer_input=530
+gen "$FIX/odd_dims/dense_hd40" --variant dense_kv --seed 6 --set head_dim=40 --set global_head_dim=72 \
+    --set sliding_window=9 --set hidden_size=100 --set intermediate_size=100 --config-form multimodal
+
 # Chat-template renderings and a three-turn greedy conversation on tiny_ple (tests/fixtures/chat/).
 printf '== tests/fixtures/chat/reference.json\n'
 "$PY" "$ROOT/tools/make_chat_reference.py" "$FIX/chat/reference.json" 2>/dev/null

@@ -4,7 +4,7 @@
 Usage:
     python make_tiny_gemma4.py OUT_DIR [--variant ple|moe|ple_long|dense_kv] [--seed 0]
         [--new-tokens N] [--prompt 2,17,301,...] [--dtype float32|bfloat16]
-        [--config-form flat|multimodal] [--shards N] [--no-hub-style-keys]
+        [--config-form flat|multimodal] [--shards N] [--no-hub-style-keys] [--set KEY=JSON ...]
 
 Adapted from the team's shared tools/make_tiny_gemma4.py (same randomization and reference format).
 Uses the Hugging Face `transformers` implementation (5.23, `Gemma4ForCausalLM`, the text-only causal
@@ -639,6 +639,15 @@ def main():
     ap.add_argument("--config-form", choices=["flat", "multimodal"], default="flat")
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="override one entry of the variant's config (JSON value), e.g. --set head_dim=16 "
+        "--set sliding_window=7 --set vocab_size=520: geometries the fixtures do not cover "
+        "(head dims, windows and widths that are not multiples of 32)",
+    )
+    ap.add_argument(
         "--no-hub-style-keys",
         action="store_true",
         help="(flat form) do not add global_head_dim / num_global_key_value_heads to config.json "
@@ -665,6 +674,11 @@ def main():
     else:
         prompt = list(DEFAULT_PROMPT)
     vc = variant_config(args.variant)
+    for kv in args.set:
+        key, eq, val = kv.partition("=")
+        if not eq or key not in vc:
+            raise SystemExit(f"--set {kv}: expected KEY=JSON with KEY one of {sorted(vc)}")
+        vc[key] = json.loads(val)
     if not all(0 <= t < vc["vocab_size"] for t in prompt) or not prompt:
         raise SystemExit(f"prompt ids must be in [0, {vc['vocab_size']})")
 

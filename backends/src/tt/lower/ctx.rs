@@ -132,7 +132,8 @@ impl Ctx<'_> {
             spec.theta, spec.rotated_pairs, spec.head_dim, spec.factor
         );
         let ctx = self.plan.model.max_context;
-        let d = spec.head_dim;
+        // Tile-padded columns (zero beyond head_dim: padded lanes of a head stay zero).
+        let d = spec.head_dim.div_ceil(32) * 32;
         // Device tables: kernels gather the step's row at run time.
         let cos = self.prep(
             format!("{base}.cos"),
@@ -161,7 +162,14 @@ impl Ctx<'_> {
     }
 
     pub(super) fn rotate_half(&mut self, d: usize) -> Result<String, TtError> {
-        self.prep(format!("rope.rotate_half.d{d}"), d, d, false, Source::RotateHalf { d })
+        let dp = d.div_ceil(32) * 32;
+        self.prep(
+            format!("rope.rotate_half.d{d}"),
+            dp,
+            dp,
+            false,
+            Source::RotateHalf { d },
+        )
     }
 
     pub(super) fn cap(&mut self, capacity: usize) -> usize {

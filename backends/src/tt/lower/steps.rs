@@ -300,9 +300,7 @@ fn norm_rope(
     let (x, out) = (s.inputs[0], s.outputs[0]);
     let shape = c.shape(x).to_vec();
     let (heads, d) = (shape[1], shape[2]);
-    if d % 32 != 0 || c.lay(x)?.width % 32 != 0 && c.lay(x)?.width != d {
-        return Err(c.err(s, format!("head_dim {d} is not a whole number of tiles")));
-    }
+    let dt = head_tiles(c, s, x, d)?;
     let mut args = vec![Arg::Buf(x)];
     if eps.is_some() {
         let (key, _) = c
@@ -322,7 +320,7 @@ fn norm_rope(
         Arg::Buf(out),
     ]);
     let doc = if eps.is_some() { "q/k rms_norm + RoPE" } else { "RoPE" };
-    let k = kernels::norm_rope(t, doc, heads, d / 32, d, eps)?;
+    let k = kernels::norm_rope(t, doc, heads, dt, d, eps)?;
     let k = c.kernel(k);
     items.push(kcall(k, args, vec![x], vec![out]));
     Ok(())
@@ -339,9 +337,7 @@ fn kv_write(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>, kind:
         (sh[0], sh[1], sh[2])
     };
     let new = s.inputs[1];
-    if d % 32 != 0 {
-        return Err(c.err(s, format!("head_dim {d} is not a whole number of tiles")));
-    }
+    let dt = head_tiles(c, s, new, d)?;
     let ci = c.cap(capacity);
     let mut args = vec![Arg::State(si), Arg::Buf(new)];
     let (mode, eps, doc) = match kind {
@@ -368,7 +364,7 @@ fn kv_write(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>, kind:
         KvKind::Plain => (KvMode::Plain, 0.0, "KV-cache row write"),
     };
     args.extend([Arg::W("kv.select".into()), Arg::W("kv.keep".into()), Arg::Pos]);
-    let k = kernels::kv_write(t, doc, mode, kv, capacity, d / 32, d, eps, 1 + ci)?;
+    let k = kernels::kv_write(t, doc, mode, kv, capacity, dt, d, eps, 1 + ci)?;
     let k = c.kernel(k);
     items.push(Item::kernel(comment, k, args, vec![new], vec![]));
     Ok(())
@@ -394,7 +390,8 @@ fn attention(
     let shape = c.shape(q).to_vec();
     let (heads, d) = (shape[1], shape[2]);
     let (kv, capacity) = (c.plan.state[ks].shape[0], c.plan.state[ks].shape[1]);
-    if d % 32 != 0 || heads % kv != 0 {
+    let dt = head_tiles(c, s, q, d)?;
+    if heads % kv != 0 {
         return Err(c.err(
             s,
             format!("unsupported attention geometry: {heads} heads, {kv} kv heads, head_dim {d}"),
@@ -411,7 +408,7 @@ fn attention(
         heads,
         kv,
         capacity,
-        d / 32,
+        dt,
         *scale,
         *window,
     )?;
@@ -522,6 +519,23 @@ fn slice(
         vec![out],
     ));
     Ok(())
+}
+
+/// Tiles per head of a `[tokens, heads, d]` activation. A head_dim that is not a multiple of 32
+/// (16, 48, ...) is exact when each head is its own zero-padded segment: norms divide by the real
+/// `d`, RoPE tables and rotate_half are zero in the padding columns, and zero K/V/Q padding adds
+/// nothing to dot products or attention outputs.
+fn head_tiles(c: &Ctx, s: &Step, x: usize, d: usize) -> Result<usize, TtError> {
+    let l = c.lay(x)?;
+    let per_head = if d.is_multiple_of(32) {
+        l.width.is_multiple_of(32) || l.width == d
+    } else {
+        l.width == d
+    };
+    if !per_head {
+        return Err(c.err(s, format!("head_dim {d} does not match the tile layout {l:?}")));
+    }
+    Ok(d.div_ceil(32))
 }
 
 fn py_tuple(ids: &[i32]) -> String {
