@@ -67,6 +67,11 @@ gen "$FIX/odd_dims/moe_hd48"   --variant moe      --seed 5 --set head_dim=48 --s
 gen "$FIX/odd_dims/dense_hd40" --variant dense_kv --seed 6 --set head_dim=40 --set global_head_dim=72 \
     --set sliding_window=9 --set hidden_size=100 --set intermediate_size=100 --config-form multimodal
 
+# HF greedy ids with the matmul weights rounded as `compile --weights bfp8` stores them (reference_bfp8.json).
+printf '== reference_bfp8.json of every Gemma 4 fixture\n'
+"$PY" "$ROOT/tools/make_bfp8_reference.py" "$FIX"/tiny_ple "$FIX"/tiny_moe "$FIX"/tiny_ple_long "$FIX"/tiny_dense_kv \
+    "$FIX"/tiny_ple_bf16_mm "$FIX"/odd_dims/ple_hd16 "$FIX"/odd_dims/moe_hd48 "$FIX"/odd_dims/dense_hd40 2>/dev/null
+
 # Chat-template renderings and a three-turn greedy conversation on tiny_ple (tests/fixtures/chat/).
 printf '== tests/fixtures/chat/reference.json\n'
 "$PY" "$ROOT/tools/make_chat_reference.py" "$FIX/chat/reference.json" 2>/dev/null

@@ -60,6 +60,13 @@ impl From<String> for BackendError {
     }
 }
 
+/// Options of `compile` that only some targets take.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EmitOptions {
+    /// `--weights`: how the device stores matmul weights (Tenstorrent: `bf16` or `bfp8`).
+    pub weights: Option<String>,
+}
+
 /// One compilation target.
 pub trait Backend: Sync {
     /// The `--target` name (also recorded in plan.json).
@@ -71,6 +78,22 @@ pub trait Backend: Sync {
     /// Writes the target's files for `plan` into `out` (which exists). `checkpoint` is absent
     /// when compiling from a config alone.
     fn emit(&self, plan: &Plan, out: &Path, checkpoint: Option<&dyn Checkpoint>) -> Result<Emitted, BackendError>;
+    /// `emit` with target options. Targets that take none refuse them by name.
+    fn emit_with(
+        &self,
+        plan: &Plan,
+        out: &Path,
+        checkpoint: Option<&dyn Checkpoint>,
+        options: &EmitOptions,
+    ) -> Result<Emitted, BackendError> {
+        if let Some(w) = &options.weights {
+            return Err(BackendError(format!(
+                "--weights {w}: only the Tenstorrent targets take --weights; {} keeps the checkpoint's dtypes",
+                self.name()
+            )));
+        }
+        self.emit(plan, out, checkpoint)
+    }
 }
 
 /// Every implemented target, in the order `--help` lists them.

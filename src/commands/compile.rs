@@ -39,6 +39,10 @@ pub struct Args {
     /// Print launches per token with and without fusion.
     #[arg(long)]
     stats: bool,
+    /// Tenstorrent targets: matmul weights as `bf16` (default) or `bfp8` (bfloat8_b block
+    /// floats; embeddings, the per-layer-input path, norms and the MoE router stay bf16).
+    #[arg(long, value_parser = ["bf16", "bfp8"])]
+    weights: Option<String>,
 }
 
 /// Builds the decode and prefill graphs and runs the middle of the compiler.
@@ -144,8 +148,16 @@ pub fn run(args: Args) -> Result<()> {
         .and_then(|u| u.plan.program("decode").map(|p| p.launches()))
         .unwrap_or(decode.launches());
     let checkpoint = model.as_ref().map(ModelCheckpoint);
+    let options = gemma4c_backends::backend::EmitOptions {
+        weights: args.weights.clone(),
+    };
     let emitted = target
-        .emit(&compiled.plan, dir, checkpoint.as_ref().map(|c| c as &dyn Checkpoint))
+        .emit_with(
+            &compiled.plan,
+            dir,
+            checkpoint.as_ref().map(|c| c as &dyn Checkpoint),
+            &options,
+        )
         .with_context(|| format!("generating code for {}", target.name()))?;
     let mut stats = json!({
         "target": target.name(),

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use gemma4c_passes::{CostModel, Plan};
 
-use super::{write_artifact, TtTarget, Weights};
-use crate::backend::{Backend, BackendError, Checkpoint, Emitted};
+use super::{write_artifact, TtTarget, WeightFormat, Weights};
+use crate::backend::{Backend, BackendError, Checkpoint, EmitOptions, Emitted};
 
 /// One Tenstorrent device as a compilation target.
 pub struct TtBackend(pub TtTarget);
@@ -27,6 +27,21 @@ impl Backend for TtBackend {
     }
 
     fn emit(&self, plan: &Plan, out: &Path, checkpoint: Option<&dyn Checkpoint>) -> Result<Emitted, BackendError> {
+        self.emit_with(plan, out, checkpoint, &EmitOptions::default())
+    }
+
+    fn emit_with(
+        &self,
+        plan: &Plan,
+        out: &Path,
+        checkpoint: Option<&dyn Checkpoint>,
+        options: &EmitOptions,
+    ) -> Result<Emitted, BackendError> {
+        let format = match &options.weights {
+            Some(w) => WeightFormat::parse(w).map_err(|e| BackendError(e.0))?,
+            None => WeightFormat::Bf16,
+        };
+        let target = self.0.with_weights(format);
         let tensor = |k: &str| checkpoint.ok_or("no checkpoint")?.tensor_f32(k);
         let rows = |k: &str, r: std::ops::Range<usize>| checkpoint.ok_or("no checkpoint")?.rows_f32(k, r);
         let dtype_of = |k: &str| checkpoint.and_then(|c| c.dtype(k));
@@ -35,7 +50,7 @@ impl Backend for TtBackend {
             rows: Some(&rows),
             dtype_of: &dtype_of,
         });
-        let stats = write_artifact(out, plan, &self.0, weights).map_err(|e| BackendError(e.0))?;
+        let stats = write_artifact(out, plan, &target, weights).map_err(|e| BackendError(e.0))?;
         let mut files: Vec<String> = ["kernels.py", "model.py", "run.py", "sim_support.py", "README.md"]
             .map(String::from)
             .to_vec();

@@ -9,6 +9,7 @@
 //! the device layout of activations.
 
 pub mod backend;
+pub mod bfp8;
 pub mod kernels;
 pub mod layout;
 pub mod lower;
@@ -23,7 +24,7 @@ use std::path::Path;
 use gemma4c_passes::Plan;
 use serde_json::{json, Value};
 
-pub use target::TtTarget;
+pub use target::{TtTarget, WeightFormat};
 pub use weights::{DtypeOf, RowReader, WeightReader, Weights};
 
 /// An error of the Tenstorrent backend (unsupported plan shape, hardware limit, I/O).
@@ -144,7 +145,7 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
         .map(|p| {
             // Run-time indices stay float32 on the device: exact integers past bf16's 256.
             let index = matches!(p.source, lower::Source::Index { .. });
-            json!({"name": p.name, "dtype": if index { "float32" } else { "bfloat16" }})
+            json!({"name": p.name, "dtype": if index { "float32" } else { p.format(target).ttnn() }})
         })
         .collect();
     let host_tables: Vec<Value> = low
@@ -211,7 +212,7 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
         .collect();
     let launches: usize = per_kernel_uses.iter().sum();
     let layers = decode_layers(plan);
-    let dram = dram_use(&low);
+    let dram = dram_use(&low, target);
     target.check_dram(
         dram.total(),
         &format!("the compiled model ({})", header["model"].as_str().unwrap_or("?")),
@@ -221,6 +222,7 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
         "grid": {"cols": target.grid.cols, "rows": target.grid.rows},
         "chips": target.chips,
         "chips_used": target.chips_used,
+        "weights": target.weights.name(),
         "l1_bytes_per_core": target.l1_bytes,
         "l1_total_bytes_per_core": target.l1_total,
         "dram": {
@@ -262,7 +264,8 @@ fn decode_layers(plan: &Plan) -> usize {
     })
 }
 
-/// Device DRAM of the generated program: every device tensor is bf16 (`Model.up`).
+/// Device DRAM of the generated program: every device tensor is bf16 (`Model.up`), except the
+/// bfloat8_b matmul weights of `--weights bfp8`.
 pub struct DramUse {
     pub weights: u64,
     pub kv: u64,
@@ -277,14 +280,15 @@ impl DramUse {
     }
 }
 
-fn dram_use(low: &lower::Lowered) -> DramUse {
+fn dram_use(low: &lower::Lowered, t: &TtTarget) -> DramUse {
     let bytes = |rows: usize, cols: usize| (rows.div_ceil(32) * 32 * cols.div_ceil(32) * 32 * 2) as u64;
+    let tiles = |p: &lower::Prepared| (p.rows.div_ceil(32) * p.cols.div_ceil(32)) as u64;
     DramUse {
         weights: low
             .prepared
             .iter()
             .filter(|p| !p.host)
-            .map(|p| bytes(p.rows, p.cols))
+            .map(|p| tiles(p) * p.format(t).tile_bytes() as u64)
             .sum(),
         kv: low.states.iter().map(|s| bytes(s.rows, s.cols)).sum(),
         activations: low.slots.iter().map(|s| bytes(s.rows, s.cols)).sum(),
@@ -311,7 +315,8 @@ pub fn write_artifact(dir: &Path, plan: &Plan, target: &TtTarget, weights: Optio
         meta.insert("format".to_string(), "gemma4c-tt-weights-1".to_string());
         meta.insert("target".to_string(), target.name.to_string());
         meta.insert("fingerprint".to_string(), plan.model.fingerprint.clone());
-        let bytes = weights::write(&dir.join("weights.safetensors"), &e.lowered.prepared, w, &meta)?;
+        meta.insert("weights".to_string(), target.weights.name().to_string());
+        let bytes = weights::write(&dir.join("weights.safetensors"), target, &e.lowered.prepared, w, &meta)?;
         stats["weights_bytes"] = json!(bytes);
     }
     Ok(stats)

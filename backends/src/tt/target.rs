@@ -35,6 +35,51 @@ pub const L1_RESERVED: usize = 176 * KIB;
 /// L1 kept free for the compiler's own temporaries on top of the declared dataflow buffers.
 pub const L1_HEADROOM: usize = 96 * KIB;
 
+/// How matmul weights are stored on the device (`compile --weights`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightFormat {
+    /// bfloat16: 2048 bytes per tile.
+    #[default]
+    Bf16,
+    /// bfloat8_b block floating point (`bfp8.rs`): 1088 bytes per tile. Matmul weights only;
+    /// embeddings, the per-layer-input (PLE) path, norms and the MoE router stay bf16.
+    Bfp8,
+}
+
+impl WeightFormat {
+    /// `bf16` or `bfp8`, as `--weights` spells them.
+    pub fn parse(s: &str) -> Result<WeightFormat, TtError> {
+        match s {
+            "bf16" => Ok(WeightFormat::Bf16),
+            "bfp8" => Ok(WeightFormat::Bfp8),
+            _ => Err(TtError::new(format!("--weights `{s}`: expected bf16 or bfp8"))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::Bf16 => "bf16",
+            WeightFormat::Bfp8 => "bfp8",
+        }
+    }
+
+    /// The TT-NN dtype of such a device tensor.
+    pub fn ttnn(self) -> &'static str {
+        match self {
+            WeightFormat::Bf16 => "bfloat16",
+            WeightFormat::Bfp8 => "bfloat8_b",
+        }
+    }
+
+    /// Bytes of one 32x32 tile in DRAM and L1.
+    pub fn tile_bytes(self) -> usize {
+        match self {
+            WeightFormat::Bf16 => TILE_BYTES,
+            WeightFormat::Bfp8 => super::bfp8::TILE_BYTES,
+        }
+    }
+}
+
 /// A compute grid in tt-lang's convention: `grid=(cols, rows)`, node `(x, y)` with `x < cols`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grid {
@@ -81,6 +126,8 @@ pub struct TtTarget {
     pub dispatch_untraced_s: f64,
     /// Seconds per launch when the decode step is replayed from a captured trace.
     pub dispatch_traced_s: f64,
+    /// Storage of the matmul weights (`--weights`; bf16 unless asked).
+    pub weights: WeightFormat,
 }
 
 /// One Blackhole chip's figures; `chips` is the board's count.
@@ -98,6 +145,7 @@ const fn blackhole(name: &'static str, chips: usize) -> TtTarget {
         flops_per_core: 1.5e12,
         dispatch_untraced_s: 230e-6,
         dispatch_traced_s: 10e-6,
+        weights: WeightFormat::Bf16,
     }
 }
 
@@ -120,6 +168,7 @@ impl TtTarget {
         flops_per_core: 1.0e12,
         dispatch_untraced_s: 230e-6,
         dispatch_traced_s: 10e-6,
+        weights: WeightFormat::Bf16,
     };
 
     /// The device named `name` (`tt-p300`, `tt-p150`, `tt-n150`).
@@ -128,6 +177,14 @@ impl TtTarget {
             .into_iter()
             .find(|t| t.name == name)
             .ok_or_else(|| TtError::new(format!("`{name}` is not a Tenstorrent target")))
+    }
+
+    /// The same board with matmul weights stored as `weights`.
+    pub fn with_weights(&self, weights: WeightFormat) -> TtTarget {
+        TtTarget {
+            weights,
+            ..self.clone()
+        }
     }
 
     pub fn cores(&self) -> usize {
@@ -177,11 +234,17 @@ impl TtTarget {
         };
         Err(TtError::new(format!(
             "{what} needs {needed} bytes ({:.1} GB) of device DRAM; {} has {avail} bytes ({:.1} GB) for it{board}. \
-             Use smaller weights (`--weights bfp8`, about half of bf16; not implemented yet) or a bigger mesh \
-             (more chips), or lower --max-context if the KV caches dominate",
+             {}, or lower --max-context if the KV caches dominate",
             gb(needed),
             self.name,
-            gb(avail)
+            gb(avail),
+            match self.weights {
+                WeightFormat::Bf16 =>
+                    "Use smaller weights (`--weights bfp8`: matmul weights in 1088 of bf16's 2048 bytes per tile) \
+                     or a bigger mesh (more chips)",
+                WeightFormat::Bfp8 =>
+                    "The matmul weights are bfp8 already (`--weights bfp8`): use a bigger mesh (more chips)",
+            }
         )))
     }
 }

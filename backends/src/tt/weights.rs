@@ -10,7 +10,7 @@ use gemma4c_ir::eval::rope_angles;
 use gemma4c_ir::DType;
 
 use super::lower::{Prepared, Source};
-use super::TtError;
+use super::{bfp8, TtError, TtTarget, WeightFormat};
 
 /// Reads a checkpoint tensor as f32 values (row-major, checkpoint shape).
 pub type WeightReader<'a> = &'a dyn Fn(&str) -> Result<Vec<f32>, String>;
@@ -48,8 +48,12 @@ fn encode(v: &[f32], dt: DType, buf: &mut Vec<u8>) {
 }
 
 /// Storage dtype of a prepared tensor: bf16 where its checkpoint tensor is bf16 (all released
-/// Gemma 4 checkpoints), f32 otherwise (f32 test fixtures keep their exact values; tables).
-fn stored_dtype(p: &Prepared, dtype_of: DtypeOf) -> DType {
+/// Gemma 4 checkpoints) or where it is a bfloat8_b weight (rounded to bfp8 values, which bf16
+/// holds exactly), f32 otherwise (f32 test fixtures keep their exact values; tables).
+fn stored_dtype(p: &Prepared, t: &TtTarget, dtype_of: DtypeOf) -> DType {
+    if p.format(t) == WeightFormat::Bfp8 {
+        return DType::BF16;
+    }
     let key = match &p.source {
         Source::Transposed { key, .. }
         | Source::Row { key, .. }
@@ -200,6 +204,7 @@ pub fn values(p: &Prepared, reader: WeightReader) -> Result<Vec<f32>, TtError> {
 /// Writes `prepared` (sorted by name) as a safetensors file.
 pub fn write(
     path: &std::path::Path,
+    t: &TtTarget,
     prepared: &[Prepared],
     weights: Weights,
     metadata: &BTreeMap<String, String>,
@@ -215,7 +220,7 @@ pub fn write(
     let mut offset = 0usize;
     let mut dtypes = Vec::new();
     for p in &sorted {
-        let dt = stored_dtype(p, dtype_of);
+        let dt = stored_dtype(p, t, dtype_of);
         let bytes = p.rows * p.cols * if dt == DType::BF16 { 2 } else { 4 };
         header.insert(
             p.name.clone(),
@@ -258,7 +263,11 @@ pub fn write(
             }
             continue;
         }
-        let v = values(p, weights.tensor)?;
+        let mut v = values(p, weights.tensor)?;
+        if p.format(t) == WeightFormat::Bfp8 {
+            // The values the device's bfloat8_b tiles hold, so the simulator computes with them.
+            bfp8::round_matrix(&mut v, p.cols);
+        }
         encode(&v, dt, &mut buf);
         f.write_all(&buf).map_err(io)?;
     }

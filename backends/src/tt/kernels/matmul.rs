@@ -54,7 +54,7 @@ pub fn matmul(
             Dfb::new("y", nb, bc_out),
         ],
         grid,
-        cost: Cost::new(kt * nt + rows_t * (kt + nt), matmul_flops(rows_t, kt, nt)),
+        cost: Cost::new(kt * nt + rows_t * (kt + nt), matmul_flops(rows_t, kt, nt)).weights(kt * nt),
     }
     .checked(t)
 }
@@ -82,7 +82,7 @@ pub fn geglu_matmul(t: &TtTarget, doc: &str, rows_t: usize, kt: usize, nt: usize
             Dfb::new("y", nb, bc_out),
         ],
         grid,
-        cost: Cost::new(2 * kt * nt + rows_t * (kt + nt), 2 * matmul_flops(rows_t, kt, nt)),
+        cost: Cost::new(2 * kt * nt + rows_t * (kt + nt), 2 * matmul_flops(rows_t, kt, nt)).weights(2 * kt * nt),
     }
     .checked(t)
 }
@@ -139,7 +139,7 @@ pub fn logits_head(
             Dfb::new("y", nb, b),
         ],
         grid,
-        cost: Cost::new(kt * nt + 2 * kt + nt, matmul_flops(rows_t, kt, nt)),
+        cost: Cost::new(kt * nt + 2 * kt + nt, matmul_flops(rows_t, kt, nt)).weights(kt * nt),
     }
     .checked(t)
 }

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::target::{Grid, TtTarget, TILE_BYTES};
+use super::target::{Grid, TtTarget, WeightFormat, TILE_BYTES};
 use super::TtError;
 
 mod cache;
@@ -26,14 +26,25 @@ pub struct Dfb {
     pub name: &'static str,
     pub tiles: usize,
     pub count: usize,
+    /// Bytes per tile: the dtype of the tensor the buffer is made like (bf16, or a bfloat8_b
+    /// weight).
+    pub tile_bytes: usize,
 }
 
 impl Dfb {
-    /// `count` blocks of `tiles` tiles each, named as in the template.
+    /// `count` blocks of `tiles` bf16 tiles each, named as in the template.
     pub fn new(name: &'static str, tiles: usize, count: usize) -> Dfb {
-        Dfb { name, tiles, count }
+        Dfb {
+            name,
+            tiles,
+            count,
+            tile_bytes: TILE_BYTES,
+        }
     }
 }
+
+/// The dataflow buffers that hold streamed matmul weights (matmul, geglu_matmul, logits_head).
+const WEIGHT_DFBS: [&str; 3] = ["w", "wg", "wu"];
 
 /// One generated operation: one compiled program, whatever the position (run-time indices are
 /// read from device tensors, see `POS_DFB_TILES`).
@@ -59,6 +70,8 @@ pub struct Kernel {
 pub struct Cost {
     pub dram_bytes: u64,
     pub flops: u64,
+    /// Of the tiles read, how many are matmul weights (stored as `--weights` says).
+    pub weight_tiles: u64,
 }
 
 impl Cost {
@@ -66,6 +79,15 @@ impl Cost {
         Cost {
             dram_bytes: (tiles * TILE_BYTES) as u64,
             flops: flops as u64,
+            weight_tiles: 0,
+        }
+    }
+
+    /// `tiles` of the counted tiles are matmul weights.
+    pub(crate) fn weights(self, tiles: usize) -> Cost {
+        Cost {
+            weight_tiles: tiles as u64,
+            ..self
         }
     }
 }
@@ -163,9 +185,30 @@ impl Kernel {
         }
     }
 
-    /// Modelled L1 bytes per core: all dataflow buffers (bf16 tiles).
+    /// Modelled L1 bytes per core: all dataflow buffers.
     pub fn l1_bytes(&self) -> usize {
-        self.dfbs.iter().map(|d| d.tiles * d.count * TILE_BYTES).sum()
+        self.dfbs.iter().map(|d| d.tiles * d.count * d.tile_bytes).sum()
+    }
+
+    /// The same kernel reading its matmul weights stored as `fmt` (a bfloat8_b weight tensor makes
+    /// its dataflow buffers bfloat8_b too: smaller in L1, and fewer DRAM bytes per launch). The
+    /// template is unchanged (buffers are made like the tensors); the name says the format.
+    pub fn with_weight_format(mut self, fmt: WeightFormat, t: &TtTarget) -> Result<Kernel, TtError> {
+        if fmt == WeightFormat::Bf16 {
+            return Ok(self);
+        }
+        for d in &mut self.dfbs {
+            if WEIGHT_DFBS.contains(&d.name) {
+                d.tile_bytes = fmt.tile_bytes();
+            }
+        }
+        self.cost.dram_bytes -= self.cost.weight_tiles * (TILE_BYTES - fmt.tile_bytes()) as u64;
+        self.ctx
+            .as_object_mut()
+            .expect("kernel contexts are objects")
+            .insert("weights".into(), json!(fmt.name()));
+        self.base = format!("{}_{}", self.base, fmt.name());
+        self.checked(t)
     }
 
     fn checked(self, t: &TtTarget) -> Result<Kernel, TtError> {

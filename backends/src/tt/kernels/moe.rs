@@ -17,11 +17,7 @@ pub fn moe_route(t: &TtTarget, doc: &str, experts: usize, top_k: usize) -> Resul
         ctx: with_grid(ctx, Grid { cols: 1, rows: 1 }, 1, 1),
         dfbs: ["scores", "scale", "pad", "y"]
             .iter()
-            .map(|&name| Dfb {
-                name,
-                tiles: et,
-                count: 1,
-            })
+            .map(|&name| Dfb::new(name, et, 1))
             .collect(),
         grid: Grid { cols: 1, rows: 1 },
         cost: Cost::new(4 * et, 64 * et * 1024),

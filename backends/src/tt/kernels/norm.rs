@@ -47,14 +47,7 @@ pub fn norm(
         family: Family::Norm(kind),
         base: format!("{family}{g}{n}{w}"),
         ctx: with_grid(ctx, grid, per_node, n_blocks),
-        dfbs: names
-            .iter()
-            .map(|&name| Dfb {
-                name,
-                tiles: st,
-                count: b,
-            })
-            .collect(),
+        dfbs: names.iter().map(|&name| Dfb::new(name, st, b)).collect(),
         grid,
         cost: Cost::new(names.len() * rows_t * groups * st, 8 * rows_t * groups * st * 1024),
     };
@@ -102,14 +95,7 @@ pub fn norm(
         family: Family::Norm(kind),
         base: format!("{family}{g}{n}{w}_streamed"),
         ctx: with_grid(ctx, grid, per_node, n_blocks),
-        dfbs: names
-            .iter()
-            .map(|&name| Dfb {
-                name,
-                tiles: cb,
-                count: 2,
-            })
-            .collect(),
+        dfbs: names.iter().map(|&name| Dfb::new(name, cb, 2)).collect(),
         grid,
         cost: Cost::new(names.len() * rows_t * groups * st * 2, 8 * rows_t * groups * st * 1024),
     }

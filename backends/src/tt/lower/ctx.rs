@@ -75,6 +75,18 @@ impl Ctx<'_> {
         self.kernels.len() - 1
     }
 
+    /// Registers a matmul-family kernel whose weight operand is the prepared tensor `w`, in the
+    /// weight's device format.
+    pub(super) fn weight_kernel(&mut self, k: Kernel, w: &str) -> Result<usize, TtError> {
+        let fmt = self
+            .prepared
+            .iter()
+            .find(|p| p.name == w)
+            .map_or(self.t.weights, |p| p.format(self.t));
+        let k = k.with_weight_format(fmt, self.t)?;
+        Ok(self.kernel(k))
+    }
+
     pub(super) fn prep(
         &mut self,
         name: String,

@@ -14,7 +14,7 @@ use gemma4c_passes::Plan;
 
 use super::kernels::{self, Kernel};
 use super::layout::{self, DevLayout};
-use super::target::TtTarget;
+use super::target::{TtTarget, WeightFormat};
 use super::TtError;
 
 mod ctx;
@@ -81,6 +81,22 @@ pub struct Prepared {
     /// Kept on the host (embedding tables, RoPE tables) rather than uploaded.
     pub host: bool,
     pub source: Source,
+}
+
+impl Prepared {
+    /// How the tensor is stored on the device. With `--weights bfp8` the matmul weights are
+    /// bfloat8_b, except on the per-layer-input (PLE) path and the MoE router, which stay bf16
+    /// with the embeddings and norms (quantizing the PLE path is known to hurt quality badly).
+    pub fn format(&self, t: &TtTarget) -> WeightFormat {
+        match &self.source {
+            Source::Transposed { key, .. } | Source::MoeGateUp { key, .. } | Source::MoeDown { key, .. }
+                if !key.contains("per_layer") && !key.contains("router") =>
+            {
+                t.weights
+            }
+            _ => WeightFormat::Bf16,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -266,9 +282,9 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
                 lx.col_tiles(),
                 lo.col_tiles(),
             )?;
-            let k = c.kernel(k);
             let wg = transposed(&mut c, sg, sg.inputs[1], lx, lo)?;
             let wu = transposed(&mut c, su, su.inputs[1], lx, lo)?;
+            let k = c.weight_kernel(k, &wg)?;
             items.push(Item::kernel(
                 format!("{} + {} + {}", sg.name, su.name, comment),
                 k,

@@ -49,7 +49,7 @@ pub(super) fn router(
         *eps,
         epilogue,
     )?;
-    let k = c.kernel(k);
+    let k = c.weight_kernel(k, &w)?;
     items.push(Item::kernel(
         format!("{comment} (scores)"),
         k,
@@ -215,7 +215,7 @@ pub(super) fn experts(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<It
         lgu.col_tiles(),
         None,
     )?;
-    let k1 = c.kernel(k1);
+    let k1 = c.weight_kernel(k1, &gu)?;
     items.push(Item::kernel(
         format!("{comment} (gate/up of every expert)"),
         k1,
@@ -240,7 +240,7 @@ pub(super) fn experts(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<It
         lo.col_tiles(),
         None,
     )?;
-    let k3 = c.kernel(k3);
+    let k3 = c.weight_kernel(k3, &down)?;
     items.push(Item::kernel(
         format!("{comment} (down of every expert, summed)"),
         k3,

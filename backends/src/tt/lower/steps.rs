@@ -208,7 +208,7 @@ fn matmul(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>) -> Resu
         lo.col_tiles(),
         None,
     )?;
-    let k = c.kernel(k);
+    let k = c.weight_kernel(k, &w)?;
     items.push(kcall(
         k,
         vec![Arg::Buf(x), Arg::W(w), Arg::Buf(out)],
@@ -464,7 +464,7 @@ fn logits_head(
         *eps,
         epilogue,
     )?;
-    let k = c.kernel(k);
+    let k = c.weight_kernel(k, &w)?;
     items.push(kcall(
         k,
         vec![Arg::Buf(x), Arg::W(g), Arg::W(w), Arg::Buf(out)],
