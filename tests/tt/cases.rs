@@ -446,6 +446,38 @@ fn norm_cases(b: &mut Bundle, rng: &mut Rng) {
             b.cases.push(c);
         }
     }
+    // The layer scalar fused in: s = (a + rms(x) * w1) * scale, and y = rms(s) * w2 of the next norm.
+    let scale = 0.6_f32;
+    let st = t2(&[1], &[scale]);
+    let sv = BTreeMap::from([("scale".to_string(), vec![scale])]);
+    let normed = eval(&Op::NormAdd { eps }, &[&at, &xt, &w1t]).unwrap().remove(0);
+    let scaled = eval(&Op::Mul, &[&normed, &st]).unwrap().remove(0);
+    let next = eval(&Op::RmsNorm { eps }, &[&scaled, &w2t]).unwrap().remove(0);
+    for (family, with_next) in [(NormKind::NormAdd, false), (NormKind::NormAddNorm, true)] {
+        let mut c = Case::new(&format!("{}_{h}_scaled", family.name()));
+        let k = b.k(kernels::norm(&b.t, family, "test", 1, 1, h / 32, h, eps, true).and_then(|k| k.scaled(&b.t)));
+        c.act("a", l, &a);
+        c.act("x", l, &x);
+        let mut args = vec!["a", "x"];
+        let keys: &[&str] = if with_next { &["w1", "w2"] } else { &["w1"] };
+        for key in keys {
+            let (r, cc, src) = row_source(key, l);
+            c.weight(key, r, cc, src, &vals);
+            args.push(key);
+        }
+        c.weight("scale", 1, 32, Source::Scalar { key: "scale".into() }, &sv);
+        args.push("scale");
+        if with_next {
+            c.zeros("y", l);
+            args.push("y");
+            c.expect_row("y", l, &f(&next));
+        }
+        c.zeros("s", l);
+        args.push("s");
+        c.expect_row("s", l, &f(&scaled));
+        c.call(&k, None, &args);
+        b.cases.push(c);
+    }
     // Streamed rms_norm, with and without weight, over per-head segments.
     for has_w in [true, false] {
         let (heads, d) = (2, 256);

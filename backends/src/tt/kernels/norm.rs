@@ -102,6 +102,29 @@ pub fn norm(
     .checked(t)
 }
 
+impl Kernel {
+    /// This whole-row `norm_add` / `norm_add_norm` with the residual multiplied by a one-value
+    /// weight (the layer scalar) before it is stored and normalized again.
+    pub fn scaled(mut self, t: &TtTarget) -> Result<Kernel, TtError> {
+        let fused = matches!(self.family, Family::Norm(NormKind::NormAdd | NormKind::NormAddNorm));
+        if !fused || self.template() != "norm_add_norm" {
+            return Err(TtError::new(format!(
+                "kernel `{}`: only whole-row norm_add kernels take a layer scalar",
+                self.base
+            )));
+        }
+        let b = self.ctx["bc"].as_u64().unwrap_or(1) as usize;
+        self.ctx
+            .as_object_mut()
+            .expect("kernel contexts are objects")
+            .insert("scaled".into(), json!(true));
+        self.dfbs.push(Dfb::new("scale", 1, b));
+        self.base.push_str("_scaled");
+        self.cost.dram_bytes += TILE_BYTES as u64;
+        self.checked(t)
+    }
+}
+
 /// q/k norm + RoPE (or RoPE alone) per head.
 pub fn norm_rope(
     t: &TtTarget,

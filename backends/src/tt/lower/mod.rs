@@ -19,6 +19,7 @@ use super::TtError;
 
 mod ctx;
 mod moe;
+mod scaled_norm;
 mod steps;
 
 use ctx::{transposed, Ctx};
@@ -265,9 +266,22 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
         }
     }
 
+    // Backend fusion: norm_add, the layer scalar and the next input norm in one launch.
+    let scaled = scaled_norm::find(&c, p, &root, &uses, &producer, &is_output);
+    for g in scaled.values() {
+        absorbed[g.norm_add] = true;
+        if let Some(q) = g.next_norm {
+            absorbed[q] = true;
+        }
+    }
+
     let mut items: Vec<Item> = Vec::new();
     for (i, s) in p.steps.iter().enumerate() {
         if absorbed[i] {
+            continue;
+        }
+        if let Some(&g) = scaled.get(&i) {
+            scaled_norm::lower(&mut c, p, g, &mut items)?;
             continue;
         }
         let comment = format!("{}: {}", s.name, s.op);
