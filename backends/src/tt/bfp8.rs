@@ -107,7 +107,7 @@ mod tests {
         assert_eq!(v[1], 1.0 / 64.0);
         assert_eq!(v[2], -19.0 / 64.0);
         assert_eq!(v[3], 127.0 / 64.0);
-        assert_eq!(v[16], 0.010009765625);
+        assert_eq!(v[16], 82.0 / 8192.0);
         assert_eq!(v[4], 0.0);
         // Rounded values are fixed points, and exact in bf16.
         let again = {
