@@ -114,6 +114,22 @@ fn the_fixture_reads_as_its_transformers_config() {
 }
 
 #[test]
+fn the_moe_fixture_reads_as_its_transformers_config() {
+    let m = Model::open(&repo_root().join("tests/fixtures/gguf/tiny_gemma4_moe.q4_k_m.gguf")).unwrap();
+    let c = &m.config;
+    let moe = c.moe.as_ref().expect("MoE");
+    assert_eq!((moe.num_experts, moe.top_k, moe.intermediate_size), (4, 2, 16));
+    let table: Vec<_> = c
+        .layers
+        .iter()
+        .map(|l| (l.head_dim, l.num_kv_heads, l.k_eq_v))
+        .collect();
+    // K=V on the full layer, with its one global KV head (a per-layer head_count_kv array).
+    assert_eq!(table, [(16, 2, false), (16, 2, false), (32, 1, true)]);
+    assert!(c.ple.is_none() && c.num_kv_shared_layers == 0);
+}
+
+#[test]
 fn missing_or_odd_keys_are_named() {
     let cases: Vec<(&str, Edit)> = vec![
         (

@@ -2,6 +2,8 @@
 """GGUF parity fixtures made the way users make GGUF files, with transformers references.
 
 Usage: python tools/make_gguf_fixtures.py [OUT_DIR]    (default tests/fixtures/gguf)
+       python tools/make_gguf_fixtures.py OUT_DIR --checkpoint HF_DIR [--checkpoint ...]
+       (then GEMMA4C_GGUF_FIXTURES=OUT_DIR cargo test --test gguf_fixtures checks gemma4c on them)
 Run with the reference venv (transformers 5.23, torch, sentencepiece); it also needs
 llama-cpp-python (for llama.cpp's quantizer) in ~/.cache/gemma4c/venv-llama and the
 llama-cpp-python sdist unpacked in ~/.cache/gemma4c (llama.cpp's convert_hf_to_gguf.py and
@@ -11,6 +13,8 @@ Two tiny random checkpoints (transformers, float32) are built in a temporary dir
 - gemma4: Gemma 4 with Per-Layer Embeddings, KV sharing (2 of 4 layers), the double-wide MLP
   of sharing layers, per-layer head dims (16 sliding, 32 full), proportional RoPE, soft-cap;
   narrow (hidden 64), so llama.cpp stores its Q4_K_M rows as Q5_0/Q8_0 (rows under 256);
+- gemma4_moe: Gemma 4 with routed experts (4, top 2) beside the dense MLP, K=V full layers with
+  one global KV head against two sliding ones (f16 and Q4_K_M only, to keep the files small);
 - gemma3: Gemma 3, wide enough (hidden 256) that Q4_K and Q6_K blocks really appear, with a
   SentencePiece tokenizer.model (as released Gemma 3 has), the period-6 layer pattern llama.cpp
   assumes, query_pre_attn_scalar = head_dim and linear RoPE scaling on the full layer.
@@ -24,6 +28,7 @@ NAME.expected.json with the file's sha256 and the element types it holds.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -53,6 +58,7 @@ PROMPT = "The weather today is cold and grey"
 QUANTS = {"q8_0": 7, "q4_k_m": 15}  # llama.cpp's LLAMA_FTYPE_MOSTLY_Q8_0 / _Q4_K_M
 S, F = "sliding_attention", "full_attention"
 GEMMA4_SEED = int(os.environ.get("G4_SEED", 13))
+MOE_SEED = int(os.environ.get("G4_MOE_SEED", 6))
 
 
 def gemma4_config() -> Gemma4TextConfig:
@@ -64,6 +70,26 @@ def gemma4_config() -> Gemma4TextConfig:
         tie_word_embeddings=True, pad_token_id=0, bos_token_id=2, eos_token_id=1,
         hidden_size_per_layer_input=8, vocab_size_per_layer_input=512, num_kv_shared_layers=2,
         use_double_wide_mlp=True, attention_k_eq_v=False, enable_moe_block=False,
+        rope_parameters={
+            S: {"rope_type": "default", "rope_theta": 10000.0},
+            F: {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1000000.0},
+        },
+        attn_implementation="eager",
+    )
+
+
+def gemma4_moe_config() -> Gemma4TextConfig:
+    """26B-A4B-like: routed experts next to the dense MLP on every layer, K=V full layers with
+    fewer (global) KV heads than the sliding ones, no PLE."""
+    return Gemma4TextConfig(
+        vocab_size=512, hidden_size=64, intermediate_size=32, num_hidden_layers=3,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=16, global_head_dim=32,
+        layer_types=[S, S, F], sliding_window=4, final_logit_softcapping=30.0,
+        max_position_embeddings=256, rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh",
+        tie_word_embeddings=True, pad_token_id=0, bos_token_id=2, eos_token_id=1,
+        hidden_size_per_layer_input=0, vocab_size_per_layer_input=512, num_kv_shared_layers=0,
+        use_double_wide_mlp=False, attention_k_eq_v=True, num_global_key_value_heads=1,
+        enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=16,
         rope_parameters={
             S: {"rope_type": "default", "rope_theta": 10000.0},
             F: {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1000000.0},
@@ -86,10 +112,10 @@ def gemma3_config(vocab_size: int) -> Gemma3TextConfig:
     )
 
 
-def make_gemma4(d: str) -> None:
-    model = Gemma4ForCausalLM(gemma4_config()).eval()
+def make_gemma4(d: str, config=gemma4_config, seed: int = GEMMA4_SEED) -> None:
+    model = Gemma4ForCausalLM(config()).eval()
     with torch.no_grad():
-        make_tiny_gemma4.randomize_(model, seed=GEMMA4_SEED)
+        make_tiny_gemma4.randomize_(model, seed=seed)
     model.save_pretrained(d)
     for f in ["tokenizer.json", "tokenizer_config.json"]:
         shutil.copy(os.path.join(ROOT, "tests", "fixtures", "tiny_ple", f), d)
@@ -172,11 +198,15 @@ def dequantized_state_dict(path: str, model, family: str) -> tuple[dict, list[st
         if key == "lm_head.weight" and model.config.tie_word_embeddings:
             continue
         base = key[: -len(".weight")] if key.endswith(".weight") else key
-        name = names.get_name(base)
-        if name is None or name + ".weight" not in stored:
+        name, suffix = names.get_name(base), ".weight"
+        # The converter's own renames (Gemma4Model.modify_tensors), outside gguf-py's map.
+        for hf_tail, gguf_tail in [(".router.scale", ".ffn_gate_inp"), (".router.per_expert_scale", ".ffn_down_exps")]:
+            if key.endswith(hf_tail):
+                name, suffix = "blk." + key.split(".")[2] + gguf_tail, ".scale"
+        if name is None or name + suffix not in stored:
             not_in_file.append(key)
             continue
-        t = stored[name + ".weight"]
+        t = stored[name + suffix]
         used.add(t.name)
         w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
         w = torch.from_numpy(w.reshape(tuple(reversed([int(x) for x in t.shape]))).copy())
@@ -215,59 +245,85 @@ def sha256(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def fixture(name: str, family: str, ckpt: str, cls, quants: dict[str, int], out_dir: str) -> None:
+    """NAME.{f16,QUANT}.gguf from the checkpoint, each with NAME.KIND.expected.json."""
+    files = {"f16": os.path.join(out_dir, f"{name}.f16.gguf")}
+    convert(ckpt, files["f16"])
+    for q, ftype in quants.items():
+        files[q] = os.path.join(out_dir, f"{name}.{q}.gguf")
+        quantize(files["f16"], files[q], ftype)
+    original = cls.from_pretrained(ckpt, dtype=torch.float32, attn_implementation="eager").eval()
+    if family == "gemma4":
+        tok = AutoTokenizer.from_pretrained(ckpt)
+    else:  # transformers' tokenizer built from the GGUF metadata, as gemma4c builds it
+        tok = AutoTokenizer.from_pretrained(out_dir, gguf_file=os.path.basename(files["f16"]))
+    prompt_ids = tok(PROMPT).input_ids
+    if prompt_ids[0] != 2:
+        prompt_ids = [2] + prompt_ids
+    original_ids, _, _ = greedy(original, prompt_ids)
+    vocab = [str(t) for t in gguf.GGUFReader(files["f16"]).fields["tokenizer.ggml.tokens"].contents()]
+    eos = [1] + [vocab.index(t) for t in ("<turn|>", "<end_of_turn>", "<|tool_response>") if t in vocab]
+    for kind, path in files.items():
+        model = cls(original.config).eval()
+        sd, not_in_file = dequantized_state_dict(path, model, family)
+        model.load_state_dict(sd)
+        ids, logits, margin = greedy(model, prompt_ids)
+        if any(i in eos for i in ids):
+            sys.exit(f"{path}: greedy ids {ids} hit an end-of-generation id {eos}; change the seed")
+        expected = {
+            "file": os.path.basename(path),
+            "sha256": sha256(path),
+            "family": family,
+            "kind": kind,
+            "element_types": element_types(path),
+            "not_in_file": not_in_file,
+            "prompt": PROMPT,
+            "prompt_ids": prompt_ids,
+            "greedy_ids": ids,
+            "original_weights_greedy_ids": original_ids,
+            "min_top1_top2_margin": margin,
+            "logits": [[round(x, 5) for x in step] for step in logits],
+        }
+        with open(os.path.join(out_dir, f"{name}.{kind}.expected.json"), "w") as f:
+            json.dump(expected, f, separators=(",", ":"))
+            f.write("\n")
+        print(f"{os.path.basename(path)}: {os.path.getsize(path)} bytes, types {expected['element_types']}, "
+              f"ids {ids} (original weights {original_ids}), margin {margin:.4f}")
+
+
 def main() -> None:
-    out_dir = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "tests", "fixtures", "gguf"))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out_dir", nargs="?", default=os.path.join(ROOT, "tests", "fixtures", "gguf"))
+    ap.add_argument("--checkpoint", action="append", default=[], metavar="DIR",
+                    help="instead of the built-in tiny models: convert this Hugging Face text checkpoint "
+                         "(gemma4_text or gemma3_text with a tokenizer llama.cpp's converter accepts); repeatable")
+    args = ap.parse_args()
+    out_dir = os.path.abspath(args.out_dir)
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    families = {"gemma4": (make_gemma4, Gemma4ForCausalLM), "gemma3": (make_gemma3, Gemma3ForCausalLM)}
+    for ckpt in args.checkpoint:
+        with open(os.path.join(ckpt, "config.json")) as f:
+            model_type = json.load(f).get("model_type")
+        classes = {"gemma4_text": ("gemma4", Gemma4ForCausalLM), "gemma3_text": ("gemma3", Gemma3ForCausalLM)}
+        if model_type not in classes:
+            sys.exit(f"{ckpt}: model_type {model_type!r}; expected one of {sorted(classes)}")
+        family, cls = classes[model_type]
+        fixture(os.path.basename(os.path.normpath(ckpt)), family, ckpt, cls, QUANTS, out_dir)
+    if args.checkpoint:
+        return
+    built = [
+        ("tiny_gemma4", "gemma4", make_gemma4, Gemma4ForCausalLM, QUANTS),
+        ("tiny_gemma4_moe", "gemma4", lambda d: make_gemma4(d, gemma4_moe_config, seed=MOE_SEED),
+         Gemma4ForCausalLM, {"q4_k_m": QUANTS["q4_k_m"]}),
+        ("tiny_gemma3", "gemma3", make_gemma3, Gemma3ForCausalLM, QUANTS),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
-        for family, (make, cls) in families.items():
-            ckpt = os.path.join(tmp, family)
+        for name, family, make, cls, quants in built:
+            ckpt = os.path.join(tmp, name)
             os.makedirs(ckpt)
             make(ckpt)
-            files = {"f16": os.path.join(out_dir, f"tiny_{family}.f16.gguf")}
-            convert(ckpt, files["f16"])
-            for q, ftype in QUANTS.items():
-                files[q] = os.path.join(out_dir, f"tiny_{family}.{q}.gguf")
-                quantize(files["f16"], files[q], ftype)
-            original = cls.from_pretrained(ckpt, dtype=torch.float32, attn_implementation="eager").eval()
-            if family == "gemma4":
-                tok = AutoTokenizer.from_pretrained(ckpt)
-            else:  # transformers' tokenizer built from the GGUF metadata, as gemma4c builds it
-                tok = AutoTokenizer.from_pretrained(out_dir, gguf_file=os.path.basename(files["f16"]))
-            prompt_ids = tok(PROMPT).input_ids
-            if prompt_ids[0] != 2:
-                prompt_ids = [2] + prompt_ids
-            original_ids, _, _ = greedy(original, prompt_ids)
-            vocab = [str(t) for t in gguf.GGUFReader(files["f16"]).fields["tokenizer.ggml.tokens"].contents()]
-            eos = [1] + [vocab.index(t) for t in ("<turn|>", "<end_of_turn>", "<|tool_response>") if t in vocab]
-            for kind, path in files.items():
-                model = cls(original.config).eval()
-                sd, not_in_file = dequantized_state_dict(path, model, family)
-                model.load_state_dict(sd)
-                ids, logits, margin = greedy(model, prompt_ids)
-                if any(i in eos for i in ids):
-                    sys.exit(f"{path}: greedy ids {ids} hit an end-of-generation id {eos}; change the seed")
-                expected = {
-                    "file": os.path.basename(path),
-                    "sha256": sha256(path),
-                    "family": family,
-                    "kind": kind,
-                    "element_types": element_types(path),
-                    "not_in_file": not_in_file,
-                    "prompt": PROMPT,
-                    "prompt_ids": prompt_ids,
-                    "greedy_ids": ids,
-                    "original_weights_greedy_ids": original_ids,
-                    "min_top1_top2_margin": margin,
-                    "logits": [[round(x, 5) for x in step] for step in logits],
-                }
-                with open(os.path.join(out_dir, f"tiny_{family}.{kind}.expected.json"), "w") as f:
-                    json.dump(expected, f, separators=(",", ":"))
-                    f.write("\n")
-                print(f"{os.path.basename(path)}: {os.path.getsize(path)} bytes, types {expected['element_types']}, "
-                      f"ids {ids} (original weights {original_ids}), margin {margin:.4f}")
+            fixture(name, family, ckpt, cls, quants, out_dir)
 
 
 if __name__ == "__main__":
