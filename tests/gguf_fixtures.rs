@@ -94,10 +94,19 @@ fn files_hold_what_the_reference_says() {
             .collect();
         assert_eq!(types, want, "{}", gguf.display());
 
-        // The GGUF tokenizer gives transformers' prompt ids (BOS added).
+        // The GGUF tokenizer gives transformers' ids: the prompt (BOS added), then
+        // text with runs of spaces, tabs, newlines, byte fallback and control tokens.
         let tok = gemma4c_runtime::gguf_tokenizer::from_gguf(&g).unwrap();
         let ids = tok.encode(e["prompt"].as_str().unwrap(), Some(2)).unwrap();
         assert_eq!(ids, u32s(&e["prompt_ids"]), "{}: prompt ids", gguf.display());
+        for case in e["tokenizer_cases"].as_array().unwrap() {
+            let text = case[0].as_str().unwrap();
+            let ids = tok.encode(text, None).unwrap();
+            assert_eq!(ids, u32s(&case[1]), "{}: ids of {text:?}", gguf.display());
+            if !text.contains("<|turn>") {
+                assert_eq!(tok.decode(&ids).unwrap(), text, "{}: decode", gguf.display());
+            }
+        }
     }
     // The block formats llama.cpp's Q4_K_M really writes for these shapes.
     for t in ["Q4_K", "Q6_K", "Q5_0", "Q8_0", "F16"] {

@@ -117,8 +117,15 @@ def make_gemma4(d: str, config=gemma4_config, seed: int = GEMMA4_SEED) -> None:
     with torch.no_grad():
         make_tiny_gemma4.randomize_(model, seed=seed)
     model.save_pretrained(d)
-    for f in ["tokenizer.json", "tokenizer_config.json"]:
-        shutil.copy(os.path.join(ROOT, "tests", "fixtures", "tiny_ple", f), d)
+    shutil.copy(os.path.join(ROOT, "tests", "fixtures", "tiny_ple", "tokenizer.json"), d)
+    with open(os.path.join(ROOT, "tests", "fixtures", "tiny_ple", "tokenizer_config.json")) as f:
+        tokenizer_config = json.load(f)
+    # As released Gemma 4 tokenizers do, name the turn markers special, so that the converter
+    # writes them as control tokens (otherwise it writes them as normal tokens, which llama.cpp
+    # and gemma4c then spell in bytes while transformers keeps them whole).
+    tokenizer_config["extra_special_tokens"] = ["<|turn>", "<turn|>"]
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump(tokenizer_config, f, indent=1)
 
 
 def sentencepiece_model(d: str) -> int:
@@ -260,6 +267,8 @@ def fixture(name: str, family: str, ckpt: str, cls, quants: dict[str, int], out_
     prompt_ids = tok(PROMPT).input_ids
     if prompt_ids[0] != 2:
         prompt_ids = [2] + prompt_ids
+    # The tokenizer on harder text too: spaces, tabs and newlines, byte fallback, control tokens.
+    tokenizer_cases = [[t, tok(t, add_special_tokens=False).input_ids] for t in make_tiny_gemma4.ROUNDTRIP_SAMPLES]
     original_ids, _, _ = greedy(original, prompt_ids)
     vocab = [str(t) for t in gguf.GGUFReader(files["f16"]).fields["tokenizer.ggml.tokens"].contents()]
     eos = [1] + [vocab.index(t) for t in ("<turn|>", "<end_of_turn>", "<|tool_response>") if t in vocab]
@@ -279,6 +288,7 @@ def fixture(name: str, family: str, ckpt: str, cls, quants: dict[str, int], out_
             "not_in_file": not_in_file,
             "prompt": PROMPT,
             "prompt_ids": prompt_ids,
+            "tokenizer_cases": tokenizer_cases,
             "greedy_ids": ids,
             "original_weights_greedy_ids": original_ids,
             "min_top1_top2_margin": margin,
