@@ -636,6 +636,63 @@ fn eltwise_cases(b: &mut Bundle, rng: &mut Rng) {
         c.expect_row("y", l, &want);
         b.cases.push(c);
     }
+    // q/k/v projections of one input in one launch: outputs of 4x48 (head segments), 64 and 64.
+    let mut c = Case::new("split_matmul_128x4x48_64_64");
+    let h = 128;
+    let x = rng.normal(h, 1.0);
+    let lq = DevLayout {
+        rows: 1,
+        groups: 4,
+        width: 48,
+    };
+    let outs = [("q", lq), ("k", flat(64)), ("v", flat(64))];
+    let mut vals = BTreeMap::new();
+    let mut parts = Vec::new();
+    c.act("x", flat(h), &x);
+    for (name, l) in outs {
+        let w = rng.normal(l.cols() * h, 0.1);
+        let want = f(&eval(&Op::MatMul, &[&t2(&[1, h], &x), &t2(&[l.cols(), h], &w)]).unwrap()[0]);
+        vals.insert(name.to_string(), w);
+        let (_, cc, src) = transposed(l.cols(), h, flat(h), l, name);
+        parts.push((cc, src));
+        c.zeros(name, l);
+        c.expect_row(name, l, &want);
+    }
+    let cols = parts.iter().map(|(n, _)| n).sum::<usize>();
+    c.weight("w", h, cols, Source::Concat { parts }, &vals);
+    let k = b.k(kernels::split_matmul(&b.t, "test", 1, h / 32, &[lq.col_tiles(), 2, 2]));
+    c.call(&k, None, &["x", "w", "q", "k", "v"]);
+    b.cases.push(c);
+    // The per-layer-input gate: gelu(x @ W) * e[layer 2 of 4 x 64], the offset read at run time.
+    let mut c = Case::new("gated_matmul_128x64_layer2");
+    let (h, p) = (128, 64);
+    let x = rng.normal(h, 1.0);
+    let e = rng.normal(4 * p, 1.0);
+    let w = rng.normal(p * h, 0.2);
+    let vals = BTreeMap::from([("w".to_string(), w.clone())]);
+    let g = eval(&Op::MatMul, &[&t2(&[1, h], &x), &t2(&[p, h], &w)])
+        .unwrap()
+        .remove(0);
+    let want = f(&eval(&Op::GeluMul, &[&g, &t2(&[1, p], &e[2 * p..3 * p])]).unwrap()[0]);
+    let k = b.k(kernels::gated_matmul(
+        &b.t,
+        "test",
+        1,
+        h / 32,
+        p / 32,
+        Some(("gelu", kernels::gelu_expr("acc"))),
+    ));
+    c.act("x", flat(h), &x);
+    let (r, cc, src) = transposed(p, h, flat(h), flat(p), "w");
+    c.weight("w", r, cc, src, &vals);
+    c.act("e", flat(4 * p), &e);
+    let mut off = vec![0.0; 32];
+    off[0] = (2 * p / 32) as f32;
+    c.tensor("off", 1, 32, off);
+    c.zeros("y", flat(p));
+    c.call(&k, None, &["x", "w", "e", "off", "y"]);
+    c.expect_row("y", flat(p), &want);
+    b.cases.push(c);
     // Tile-aligned slice of per-layer segments: layer 2 of [1, 6, 16].
     let mut c = Case::new("slice_layer2_of_6x16");
     let x = rng.normal(96, 1.0);

@@ -54,16 +54,7 @@ fn stored_dtype(p: &Prepared, t: &TtTarget, dtype_of: DtypeOf) -> DType {
     if p.format(t) == WeightFormat::Bfp8 {
         return DType::BF16;
     }
-    let key = match &p.source {
-        Source::Transposed { key, .. }
-        | Source::Row { key, .. }
-        | Source::Scalar { key }
-        | Source::Gather { key, .. }
-        | Source::MoeGateUp { key, .. }
-        | Source::MoeDown { key, .. } => Some(key.as_str()),
-        _ => None,
-    };
-    match key.and_then(dtype_of) {
+    match p.source.key().and_then(dtype_of) {
         Some(DType::BF16) => DType::BF16,
         _ => DType::F32,
     }
@@ -195,6 +186,29 @@ pub fn values(p: &Prepared, reader: WeightReader) -> Result<Vec<f32>, TtError> {
         Source::MoePad { experts } => {
             for v in out.iter_mut().skip(*experts) {
                 *v = -1.0e9;
+            }
+        }
+        Source::Concat { parts } => {
+            let mut c0 = 0;
+            for (pc, src) in parts {
+                let part = Prepared {
+                    name: p.name.clone(),
+                    rows,
+                    cols: *pc,
+                    host: false,
+                    source: src.clone(),
+                };
+                let v = values(&part, reader)?;
+                for r in 0..rows {
+                    out[r * cols + c0..r * cols + c0 + pc].copy_from_slice(&v[r * pc..(r + 1) * pc]);
+                }
+                c0 += pc;
+            }
+            if c0 != cols {
+                return Err(TtError::new(format!(
+                    "`{}`: parts cover {c0} of {cols} columns",
+                    p.name
+                )));
             }
         }
     }

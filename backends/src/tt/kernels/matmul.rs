@@ -2,12 +2,20 @@
 
 use serde_json::json;
 
-use super::{bc, divisor_le, gelu_expr, matmul_flops, py_f32, with_grid, Cost, Dfb, Family, Kernel};
+use super::{bc, divisor_le, gelu_expr, matmul_flops, py_f32, with_grid, Cost, Dfb, Family, Kernel, POS_DFB_TILES};
 use crate::tt::target::{TtTarget, TILE_BYTES};
 use crate::tt::TtError;
 
-fn matmul_blocks(t: &TtTarget, rows_t: usize, kt: usize, nt: usize, weights: usize) -> Result<(usize, usize), TtError> {
-    let nb = divisor_le(nt, (nt / t.cores()).clamp(1, 8));
+/// `(kb, nb)`: K and N block sizes; `nb` divides `unit` (a divisor of `nt`).
+fn matmul_blocks(
+    t: &TtTarget,
+    rows_t: usize,
+    kt: usize,
+    nt: usize,
+    unit: usize,
+    weights: usize,
+) -> Result<(usize, usize), TtError> {
+    let nb = divisor_le(unit, (nt / t.cores()).clamp(1, 8));
     let mut kb = divisor_le(kt, 8);
     loop {
         let n_blocks = rows_t * (nt / nb);
@@ -30,7 +38,52 @@ pub fn matmul(
     nt: usize,
     epilogue: Option<(&str, String)>,
 ) -> Result<Kernel, TtError> {
-    let (kb, nb) = matmul_blocks(t, rows_t, kt, nt, 1)?;
+    matmul_in_units(t, doc, rows_t, kt, nt, nt, epilogue)
+}
+
+/// One matmul whose output columns are `outs` tile columns of separate tensors `y0, y1, ...`
+/// (the q, k and v projections of one input as one launch: the weights side by side, the writer
+/// sends each output block to its tensor).
+pub fn split_matmul(t: &TtTarget, doc: &str, rows_t: usize, kt: usize, outs: &[usize]) -> Result<Kernel, TtError> {
+    let nt: usize = outs.iter().sum();
+    let unit = outs.iter().fold(0, |g, &n| gcd(g, n));
+    let mut k = matmul_in_units(t, doc, rows_t, kt, nt, unit, None)?;
+    let mut start = 0;
+    let parts: Vec<_> = outs
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            start += n;
+            json!({"name": format!("y{i}"), "start": start - n, "end": start})
+        })
+        .collect();
+    k.ctx
+        .as_object_mut()
+        .expect("kernel contexts are objects")
+        .insert("outs".into(), json!(parts));
+    let shape: Vec<String> = outs.iter().map(|n| (n * 32).to_string()).collect();
+    k.base = format!("matmul_{}x{}", kt * 32, shape.join("_"));
+    k.checked(t)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+fn matmul_in_units(
+    t: &TtTarget,
+    doc: &str,
+    rows_t: usize,
+    kt: usize,
+    nt: usize,
+    unit: usize,
+    epilogue: Option<(&str, String)>,
+) -> Result<Kernel, TtError> {
+    let (kb, nb) = matmul_blocks(t, rows_t, kt, nt, unit, 1)?;
     let col_blocks = nt / nb;
     let n_blocks = rows_t * col_blocks;
     let (grid, per_node) = t.grid_for(n_blocks);
@@ -59,9 +112,34 @@ pub fn matmul(
     .checked(t)
 }
 
+/// `epilogue(x @ w) * e[:, offset..]`: a matmul whose result gates a slice of another
+/// activation (Gemma 4's per-layer-input gate: `gelu(x @ W_gate) * per_layer_input[layer]`). The
+/// slice starts at a tile column read at run time from a one-tile index tensor.
+pub fn gated_matmul(
+    t: &TtTarget,
+    doc: &str,
+    rows_t: usize,
+    kt: usize,
+    nt: usize,
+    epilogue: Option<(&str, String)>,
+) -> Result<Kernel, TtError> {
+    let mut k = matmul(t, doc, rows_t, kt, nt, epilogue)?;
+    let bc_out = k.ctx["bc_out"].as_u64().unwrap_or(1) as usize;
+    let nb = k.ctx["nb"].as_u64().unwrap_or(1) as usize;
+    k.ctx
+        .as_object_mut()
+        .expect("kernel contexts are objects")
+        .insert("gate".into(), json!(true));
+    k.dfbs.push(Dfb::new("e", nb, bc_out));
+    k.dfbs.push(Dfb::new("off", POS_DFB_TILES, 1));
+    k.base = format!("gated_{}", k.base);
+    k.cost.dram_bytes += (rows_t * nt * TILE_BYTES) as u64;
+    k.checked(t)
+}
+
 /// `gelu_tanh(x @ wg) * (x @ wu)` in one launch.
 pub fn geglu_matmul(t: &TtTarget, doc: &str, rows_t: usize, kt: usize, nt: usize) -> Result<Kernel, TtError> {
-    let (kb, nb) = matmul_blocks(t, rows_t, kt, nt, 2)?;
+    let (kb, nb) = matmul_blocks(t, rows_t, kt, nt, nt, 2)?;
     let col_blocks = nt / nb;
     let n_blocks = rows_t * col_blocks;
     let (grid, per_node) = t.grid_for(n_blocks);

@@ -16,7 +16,7 @@ mod norm;
 
 pub use cache::{attention, kv_write};
 pub use elementwise::{copy, eltwise};
-pub use matmul::{geglu_matmul, logits_head, matmul};
+pub use matmul::{gated_matmul, geglu_matmul, logits_head, matmul, split_matmul};
 pub use moe::{moe_act, moe_route};
 pub use norm::{norm, norm_rope};
 

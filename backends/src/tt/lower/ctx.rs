@@ -240,6 +240,18 @@ impl Ctx<'_> {
 
 /// The prepared `W^T` of a matmul weight operand.
 pub(super) fn transposed(c: &mut Ctx, s: &Step, w: usize, xin: DevLayout, out: DevLayout) -> Result<String, TtError> {
+    let (name, rows, cols, source) = transposed_source(c, s, w, xin, out)?;
+    c.prep(name, rows, cols, false, source)
+}
+
+/// Name, `[rows, cols]` and source of the prepared `W^T` of a matmul weight operand.
+pub(super) fn transposed_source(
+    c: &Ctx,
+    s: &Step,
+    w: usize,
+    xin: DevLayout,
+    out: DevLayout,
+) -> Result<(String, usize, usize, Source), TtError> {
     let (key, shape) = c
         .weight(w)
         .ok_or_else(|| c.err(s, "the matmul weight is not a checkpoint tensor"))?;
@@ -264,11 +276,10 @@ pub(super) fn transposed(c: &mut Ctx, s: &Step, w: usize, xin: DevLayout, out: D
         DevLayout { rows: 1, ..xin }.canonical(),
         DevLayout { rows: 1, ..out }.canonical(),
     );
-    c.prep(
+    Ok((
         name,
         xin.col_tiles() * 32,
         out.col_tiles() * 32,
-        false,
         Source::Transposed { key, xin, out },
-    )
+    ))
 }

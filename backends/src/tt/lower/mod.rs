@@ -19,6 +19,8 @@ use super::TtError;
 
 mod ctx;
 mod moe;
+mod ple_gate;
+mod qkv;
 mod scaled_norm;
 mod steps;
 
@@ -72,6 +74,25 @@ pub enum Source {
     MoeExpand { experts: usize, inter: usize },
     /// `[1, experts]` of zeros (padding lanes -1e9).
     MoePad { experts: usize },
+    /// Prepared matrices side by side, `(columns, source)` each (the fused q/k/v projection);
+    /// every part starts on a tile column.
+    Concat { parts: Vec<(usize, Source)> },
+}
+
+impl Source {
+    /// The checkpoint tensor it is made from (the first part's, for a concatenation).
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Source::Transposed { key, .. }
+            | Source::Row { key, .. }
+            | Source::Scalar { key }
+            | Source::Gather { key, .. }
+            | Source::MoeGateUp { key, .. }
+            | Source::MoeDown { key, .. } => Some(key),
+            Source::Concat { parts } => parts.first().and_then(|(_, s)| s.key()),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,14 +110,19 @@ impl Prepared {
     /// bfloat8_b, except on the per-layer-input (PLE) path and the MoE router, which stay bf16
     /// with the embeddings and norms (quantizing the PLE path is known to hurt quality badly).
     pub fn format(&self, t: &TtTarget) -> WeightFormat {
-        match &self.source {
-            Source::Transposed { key, .. } | Source::MoeGateUp { key, .. } | Source::MoeDown { key, .. }
-                if !key.contains("per_layer") && !key.contains("router") =>
-            {
-                t.weights
-            }
-            _ => WeightFormat::Bf16,
+        format_of(&self.source, t)
+    }
+}
+
+fn format_of(source: &Source, t: &TtTarget) -> WeightFormat {
+    match source {
+        Source::Transposed { key, .. } | Source::MoeGateUp { key, .. } | Source::MoeDown { key, .. }
+            if !key.contains("per_layer") && !key.contains("router") =>
+        {
+            t.weights
         }
+        Source::Concat { parts } if parts.iter().all(|(_, s)| format_of(s, t) == t.weights) => t.weights,
+        _ => WeightFormat::Bf16,
     }
 }
 
@@ -275,9 +301,32 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
         }
     }
 
+    // Backend fusion: the per-layer-input gate (matmul, slice, gelu_mul) in one launch.
+    let gates = ple_gate::find(&c, p, &root, &uses, &producer, &is_output);
+    for g in gates.values() {
+        absorbed[g.matmul] = true;
+        absorbed[g.slice] = true;
+    }
+
+    // Backend fusion: matmuls of one input (q, k, v projections) in one launch.
+    let projections = qkv::find(&c, p, &root, &absorbed, &is_output);
+    for g in projections.values() {
+        for &i in &g[1..] {
+            absorbed[i] = true;
+        }
+    }
+
     let mut items: Vec<Item> = Vec::new();
     for (i, s) in p.steps.iter().enumerate() {
         if absorbed[i] {
+            continue;
+        }
+        if let Some(g) = projections.get(&i) {
+            qkv::lower(&mut c, p, g, &mut items)?;
+            continue;
+        }
+        if let Some(&g) = gates.get(&i) {
+            ple_gate::lower(&mut c, p, g, &mut items)?;
             continue;
         }
         if let Some(&g) = scaled.get(&i) {

@@ -75,7 +75,13 @@ pub(super) fn lower(c: &mut Ctx, p: &Program, group: &[usize], items: &mut Vec<I
         tiles.push(lo.col_tiles());
     }
     let cols: usize = parts.iter().map(|(n, _)| n).sum();
-    let w = c.prep(names.join("+"), lx.col_tiles() * 32, cols, false, Source::Concat { parts })?;
+    let w = c.prep(
+        names.join("+"),
+        lx.col_tiles() * 32,
+        cols,
+        false,
+        Source::Concat { parts },
+    )?;
     let k = kernels::split_matmul(
         c.t,
         "projections of one input in one launch: [y0 | y1 | ...] = x @ [W0 | W1 | ...]",
