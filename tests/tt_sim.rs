@@ -504,6 +504,51 @@ fn tt_bfp8_weights_shrink_dram_and_the_modelled_time() {
     );
 }
 
+/// The decode step is traceable: `Model.step` holds the device launches only (no host writes,
+/// no allocation: the per-token inputs are written before it by `Model.inputs`), and on hardware
+/// the host program captures it once and replays it (`ttnn.begin_trace_capture`,
+/// `end_trace_capture`, `execute_trace`, a `trace_region_size` when the device is opened). The
+/// simulator runs the same code untraced (the fixture runs above).
+#[test]
+fn tt_decode_step_is_launches_only_and_replayed_from_a_trace_on_hardware() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = repo_root().join("tests/configs/gemma-4-e4b.json");
+    compile_tt(&["--config", cfg.to_str().unwrap()], tmp.path());
+    let model = std::fs::read_to_string(tmp.path().join("model.py")).unwrap();
+    let body: Vec<&str> = model
+        .split("    def step(self):")
+        .nth(1)
+        .expect("Model.step")
+        .split("\n    def ")
+        .next()
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('"') && !l.starts_with("captures)") && !l.starts_with('#'))
+        .collect();
+    let launches = body.iter().filter(|l| l.starts_with("K.")).count();
+    assert_eq!(launches + 1, body.len(), "non-launch lines in Model.step: {body:?}");
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("stats.json")).unwrap()).unwrap();
+    assert_eq!(
+        launches as u64,
+        stats["tt"]["device_launches_per_token"].as_u64().unwrap()
+    );
+    for call in [
+        "ttnn.begin_trace_capture(",
+        "ttnn.end_trace_capture(",
+        "ttnn.execute_trace(",
+        "ttnn.release_trace(",
+    ] {
+        assert!(model.contains(call), "model.py lacks {call}");
+    }
+    let run = std::fs::read_to_string(tmp.path().join("run.py")).unwrap();
+    assert!(
+        run.contains("trace_region_size=") && run.contains("trace = not sim"),
+        "{run}"
+    );
+}
+
 /// Positions, slots and slice offsets are read from device tensors at run time, so the number
 /// of distinct TT-Lang programs does not grow with the context: E4B compiles to at most 60 at
 /// any --max-context, and no kernel is a per-position factory any more.

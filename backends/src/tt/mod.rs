@@ -175,7 +175,8 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
         "slots": low.slots.iter().map(|s| json!({"rows": s.rows, "cols": s.cols, "comment": s.comment})).collect::<Vec<_>>(),
         "logits_slot": low.logits_slot,
         "default_new_tokens": 16,
-        "steps": low.launches.iter().map(|l| json!({"code": l.code, "comment": l.comment})).collect::<Vec<_>>(),
+        "host_steps": low.launches.iter().filter(|l| l.kernel.is_none()).map(|l| json!({"code": l.code, "comment": l.comment})).collect::<Vec<_>>(),
+        "steps": low.launches.iter().filter(|l| l.kernel.is_some()).map(|l| json!({"code": l.code, "comment": l.comment})).collect::<Vec<_>>(),
     });
     let mut files = BTreeMap::new();
     files.insert("kernels.py".to_string(), kernels_py);

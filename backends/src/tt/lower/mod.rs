@@ -360,6 +360,14 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
         steps::lower_step(&mut c, s, comment, &mut items)?;
     }
 
+    // Host work first: the token bookkeeping and the embedding-row writes come before every
+    // launch, so that the launches alone are the decode step a trace captures (their order among
+    // themselves, and the kernels' order, is unchanged).
+    let (host, device): (Vec<Item>, Vec<Item>) = items
+        .into_iter()
+        .partition(|it| !matches!(it.call, Call::Kernel { .. }));
+    let items: Vec<Item> = host.into_iter().chain(device).collect();
+
     // ---- device tensors: activations share a tensor when their lifetimes are disjoint
     let logits = p
         .output("logits")
