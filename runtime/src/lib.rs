@@ -3,10 +3,13 @@
 pub mod artifact;
 pub mod chat_template;
 pub mod conversation;
+#[cfg(feature = "cuda")]
+pub mod cuda_exec;
 pub mod error;
 pub mod generate;
 pub mod gguf_tokenizer;
 pub mod gpu_launch;
+#[cfg(feature = "jit")]
 pub mod jit;
 pub mod npy;
 pub mod plan_session;

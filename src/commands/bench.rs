@@ -1,43 +1,68 @@
-//! `gemma4c bench`: prefill and decode speed of the JIT executor, weight bytes
-//! read per decoded token, and the memory bandwidth measured in the same run
-//! (decode of a dense model is bandwidth-bound: the roofline is
+//! `gemma4c bench`: prefill and decode speed of the JIT executor (or, with `--plan`, of a
+//! GPU plan: `bench_gpu.rs`), weight bytes read per decoded token, and the memory bandwidth
+//! measured in the same run (decode of a dense model is bandwidth-bound: the roofline is
 //! bandwidth / bytes per token).
 
 use std::path::PathBuf;
+#[cfg(feature = "jit")]
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+#[cfg(feature = "jit")]
 use gemma4c_frontend::Model;
+#[cfg(feature = "jit")]
 use gemma4c_runtime::jit::{measure_bandwidth, JitSession};
+#[cfg(feature = "jit")]
 use gemma4c_runtime::Executor;
+#[cfg(feature = "jit")]
 use serde_json::json;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Hugging Face checkpoint directory.
+    /// Hugging Face checkpoint directory (with --plan: default, the plan's source).
     #[arg(long)]
-    model: PathBuf,
+    pub(crate) model: Option<PathBuf>,
+    /// A compiled GPU plan (`compile --target wgpu | cuda-sm80 | cuda-sm90`) to time instead of
+    /// the CPU JIT; its weights are --model's.
+    #[arg(long, value_name = "OUT")]
+    pub(crate) plan: Option<PathBuf>,
     #[command(flatten)]
     threads: super::textgen::ThreadsArg,
     /// Decoded tokens to time.
     #[arg(long, default_value_t = 32)]
-    tokens: usize,
+    pub(crate) tokens: usize,
     /// Prompt tokens to time prefill with (fed in chunks of min(this, sliding window)).
     #[arg(long, default_value_t = 128)]
-    prompt_tokens: usize,
+    pub(crate) prompt_tokens: usize,
     /// Also print the time per kernel of the decode step.
     #[arg(long)]
     profile: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
     if args.tokens == 0 || args.prompt_tokens == 0 {
         bail!("--tokens and --prompt-tokens must be at least 1");
     }
-    let model = Model::open(&args.model)?;
+    if args.plan.is_some() {
+        return super::bench_gpu::run(&args);
+    }
+    cpu(args)
+}
+
+#[cfg(not(feature = "jit"))]
+fn cpu(_: Args) -> Result<()> {
+    bail!("this gemma4c was built without the LLVM JIT (cargo feature `jit`): bench a GPU plan with --plan OUT")
+}
+
+#[cfg(feature = "jit")]
+fn cpu(args: Args) -> Result<()> {
+    let Some(model_dir) = &args.model else {
+        bail!("give --model DIR (or --plan OUT for a GPU plan)");
+    };
+    let model = Model::open(model_dir)?;
     let cfg = &model.config;
     let ctx = args.prompt_tokens.saturating_add(args.tokens).saturating_add(1);
     if ctx > cfg.max_position_embeddings {
@@ -55,7 +80,7 @@ pub fn run(args: Args) -> Result<()> {
     let compiled = super::compile::compile_model(
         cfg,
         &dtype_of,
-        Some(&args.model),
+        Some(model_dir),
         &gemma4c_backends::cpu::CpuBackend,
         true,
         Some(ctx),
@@ -98,7 +123,7 @@ pub fn run(args: Args) -> Result<()> {
 
     if args.json {
         let v = json!({
-            "model": args.model.display().to_string(),
+            "model": model_dir.display().to_string(),
             "dtype": dtype.to_string(),
             "layers": cfg.num_hidden_layers,
             "hidden_size": cfg.hidden_size,
@@ -122,7 +147,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         println!(
             "model: {} ({dtype}, {} layers, hidden {}, vocab {})",
-            args.model.display(),
+            model_dir.display(),
             cfg.num_hidden_layers,
             cfg.hidden_size,
             cfg.vocab_size
@@ -156,6 +181,7 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "jit")]
 /// Time per call by kernel: ms, share of kernel time, GB/s of weights read.
 fn print_profile(program: &str, prof: &[gemma4c_runtime::jit::StepProfile]) {
     let total: f64 = prof.iter().map(|p| p.seconds).sum();
@@ -184,6 +210,7 @@ fn print_profile(program: &str, prof: &[gemma4c_runtime::jit::StepProfile]) {
     }
 }
 
+#[cfg(feature = "jit")]
 fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {

@@ -159,6 +159,9 @@ pub fn run(args: Args) -> Result<()> {
             &options,
         )
         .with_context(|| format!("generating code for {}", target.name()))?;
+    if let Some(arch) = nvrtc_arch(target.name()) {
+        write_ptx(dir, arch)?;
+    }
     let mut stats = json!({
         "target": target.name(),
         "launches_per_token": decode.launches(),
@@ -194,6 +197,35 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The NVRTC architecture of a CUDA target's PTX (virtual, so any later GPU's driver
+/// compiles it too).
+fn nvrtc_arch(target: &str) -> Option<&'static str> {
+    match target {
+        "cuda-sm80" => Some("compute_80"),
+        "cuda-sm90" => Some("compute_90"),
+        _ => None,
+    }
+}
+
+/// kernels.cu → kernels.ptx with NVRTC when it can be loaded; otherwise says why not (the
+/// plan is complete without it: a machine with NVRTC can add it with `compile` again).
+fn write_ptx(dir: &std::path::Path, arch: &'static str) -> Result<()> {
+    use gemma4c_backends::cuda::{KERNELS_FILE, PTX_FILE};
+    let cu_path = dir.join(KERNELS_FILE);
+    let cu = std::fs::read_to_string(&cu_path).with_context(|| format!("reading {}", cu_path.display()))?;
+    match super::executors::ptx_of(&cu, arch) {
+        Ok(ptx) => {
+            let path = dir.join(PTX_FILE);
+            std::fs::write(&path, ptx).with_context(|| format!("writing {}", path.display()))
+        }
+        Err(why) if why.starts_with("NVRTC: ") => bail!("{KERNELS_FILE} does not compile for {arch}: {why}"),
+        Err(why) => {
+            eprintln!("note: {PTX_FILE} not written: {why}");
+            Ok(())
+        }
+    }
 }
 
 /// The checkpoint as backends read it.

@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_gpu;
 pub mod chat;
 pub mod compile;
+pub mod executors;
 pub mod inspect;
 pub mod ir;
 pub mod out_dir;

@@ -5,10 +5,10 @@ use anyhow::{bail, Context, Result};
 use gemma4c_frontend::Model;
 use gemma4c_runtime::artifact::{Artifact, MAX_KERNELS_BYTES};
 use gemma4c_runtime::chat_template::{Message, RenderOptions};
-use gemma4c_runtime::jit::JitSession;
 use gemma4c_runtime::npy::write_npy_f32;
 use gemma4c_runtime::{generate, Executor, Flow, Generation, PlanSession};
 
+use super::executors;
 use super::textgen::{self, Setup, TextOut};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -174,6 +174,7 @@ pub fn run(args: Args) -> Result<()> {
     setup.load = load_start.elapsed();
     let kernels_file = gemma4c_backends::cpu::KERNELS_FILE;
     let wgsl_file = gemma4c_backends::wgsl::KERNELS_FILE;
+    let ptx_file = gemma4c_backends::cuda::PTX_FILE;
     // A plan compiled for another target, or whose kernels file was removed,
     // runs on the reference executor by default.
     let present = |f: &str| {
@@ -181,9 +182,11 @@ pub fn run(args: Args) -> Result<()> {
             .as_ref()
             .is_some_and(|a| a.has(f) && a.dir.join(f).symlink_metadata().is_ok())
     };
-    let (has_kernels, has_wgsl) = (present(kernels_file), present(wgsl_file));
-    // A `--target wgpu` plan runs its kernels.wgsl on the wgpu executor unless an executor is named.
-    let wgpu_plan = args.executor.is_none() && plan.is_some() && has_wgsl;
+    let (has_kernels, has_wgsl, has_ptx) = (present(kernels_file), present(wgsl_file), present(ptx_file));
+    let cuda_target = plan.as_ref().is_some_and(|p| p.target.starts_with("cuda"));
+    // A `--target wgpu` plan runs its kernels.wgsl on the wgpu executor, a `--target cuda-*`
+    // plan its kernels.ptx on the CUDA executor, unless an executor is named.
+    let gpu_plan = args.executor.is_none() && plan.is_some() && (has_wgsl || cuda_target);
     let executor = args.executor.unwrap_or(if plan.is_some() && !has_kernels {
         ExecutorKind::Reference
     } else {
@@ -191,17 +194,33 @@ pub fn run(args: Args) -> Result<()> {
     });
     let compile_start = std::time::Instant::now();
     let mut session: Box<dyn Executor + '_> = match (executor, plan) {
-        (_, Some(plan)) if wgpu_plan => {
+        (_, Some(plan)) if gpu_plan => {
             let artifact = artifact.as_ref().context("--plan DIR")?;
-            let wgsl = artifact.read_text(wgsl_file, MAX_KERNELS_BYTES)?;
-            let note = if args.quiet {
-                None
-            } else if sampler.is_greedy() && args.logits_out.is_none() {
-                Some("greedy ids picked on the device")
+            // What the sink needs decides where greedy ids are picked.
+            let note = if sampler.is_greedy() && args.logits_out.is_none() {
+                "greedy ids picked on the device"
             } else {
-                Some("logits read back every step")
+                "logits read back every step"
             };
-            wgpu_session(plan, &model, &wgsl, note)?
+            let gpu = if has_wgsl {
+                let wgsl = artifact.read_text(wgsl_file, MAX_KERNELS_BYTES)?;
+                executors::wgpu_plan(plan, &model, &wgsl, false)?
+            } else {
+                if !has_ptx {
+                    bail!(
+                        "{}: no {ptx_file} (`compile --target {}` writes it next to kernels.cu when NVRTC is available)",
+                        artifact.dir.display(),
+                        plan.target
+                    );
+                }
+                let ptx = artifact.read_text(ptx_file, MAX_KERNELS_BYTES)?;
+                executors::cuda_plan(plan, &model, &ptx, false)?
+            };
+            if !args.quiet {
+                let kind = if has_wgsl { "wgpu adapter" } else { "CUDA device" };
+                eprintln!("{kind}: {} ({note})", gpu.device);
+            }
+            gpu.exec
         }
         (ExecutorKind::Reference, Some(plan)) => Box::new(PlanSession::new(plan, &model)?),
         (ExecutorKind::Jit, Some(plan)) => {
@@ -213,8 +232,7 @@ pub fn run(args: Args) -> Result<()> {
                 );
             }
             let ll = artifact.read_text(kernels_file, MAX_KERNELS_BYTES)?;
-            let _spinner = textgen::spinner("compiling CPU kernels (LLVM JIT)");
-            Box::new(JitSession::new(plan, &model, &ll, &jit)?)
+            executors::jit_plan(plan, &model, &ll, &jit)?
         }
         (kind, None) => textgen::model_executor(&model, kind, max_context, chunk, &jit)?,
     };
@@ -268,28 +286,4 @@ pub fn run(args: Args) -> Result<()> {
         textgen::print_timings(&setup, &out.timings);
     }
     Ok(())
-}
-
-#[cfg(feature = "wgpu")]
-fn wgpu_session<'m>(
-    plan: gemma4c_passes::plan::Plan,
-    model: &'m gemma4c_frontend::Model,
-    wgsl: &str,
-    note: Option<&str>,
-) -> Result<Box<dyn Executor + 'm>> {
-    let session = gemma4c_runtime::wgpu_exec::WgpuSession::new(plan, model, wgsl)?;
-    if let Some(note) = note {
-        eprintln!("wgpu adapter: {} ({note})", session.adapter());
-    }
-    Ok(Box::new(session))
-}
-
-#[cfg(not(feature = "wgpu"))]
-fn wgpu_session<'m>(
-    _: gemma4c_passes::plan::Plan,
-    _: &'m gemma4c_frontend::Model,
-    _: &str,
-    _: Option<&str>,
-) -> Result<Box<dyn Executor + 'm>> {
-    bail!("this gemma4c was built without the wgpu runtime (cargo feature `wgpu`)")
 }

@@ -8,12 +8,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use gemma4c_frontend::Model;
 use gemma4c_runtime::chat_template::{gguf_special_tokens, ChatTemplate, SpecialTokens};
-use gemma4c_runtime::jit::{check_threads, JitOptions, JitSession};
 use gemma4c_runtime::sampler::{Sampler, SamplingParams};
 use gemma4c_runtime::stop::StopStrings;
 use gemma4c_runtime::tokenizer::{TextStream, Tokenizer};
 use gemma4c_runtime::{Executor, Flow, ReferenceSession, RuntimeError, Timings};
 
+use super::executors::JitOptions;
 use super::run::ExecutorKind;
 
 /// Chat-template options shared by `run --chat`, `chat` and `serve`.
@@ -76,12 +76,19 @@ pub struct ThreadsArg {
 impl ThreadsArg {
     /// JIT options from GEMMA4C_THREADS and `--threads` (which wins), checked
     /// before anything is loaded: 0, a huge count or a bad variable is an error.
+    #[cfg(feature = "jit")]
     pub fn jit_options(&self) -> Result<JitOptions> {
         let mut opts = JitOptions::from_env()?;
         if let Some(n) = self.threads {
-            opts.threads = check_threads("--threads", n)?;
+            opts.threads = gemma4c_runtime::jit::check_threads("--threads", n)?;
         }
         Ok(opts)
+    }
+
+    /// Without the JIT there are no threads to set.
+    #[cfg(not(feature = "jit"))]
+    pub fn jit_options(&self) -> Result<JitOptions> {
+        Ok(JitOptions)
     }
 }
 
@@ -260,8 +267,7 @@ pub fn model_executor<'m>(
                 Some(max_context),
                 Some(chunk),
             )?;
-            let ll = gemma4c_backends::cpu::kernels_ll(&compiled.plan).map_err(anyhow::Error::msg)?;
-            Box::new(JitSession::new(compiled.plan, model, &ll, jit)?)
+            super::executors::jit_compiled(compiled.plan, model, jit)?
         }
     })
 }

@@ -15,6 +15,10 @@ use crate::gpu::{lower_plan, GpuPlan};
 /// File name of the CUDA artifact next to plan.json.
 pub const KERNELS_FILE: &str = "kernels.cu";
 
+/// File name of the PTX `compile` writes next to kernels.cu when NVRTC is available (what the
+/// CUDA runtime loads, so a GPU machine needs only the driver).
+pub const PTX_FILE: &str = "kernels.ptx";
+
 /// A CUDA target: the printed code is the same for every architecture (bf16/f16 widened with
 /// the `cuda_bf16.h`/`cuda_fp16.h` conversions, available from sm_80; warp shuffles over 32
 /// lanes); only the header's compile instructions differ.

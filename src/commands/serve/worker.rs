@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::Result;
 use gemma4c_frontend::Model;
 use gemma4c_runtime::chat_template::RenderOptions;
-use gemma4c_runtime::jit::JitOptions;
+use crate::commands::executors::JitOptions;
 use gemma4c_runtime::sampler::Sampler;
 use gemma4c_runtime::{generate, Flow, Generation, StopReason};
 use tokio::sync::mpsc::UnboundedSender;
