@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Instant;
 
+use crate::commands::executors::JitOptions;
 use anyhow::Result;
 use gemma4c_frontend::Model;
 use gemma4c_runtime::chat_template::RenderOptions;
-use crate::commands::executors::JitOptions;
 use gemma4c_runtime::sampler::Sampler;
 use gemma4c_runtime::{generate, Flow, Generation, StopReason};
 use tokio::sync::mpsc::UnboundedSender;
