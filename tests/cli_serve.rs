@@ -9,7 +9,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -19,6 +19,27 @@ use serde_json::{json, Value};
 struct Server {
     child: Child,
     addr: String,
+    /// Its stderr lines so far (request logs).
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Waits (up to 60 s) for a log line containing `needle`.
+    fn wait_for_log(&self, needle: &str) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(line) = self.log.lock().expect("log").iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                panic!(
+                    "no server log line with {needle:?}: {:?}",
+                    self.log.lock().expect("log")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Server {
@@ -42,12 +63,15 @@ fn start_server() -> Server {
         .expect("spawn gemma4c serve");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = mpsc::channel();
+    let log = Arc::new(Mutex::new(Vec::new()));
     // Keeps draining stderr (request logs) so the server never blocks on it.
+    let lines = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(addr) = line.split("listening on http://").nth(1) {
                 let _ = tx.send(addr.trim().to_string());
             }
+            lines.lock().expect("log").push(line);
         }
     });
     let addr = match rx.recv_timeout(Duration::from_secs(120)) {
@@ -57,7 +81,7 @@ fn start_server() -> Server {
             panic!("gemma4c serve did not start listening within 120 s");
         }
     };
-    Server { child, addr }
+    Server { child, addr, log }
 }
 
 /// `curl` a path; returns (HTTP status, body).
@@ -225,7 +249,9 @@ fn openai_endpoints_over_loopback() {
     let (code, _) = curl(&server, "GET", "/v1/nothing", None);
     assert_eq!(code, 404);
 
-    // A client that disconnects mid-stream.
+    // A client that disconnects mid-stream: it reads the response head and the
+    // first streamed text, then goes away. Its generation stops, and the next
+    // requests (streamed and not) get the whole reference answer.
     {
         let mut s = TcpStream::connect(&server.addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
@@ -236,10 +262,31 @@ fn openai_endpoints_over_loopback() {
             body.len()
         )
         .expect("send");
+        let mut got = Vec::new();
         let mut buf = [0u8; 256];
-        let n = s.read(&mut buf).expect("first bytes");
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        // The first event is the opening chunk; wait for one that carries text.
+        while String::from_utf8_lossy(&got).matches("data: ").count() < 2 {
+            let n = s.read(&mut buf).expect("streamed bytes");
+            assert!(n > 0, "the stream ended early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
     }
+    let (code, body) = curl(&server, "POST", "/v1/chat/completions", Some(&chat_body(c, false)));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json_of(&body)["choices"][0]["message"]["content"], reply);
+    let (code, body) = curl(&server, "POST", "/v1/chat/completions", Some(&chat_body(c, true)));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(sse_text(&body).0, reply);
+    // The server's log: the request that lost its client stopped before its 200 tokens.
+    let gone = server.wait_for_log("client went away");
+    let generated: usize = gone
+        .split(" generated")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("generated count in {gone}"));
+    assert!(generated < 200, "{gone}");
 
     // Concurrent requests queue to the one worker; each gets its own answer.
     let threads: Vec<_> = (0..4)
