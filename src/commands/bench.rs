@@ -95,22 +95,34 @@ fn cpu(args: Args) -> Result<()> {
     let prompt: Vec<u32> = (0..args.prompt_tokens)
         .map(|i| ((i as u64 * 2_654_435_761 + 12_345) % cfg.vocab_size as u64) as u32)
         .collect();
+    // Progress over the phases, in forward calls (drawn only on a terminal;
+    // it is redrawn at most 20 times a second, from this thread, so it costs
+    // the timed loops nothing measurable).
+    let calls = 2 * args.prompt_tokens.div_ceil(chunk) as u64 + 2 + args.tokens as u64;
+    let progress = super::textgen::progress_bar(calls, super::textgen::Unit::Items, "bench: warm-up");
     // Warm-up: fault in the weights' pages and the code.
     session.forward(&prompt)?;
+    progress.inc(prompt.len().div_ceil(chunk) as u64);
     for _ in 0..2 {
         session.forward(&[prompt[0]])?;
+        progress.inc(1);
     }
     session.reset();
 
+    progress.set_message("bench: prefill");
     let t = Instant::now();
     let mut logits = session.forward(&prompt)?;
     let prefill_s = t.elapsed().as_secs_f64();
+    progress.inc(prompt.len().div_ceil(chunk) as u64);
+    progress.set_message("bench: decode");
     let t = Instant::now();
     for _ in 0..args.tokens {
         let next = argmax(&logits);
         logits = session.forward(&[next])?;
+        progress.inc(1);
     }
     let decode_s = t.elapsed().as_secs_f64();
+    progress.set_message("bench: memory bandwidth");
 
     let threads = session.threads();
     let bytes = session.weight_bytes("decode") as f64;
@@ -119,6 +131,7 @@ fn cpu(args: Args) -> Result<()> {
     let effective = bytes * decode_tps / 1e9;
     let bandwidth = measure_bandwidth(threads, 1 << 30, 5).map_err(anyhow::Error::msg)?;
     let fraction = effective / bandwidth;
+    drop(progress);
     let dtype = model.dtype_of("embed_tokens.weight");
 
     if args.json {

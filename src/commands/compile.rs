@@ -147,7 +147,19 @@ pub fn run(args: Args) -> Result<()> {
         .as_ref()
         .and_then(|u| u.plan.program("decode").map(|p| p.launches()))
         .unwrap_or(decode.launches());
-    let checkpoint = model.as_ref().map(ModelCheckpoint);
+    // Targets that convert weights (TT's weights.safetensors) read them through
+    // this checkpoint, which moves a progress bar over the plan's weight bytes.
+    let weight_bytes: usize = compiled
+        .plan
+        .weights
+        .iter()
+        .map(|w| w.shape.iter().product::<usize>() * std::mem::size_of::<f32>())
+        .sum();
+    let checkpoint = model.as_ref().map(|m| ModelCheckpoint {
+        model: m,
+        progress: std::cell::OnceCell::new(),
+        total: weight_bytes as u64,
+    });
     let options = gemma4c_backends::backend::EmitOptions {
         weights: args.weights.clone(),
     };
@@ -159,6 +171,7 @@ pub fn run(args: Args) -> Result<()> {
             &options,
         )
         .with_context(|| format!("generating code for {}", target.name()))?;
+    drop(checkpoint); // clears the progress bar
     if let Some(arch) = nvrtc_arch(target.name()) {
         write_ptx(dir, arch)?;
     }
@@ -228,16 +241,26 @@ fn write_ptx(dir: &std::path::Path, arch: &'static str) -> Result<()> {
     }
 }
 
-/// The checkpoint as backends read it.
-struct ModelCheckpoint<'a>(&'a Model);
+/// The checkpoint as backends read it. The progress bar appears at the first
+/// read (targets that only print code read nothing).
+struct ModelCheckpoint<'a> {
+    model: &'a Model,
+    progress: std::cell::OnceCell<super::textgen::Spinner>,
+    total: u64,
+}
 
-impl Checkpoint for ModelCheckpoint<'_> {
-    fn tensor_f32(&self, key: &str) -> std::result::Result<Vec<f32>, String> {
-        self.0.checkpoint.load_f32(key).map_err(|e| e.to_string())
+impl ModelCheckpoint<'_> {
+    fn read(&self, values: &std::result::Result<Vec<f32>, String>) {
+        if let Ok(v) = values {
+            let bar = self.progress.get_or_init(|| {
+                super::textgen::progress_bar(self.total, super::textgen::Unit::Bytes, "converting weights")
+            });
+            bar.inc((v.len() * std::mem::size_of::<f32>()) as u64);
+        }
     }
 
-    fn rows_f32(&self, key: &str, rows: std::ops::Range<usize>) -> std::result::Result<Vec<f32>, String> {
-        let ck = &self.0.checkpoint;
+    fn rows(&self, key: &str, rows: std::ops::Range<usize>) -> std::result::Result<Vec<f32>, String> {
+        let ck = &self.model.checkpoint;
         let info = ck.require(key).map_err(|e| e.to_string())?;
         let bytes = ck.bytes(key).map_err(|e| e.to_string())?;
         let row = info.shape[1..].iter().product::<usize>() * info.dtype.size_bytes();
@@ -254,8 +277,22 @@ impl Checkpoint for ModelCheckpoint<'_> {
             .widen_le(slice)
             .ok_or_else(|| format!("{key}: not a float tensor"))
     }
+}
+
+impl Checkpoint for ModelCheckpoint<'_> {
+    fn tensor_f32(&self, key: &str) -> std::result::Result<Vec<f32>, String> {
+        let values = self.model.checkpoint.load_f32(key).map_err(|e| e.to_string());
+        self.read(&values);
+        values
+    }
+
+    fn rows_f32(&self, key: &str, rows: std::ops::Range<usize>) -> std::result::Result<Vec<f32>, String> {
+        let values = self.rows(key, rows);
+        self.read(&values);
+        values
+    }
 
     fn dtype(&self, key: &str) -> Option<DType> {
-        self.0.checkpoint.get(key).map(|t| t.dtype)
+        self.model.checkpoint.get(key).map(|t| t.dtype)
     }
 }

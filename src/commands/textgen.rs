@@ -237,6 +237,39 @@ pub fn spinner(message: &str) -> Spinner {
 
 pub struct Spinner(indicatif::ProgressBar);
 
+/// What a progress bar counts.
+#[derive(Clone, Copy)]
+pub enum Unit {
+    Items,
+    Bytes,
+}
+
+/// A progress bar on stderr for a step of known size that can take more than
+/// a second (TT weight conversion, benchmark phases). Like the spinner, it is
+/// drawn only when stderr is a terminal, and cleared when dropped.
+pub fn progress_bar(len: u64, unit: Unit, message: &str) -> Spinner {
+    let bar = indicatif::ProgressBar::new(len);
+    let template = match unit {
+        Unit::Items => "{msg} [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})",
+        Unit::Bytes => "{msg} [{bar:30}] {bytes}/{total_bytes} ({elapsed}, eta {eta})",
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message.to_string());
+    Spinner(bar)
+}
+
+impl Spinner {
+    pub fn inc(&self, n: u64) {
+        self.0.inc(n);
+    }
+
+    pub fn set_message(&self, message: &str) {
+        self.0.set_message(message.to_string());
+    }
+}
+
 impl Drop for Spinner {
     fn drop(&mut self) {
         self.0.finish_and_clear();
@@ -252,7 +285,15 @@ pub fn model_executor<'m>(
     chunk: usize,
     jit: &JitOptions,
 ) -> Result<Box<dyn Executor + 'm>> {
-    let _spinner = (kind == ExecutorKind::Jit).then(|| spinner("compiling CPU kernels (LLVM JIT)"));
+    // A GGUF file's block-quantized weights are dequantized while the
+    // executor binds them, which can take longer than the compile.
+    let what = match (kind, model.checkpoint.gguf().is_some()) {
+        (ExecutorKind::Jit, true) => Some("dequantizing GGUF weights and compiling CPU kernels (LLVM JIT)"),
+        (ExecutorKind::Jit, false) => Some("compiling CPU kernels (LLVM JIT)"),
+        (ExecutorKind::Reference, true) => Some("dequantizing GGUF weights"),
+        (ExecutorKind::Reference, false) => None,
+    };
+    let _spinner = what.map(spinner);
     Ok(match kind {
         ExecutorKind::Reference => Box::new(ReferenceSession::new(model, max_context, chunk)?),
         ExecutorKind::Jit => {
