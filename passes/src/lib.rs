@@ -7,6 +7,6 @@ pub mod plan;
 pub mod plan_check;
 
 pub use cost::CostModel;
-pub use fusion::{fuse, FusionReport, Limits};
+pub use fusion::{fuse, Extraction, FusionReport, Limits};
 pub use pipeline::{compile, CallGraph, Compiled};
 pub use plan::{Plan, Program};

@@ -14,6 +14,7 @@ use egg::Id;
 use gemma4c_ir::{Graph, GraphBuilder, IrError, Op, Value};
 
 use super::lang::{FusionGraph, FusionLang};
+use super::Extraction;
 use crate::cost::CostModel;
 
 /// Which node each class uses (index into the class's node list), by class id.
@@ -173,8 +174,9 @@ impl Extractor {
 
     /// Tries the moves in order, keeping each that makes the selected DAG
     /// cheaper, for up to four rounds. Costs are kept incrementally
-    /// (`Incremental`), so a move costs the size of what it changes.
-    fn run(&self, eg: &FusionGraph) -> Selection {
+    /// (`Incremental`), so a move costs the size of what it changes. Also
+    /// says whether the result was cyclic and `run_full` had to redo it.
+    fn run(&self, eg: &FusionGraph) -> (Selection, bool) {
         let moves = self.moves(eg);
         let mut inc = Incremental::new(self, self.initial());
         for _round in 0..4 {
@@ -200,14 +202,15 @@ impl Extractor {
         // The cycle search is bounded in rank; confirm the result once.
         let mut marks = vec![0u8; inc.sel.len()];
         if self.dag_cost(&inc.sel, &mut marks).is_finite() {
-            inc.sel
+            (inc.sel, false)
         } else {
-            self.run_full(eg)
+            (self.run_full(eg), true)
         }
     }
 
     /// The same search recomputing the whole DAG's cost per move (quadratic
-    /// in layers; a fallback only).
+    /// in layers): the fallback when the incremental result is cyclic, and
+    /// the reference the incremental search is tested against.
     fn run_full(&self, eg: &FusionGraph) -> Selection {
         let mut sel = self.initial();
         let mut marks = vec![0u8; sel.len()];
@@ -416,15 +419,21 @@ enum Built {
 }
 
 /// Chooses the cheapest form and rebuilds a graph with the same inputs, weights
-/// and named outputs as `original`.
+/// and named outputs as `original`. Also says whether the incremental search
+/// fell back to the full one.
 pub fn extract(
     eg: &FusionGraph,
     roots: &[Id],
     original: &Graph,
     original_attrs: usize,
     model: &CostModel,
-) -> Result<Graph, IrError> {
-    let sel = Extractor::new(eg, model, roots, original_attrs).run(eg);
+    extraction: Extraction,
+) -> Result<(Graph, bool), IrError> {
+    let ex = Extractor::new(eg, model, roots, original_attrs);
+    let (sel, fell_back) = match extraction {
+        Extraction::Incremental => ex.run(eg),
+        Extraction::Full => (ex.run_full(eg), false),
+    };
     // Leaf types come from the original graph (attr i = node i for original attrs).
     let leaf_types: Vec<_> = original.nodes().map(|(_, n)| n.outputs[0].clone()).collect();
 
@@ -494,5 +503,5 @@ pub fn extract(
             Built::Tuple(vs) => b.output(&out.name, vs[0]),
         }
     }
-    b.finish()
+    Ok((b.finish()?, fell_back))
 }
