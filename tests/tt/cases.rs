@@ -908,6 +908,61 @@ fn kv_cases(b: &mut Bundle, rng: &mut Rng) {
     }
 }
 
+/// K and V writes in one launch (`kv_write_pair`), head_dim 64, ring of 15 wrapped at position 20.
+fn kv_pair_case(b: &mut Bundle, rng: &mut Rng) {
+    let eps = 1e-6;
+    let (kv, cap, d, p) = (2, 15, 64, 20);
+    let spec = RopeSpec {
+        theta: 10_000.0,
+        head_dim: d,
+        rotated_pairs: d / 2,
+        factor: 1.0,
+    };
+    let mut c = Case::new("kv_write_pair_wrap");
+    let (kc, vc) = (rng.normal(kv * cap * d, 1.0), rng.normal(kv * cap * d, 1.0));
+    let (kn, vn) = (rng.normal(kv * d, 2.0), rng.normal(kv * d, 2.0));
+    let w = rng.range(d, 0.5, 1.5);
+    let pt = pos(p);
+    let want_k = f(&eval(
+        &Op::RopeKvWrite {
+            eps,
+            rope: spec.clone(),
+        },
+        &[&t2(&[kv, cap, d], &kc), &t2(&[1, kv, d], &kn), &t2(&[d], &w), &pt],
+    )
+    .unwrap()[0]);
+    let want_v = f(&eval(
+        &Op::NormKvWrite { eps },
+        &[&t2(&[kv, cap, d], &vc), &t2(&[1, kv, d], &vn), &pt],
+    )
+    .unwrap()[0]);
+    let k = b.k(kernels::kv_write_pair(&b.t, "test", kv, cap, d / 32, d, eps, 1));
+    let (r, cc, v) = cache_dev(&kc, kv, cap, d);
+    c.tensor("cache", r, cc, v);
+    let (r, cc, v) = cache_dev(&vc, kv, cap, d);
+    c.tensor("cache_v", r, cc, v);
+    c.act("new", flat(kv * d), &kn);
+    c.act("new_v", flat(kv * d), &vn);
+    let vals = BTreeMap::from([("w".to_string(), w)]);
+    let (r, cc, src) = row_source("w", flat(d));
+    c.weight("w", r, cc, src, &vals);
+    rope_tables(&mut c, &spec, p as usize);
+    sel_keep(&mut c);
+    position(&mut c, p as usize, cap);
+    c.call(
+        &k,
+        None,
+        &[
+            "cache", "new", "w", "cos", "sin", "rot", "cache_v", "new_v", "sel", "keep", "pos",
+        ],
+    );
+    let (r, cc, v) = cache_dev(&want_k, kv, cap, d);
+    c.expect_all("cache", r, cc, v);
+    let (r, cc, v) = cache_dev(&want_v, kv, cap, d);
+    c.expect_all("cache_v", r, cc, v);
+    b.cases.push(c);
+}
+
 fn attention_cases(b: &mut Bundle, rng: &mut Rng) {
     // (name, heads, kv heads, head_dim, capacity, window, position): sliding window over a
     // wrapped ring buffer; GQA 8:1 with head_dim 512, causal, part of the cache unwritten;
@@ -1144,6 +1199,7 @@ pub fn write_bundle(dir: &Path) -> usize {
     eltwise_cases(&mut b, &mut rng);
     rope_cases(&mut b, &mut rng);
     kv_cases(&mut b, &mut rng);
+    kv_pair_case(&mut b, &mut rng);
     attention_cases(&mut b, &mut rng);
     moe_cases(&mut b, &mut rng);
     let (kernels_py, sim_py) =

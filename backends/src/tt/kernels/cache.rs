@@ -70,6 +70,36 @@ pub fn kv_write(
     .checked(t)
 }
 
+/// The K path (rms_norm * w, RoPE) and the V path (weightless rms_norm) of one layer written into
+/// their caches at the same run-time slot in one launch (one block per KV head does both).
+#[allow(clippy::too_many_arguments)]
+pub fn kv_write_pair(
+    t: &TtTarget,
+    doc: &str,
+    kv_heads: usize,
+    capacity: usize,
+    dt: usize,
+    n: usize,
+    eps: f32,
+    pos_tile: usize,
+) -> Result<Kernel, TtError> {
+    let mut k = kv_write(t, doc, KvMode::Rope, kv_heads, capacity, dt, n, eps, pos_tile)?;
+    let b = k.ctx["bc"].as_u64().unwrap_or(1) as usize;
+    k.ctx
+        .as_object_mut()
+        .expect("kernel contexts are objects")
+        .insert("pair".into(), json!(true));
+    k.dfbs.extend([
+        Dfb::new("cache_v", dt, b),
+        Dfb::new("new_v", dt, b),
+        Dfb::new("out_v", dt, b),
+    ]);
+    k.base = format!("kv_write_pair_{kv_heads}x{capacity}x{n}");
+    k.cost.dram_bytes += (kv_heads * 3 * dt * TILE_BYTES) as u64;
+    k.cost.flops += (kv_heads * matmul_flops(1, 1, dt)) as u64;
+    k.checked(t)
+}
+
 /// Decode attention over a head-major cache.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(

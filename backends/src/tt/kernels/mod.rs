@@ -14,7 +14,7 @@ mod matmul;
 mod moe;
 mod norm;
 
-pub use cache::{attention, kv_write};
+pub use cache::{attention, kv_write, kv_write_pair};
 pub use elementwise::{copy, eltwise};
 pub use matmul::{gated_matmul, geglu_matmul, logits_head, matmul, split_matmul};
 pub use moe::{moe_act, moe_route};

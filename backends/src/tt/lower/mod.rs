@@ -18,6 +18,7 @@ use super::target::{TtTarget, WeightFormat};
 use super::TtError;
 
 mod ctx;
+mod kv_pair;
 mod moe;
 mod ple_gate;
 mod qkv;
@@ -316,9 +317,19 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
         }
     }
 
+    // Backend fusion: a layer's K and V cache writes in one launch.
+    let kv_pairs = kv_pair::find(&c, p, &absorbed);
+    for &i in kv_pairs.values() {
+        absorbed[i] = true;
+    }
+
     let mut items: Vec<Item> = Vec::new();
     for (i, s) in p.steps.iter().enumerate() {
         if absorbed[i] {
+            continue;
+        }
+        if let Some(&k) = kv_pairs.get(&i) {
+            kv_pair::lower(&mut c, p, k, i, &mut items)?;
             continue;
         }
         if let Some(g) = projections.get(&i) {

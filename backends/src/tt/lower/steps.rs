@@ -525,7 +525,7 @@ fn slice(
 /// (16, 48, ...) is exact when each head is its own zero-padded segment: norms divide by the real
 /// `d`, RoPE tables and rotate_half are zero in the padding columns, and zero K/V/Q padding adds
 /// nothing to dot products or attention outputs.
-fn head_tiles(c: &Ctx, s: &Step, x: usize, d: usize) -> Result<usize, TtError> {
+pub(super) fn head_tiles(c: &Ctx, s: &Step, x: usize, d: usize) -> Result<usize, TtError> {
     let l = c.lay(x)?;
     let per_head = if d.is_multiple_of(32) {
         l.width.is_multiple_of(32) || l.width == d
