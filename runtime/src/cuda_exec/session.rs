@@ -87,7 +87,8 @@ impl CudaSession {
             compute_capability: ctx.compute_capability().map_err(cuda_err("compute capability"))?,
             memory_bytes: ctx.total_mem().map_err(cuda_err("device memory"))?,
         };
-        let stream = ctx.default_stream();
+        // A stream of our own: the legacy default stream cannot be captured into a graph.
+        let stream = ctx.new_stream().map_err(cuda_err("creating a stream"))?;
         let module = ctx.load_module(Ptx::from_src(ptx)).map_err(cuda_err(
             "loading kernels.ptx (cuModuleLoadData; PTX 8.8 needs driver R575 or newer)",
         ))?;
