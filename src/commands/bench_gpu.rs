@@ -55,21 +55,29 @@ pub fn run(args: &Args) -> Result<()> {
     let prompt: Vec<u32> = (0..args.prompt_tokens)
         .map(|i| ((i as u64 * 2_654_435_761 + 12_345) % vocab as u64) as u32)
         .collect();
+    let calls = 3 + 1 + args.tokens as u64;
+    let progress = super::textgen::progress_bar(calls, super::textgen::Unit::Items, "bench: warm-up");
     // Warm-up: first launches, the decode graph's capture.
     session.forward_greedy(&prompt)?;
     for _ in 0..2 {
         session.forward_greedy(&[prompt[0]])?;
     }
+    progress.inc(3);
     session.reset();
 
+    progress.set_message("bench: prefill");
     let t = Instant::now();
     let mut next = session.forward_greedy(&prompt)?;
     let prefill_s = t.elapsed().as_secs_f64();
+    progress.inc(1);
+    progress.set_message("bench: decode");
     let t = Instant::now();
     for _ in 0..args.tokens {
         next = session.forward_greedy(&[next])?;
+        progress.inc(1);
     }
     let decode_s = t.elapsed().as_secs_f64();
+    drop(progress);
 
     let bytes = gpu.decode_weight_bytes as f64;
     let decode_tps = args.tokens as f64 / decode_s;
