@@ -1,10 +1,11 @@
 //! The tensors a model reads, by Hugging Face key, from either source:
 //! a safetensors checkpoint or a GGUF file.
 //!
-//! Tensors stored the way the graph reads them (safetensors f32/bf16/f16, GGUF
-//! f32/f16/bf16) are borrowed from the memory map. Others are converted to f32
-//! once, on first use, and kept: GGUF block formats (dequantized as gguf-py
-//! does) and Gemma 3's Hugging Face norm weights, which become `1 + w`.
+//! Tensors are borrowed from the memory map as stored: safetensors f32/bf16/f16
+//! and GGUF f32/f16/bf16 and block formats (dtype `Block`, dequantized inside
+//! the kernels that read them; `load_f32` dequantizes as gguf-py does). Only
+//! Gemma 3's Hugging Face norm weights are converted, once, on first use: they
+//! become `1 + w` in f32.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,15 +29,9 @@ enum Location {
     Safetensors,
     /// GGUF tensor at this index, read in place.
     GgufMapped(usize),
-    /// Converted to f32 on first use.
-    Converted { how: Conversion, cell: OnceLock<Vec<f32>> },
-}
-
-enum Conversion {
-    /// Dequantize the GGUF tensor at this index.
-    Dequantize(usize),
-    /// `1 + w` of the stored tensor (Gemma 3 norms from Hugging Face).
-    PlusOne,
+    /// `1 + w` of the stored tensor in f32 (Gemma 3 norms from Hugging
+    /// Face), converted on first use.
+    PlusOne(OnceLock<Vec<f32>>),
 }
 
 struct Entry {
@@ -87,13 +82,7 @@ impl WeightStore {
                 GgmlType::F32 => (DType::F32, Location::GgufMapped(i)),
                 GgmlType::F16 => (DType::F16, Location::GgufMapped(i)),
                 GgmlType::BF16 => (DType::BF16, Location::GgufMapped(i)),
-                GgmlType::Quant(_) => (
-                    DType::F32,
-                    Location::Converted {
-                        how: Conversion::Dequantize(i),
-                        cell: OnceLock::new(),
-                    },
-                ),
+                GgmlType::Quant(q) => (DType::Block(q), Location::GgufMapped(i)),
                 other => {
                     return Err(FrontendError::Gguf {
                         path: file.path.clone(),
@@ -124,10 +113,7 @@ impl WeightStore {
     pub(crate) fn add_one(&mut self, key: &str) {
         if let Some(e) = self.tensors.get_mut(key) {
             e.info.dtype = DType::F32;
-            e.loc = Location::Converted {
-                how: Conversion::PlusOne,
-                cell: OnceLock::new(),
-            };
+            e.loc = Location::PlusOne(OnceLock::new());
         }
     }
 
@@ -165,7 +151,7 @@ impl WeightStore {
     pub fn total_bytes(&self) -> usize {
         self.tensors
             .values()
-            .map(|e| e.info.shape.iter().product::<usize>() * e.info.dtype.size_bytes())
+            .map(|e| e.info.dtype.bytes_for(&e.info.shape).unwrap_or(0))
             .sum()
     }
 
@@ -191,19 +177,21 @@ impl WeightStore {
         })
     }
 
-    /// Little-endian bytes of a tensor in its `dtype`: borrowed from the memory
-    /// map, or from the f32 conversion (made now if this is the first use).
+    /// Little-endian bytes of a tensor in its `dtype` (block formats: whole
+    /// blocks, row after row): borrowed from the memory map, or from the f32
+    /// conversion (made now if this is the first use).
     pub fn bytes(&self, key: &str) -> Result<&[u8], FrontendError> {
         self.require(key)?;
         let entry = &self.tensors[key];
         match (&entry.loc, &self.source) {
             (Location::Safetensors, Source::Safetensors(c)) => c.bytes(key),
             (Location::GgufMapped(i), Source::Gguf(g)) => Ok(g.bytes(&g.header.tensors[*i])),
-            (Location::Converted { how, cell }, _) => {
+            (Location::PlusOne(cell), Source::Safetensors(c)) => {
                 let values = match cell.get() {
                     Some(v) => v,
                     None => {
-                        let v = self.convert(key, how)?;
+                        // Hugging Face computes `1.0 + self.weight.float()` in f32.
+                        let v = c.load_f32(key)?.into_iter().map(|w| 1.0 + w).collect();
                         // Another thread may have won the race; either value is the same.
                         let _ = cell.set(v);
                         cell.get().expect("set above")
@@ -212,19 +200,6 @@ impl WeightStore {
                 Ok(f32_bytes(values))
             }
             _ => unreachable!("a location always belongs to its store's source"),
-        }
-    }
-
-    fn convert(&self, key: &str, how: &Conversion) -> Result<Vec<f32>, FrontendError> {
-        match (how, &self.source) {
-            (Conversion::Dequantize(i), Source::Gguf(g)) => g.dequantize(&g.header.tensors[*i]),
-            (Conversion::PlusOne, Source::Safetensors(c)) => {
-                // Hugging Face computes `1.0 + self.weight.float()` in f32.
-                Ok(c.load_f32(key)?.into_iter().map(|w| 1.0 + w).collect())
-            }
-            (Conversion::PlusOne, Source::Gguf(_)) | (Conversion::Dequantize(_), Source::Safetensors(_)) => {
-                unreachable!("conversions are only created for their source")
-            }
         }
     }
 

@@ -4,27 +4,69 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::quant::QuantFormat;
+
 /// Element type of a tensor.
+///
+/// `Block` is a weight stored in one of GGUF's block formats: each row of the
+/// last dimension is `cols / block_elems` blocks of `block_bytes`, read as
+/// stored (from the memory map) and dequantized where it is used. Activations
+/// are never block-quantized. Serialized as its name (`"f32"`, `"q4_K"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String", into = "String")]
 pub enum DType {
     F32,
     BF16,
     F16,
     I32,
+    Block(QuantFormat),
 }
 
 impl DType {
-    /// Bytes per element as stored.
+    /// Bytes per element of an element type; for a block format, the bytes
+    /// of one block (use `TensorType::size_bytes` or `bytes_for` for shapes).
     pub fn size_bytes(self) -> usize {
         match self {
             DType::F32 | DType::I32 => 4,
             DType::BF16 | DType::F16 => 2,
+            DType::Block(q) => q.block_bytes(),
+        }
+    }
+
+    /// Bytes of a tensor of this type and `shape`, or `None` when the sizes
+    /// overflow or (block formats) the last dimension is not whole blocks.
+    pub fn bytes_for(self, shape: &[usize]) -> Option<usize> {
+        match self {
+            DType::Block(q) => {
+                let cols = *shape.last()?;
+                if !cols.is_multiple_of(q.block_elems()) {
+                    return None;
+                }
+                let rows = shape[..shape.len() - 1].iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+                rows.checked_mul(cols / q.block_elems())?.checked_mul(q.block_bytes())
+            }
+            _ => crate::limits::tensor_bytes(shape, self.size_bytes()),
+        }
+    }
+
+    /// Alignment a buffer of this type needs (block formats are read bytewise).
+    pub fn align(self) -> usize {
+        match self {
+            DType::Block(_) => 1,
+            d => d.size_bytes(),
         }
     }
 
     pub fn is_float(self) -> bool {
         !matches!(self, DType::I32)
+    }
+
+    /// The block format of a block-quantized type.
+    pub fn block(self) -> Option<QuantFormat> {
+        match self {
+            DType::Block(q) => Some(q),
+            _ => None,
+        }
     }
 
     /// Round an f32 to this dtype and back, as a value stored in it would be.
@@ -35,11 +77,13 @@ impl DType {
             DType::F32 | DType::I32 => x,
             DType::BF16 => half::bf16::from_f32(x).to_f32(),
             DType::F16 => half::f16::from_f32(x).to_f32(),
+            DType::Block(_) => x,
         }
     }
 
-    /// Little-endian stored values widened to f32 (exact for bf16 and f16);
-    /// `None` for an integer type.
+    /// Little-endian stored values widened to f32 (exact for bf16 and f16;
+    /// block formats are dequantized as gguf-py does, whole blocks only);
+    /// `None` for an integer type or bytes that are not whole blocks.
     pub fn widen_le(self, bytes: &[u8]) -> Option<Vec<f32>> {
         Some(match self {
             DType::F32 => bytes
@@ -55,6 +99,11 @@ impl DType {
                 .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
                 .collect(),
             DType::I32 => return None,
+            DType::Block(q) => {
+                let mut out = vec![0f32; bytes.len() / q.block_bytes() * q.block_elems()];
+                q.dequantize(bytes, &mut out).ok()?;
+                out
+            }
         })
     }
 
@@ -65,8 +114,24 @@ impl DType {
             "bf16" | "bfloat16" => Some(DType::BF16),
             "f16" | "float16" | "half" => Some(DType::F16),
             "i32" | "int32" => Some(DType::I32),
-            _ => None,
+            other => QuantFormat::ALL
+                .into_iter()
+                .find(|q| q.name().eq_ignore_ascii_case(other))
+                .map(DType::Block),
         }
+    }
+}
+
+impl TryFrom<String> for DType {
+    type Error = String;
+    fn try_from(s: String) -> Result<DType, String> {
+        DType::parse(&s).ok_or_else(|| format!("unknown dtype `{s}`"))
+    }
+}
+
+impl From<DType> for String {
+    fn from(d: DType) -> String {
+        d.to_string()
     }
 }
 
@@ -77,6 +142,7 @@ impl fmt::Display for DType {
             DType::BF16 => "bf16",
             DType::F16 => "f16",
             DType::I32 => "i32",
+            DType::Block(q) => q.name(),
         })
     }
 }
@@ -108,8 +174,11 @@ impl TensorType {
         self.shape.iter().product()
     }
 
+    /// Bytes as stored. Callers build types only through `infer` and the
+    /// plan checker, which reject shapes whose size overflows or that are not
+    /// whole blocks; such a type would report `usize::MAX`.
     pub fn size_bytes(&self) -> usize {
-        self.numel() * self.dtype.size_bytes()
+        self.dtype.bytes_for(&self.shape).unwrap_or(usize::MAX)
     }
 
     pub fn rank(&self) -> usize {

@@ -5,6 +5,33 @@
 use crate::dtype::{DType, TensorType};
 use crate::op::Op;
 
+/// Block-quantized weights are read only where a kernel dequantizes them:
+/// the table of `Embedding`, the weight of `MatMul` and the LM-head table of
+/// `LogitsHead`, and only in whole blocks per row.
+fn block_operands(op: &Op, operands: &[&TensorType]) -> Result<(), String> {
+    for (i, t) in operands.iter().enumerate() {
+        let Some(q) = t.dtype.block() else { continue };
+        let allowed = matches!(
+            (op, i),
+            (Op::Embedding, 0) | (Op::MatMul, 1) | (Op::LogitsHead { .. }, 2)
+        );
+        if !allowed {
+            return Err(format!(
+                "operand {i} of {} is block-quantized ({t}); only embedding tables, matmul weights and the LM head may be",
+                op.mnemonic()
+            ));
+        }
+        if t.rank() != 2 || !t.last_dim().is_multiple_of(q.block_elems()) {
+            return Err(format!(
+                "operand {i} of {} is {t}: a {q} tensor must be a matrix whose rows are whole blocks of {}",
+                op.mnemonic(),
+                q.block_elems()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Result types of `op` applied to `operands`, or why it is ill-typed.
 pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<Vec<TensorType>, String> {
     let arity = |n: usize| -> Result<(), String> {
@@ -40,6 +67,7 @@ pub fn infer(op: &Op, operands: &[&TensorType]) -> Result<Vec<TensorType>, Strin
         }
     };
 
+    block_operands(op, operands)?;
     match op {
         Op::Input { .. } | Op::Weight { .. } => {
             Err(format!("{} is a leaf: its type is given, not inferred", op.mnemonic()))

@@ -42,7 +42,26 @@ pub fn check(plan: &Plan) -> Result<(), String> {
         if !w.dtype.is_float() {
             return Err(format!("{what}: dtype {} is not a float type", w.dtype));
         }
-        tensor_bytes(&w.shape, w.dtype.size_bytes()).ok_or_else(|| format!("{what}: shape {:?} overflows", w.shape))?;
+        if let Some(q) = w.dtype.block() {
+            // Only the CPU kernels dequantize block formats; a GPU or TT plan
+            // naming one was not written by `compile`.
+            if plan.target != "cpu" {
+                return Err(format!(
+                    "{what}: {q} weights run only on the cpu target, this plan is for `{}`",
+                    plan.target
+                ));
+            }
+            if w.shape.len() != 2 {
+                return Err(format!("{what}: a {q} weight must be a matrix, got shape {:?}", w.shape));
+            }
+        }
+        // Block formats: rows * (cols / block) * block bytes, whole blocks only.
+        w.dtype.bytes_for(&w.shape).ok_or_else(|| {
+            format!(
+                "{what}: {} {:?} overflows or is not whole {} blocks",
+                w.dtype, w.shape, w.dtype
+            )
+        })?;
     }
     let mut state_bytes = 0usize;
     for (i, s) in plan.state.iter().enumerate() {
@@ -122,8 +141,10 @@ fn check_program(plan: &Plan, p: &Program) -> Result<(), String> {
         if b.id != i {
             return Err(format!("{what} has id {}", b.id));
         }
-        let bytes = tensor_bytes(&b.shape, b.dtype.size_bytes())
-            .ok_or_else(|| format!("{what}: shape {:?} overflows", b.shape))?;
+        let bytes = b
+            .dtype
+            .bytes_for(&b.shape)
+            .ok_or_else(|| format!("{what}: {} {:?} overflows or is not whole blocks", b.dtype, b.shape))?;
         if b.bytes != bytes {
             return Err(format!(
                 "{what}: `bytes` is {} but {} {:?} takes {bytes}",
@@ -175,7 +196,7 @@ fn check_program(plan: &Plan, p: &Program) -> Result<(), String> {
                 }
             }
             BufferKind::Activation { offset, .. } => {
-                if b.dtype.size_bytes() != 4 {
+                if b.dtype.block().is_some() || b.dtype.size_bytes() != 4 {
                     return Err(format!("{what}: an activation must be f32 or i32, got {}", b.dtype));
                 }
                 if offset % ARENA_ALIGN != 0 {

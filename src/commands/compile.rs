@@ -79,6 +79,21 @@ pub fn compile_model(
             graph: build(cfg, &BuildOptions::new(cfg, chunk, ctx, chunk), dtype_of)?,
         });
     }
+    // Block-quantized weights are dequantized inside the CPU kernels only.
+    if target.name() != "cpu" {
+        let quantized = calls[0]
+            .graph
+            .weights()
+            .find(|(_, n)| n.outputs[0].dtype.block().is_some());
+        if let Some((_, n)) = quantized {
+            bail!(
+                "tensor `{}` is {}: block-quantized weights run only on --target cpu (not {})",
+                n.name,
+                n.outputs[0].dtype,
+                target.name()
+            );
+        }
+    }
     let info = ModelInfo {
         fingerprint: cfg.fingerprint(),
         source: source.map(|p| p.display().to_string()),
@@ -263,7 +278,10 @@ impl ModelCheckpoint<'_> {
         let ck = &self.model.checkpoint;
         let info = ck.require(key).map_err(|e| e.to_string())?;
         let bytes = ck.bytes(key).map_err(|e| e.to_string())?;
-        let row = info.shape[1..].iter().product::<usize>() * info.dtype.size_bytes();
+        let row = info
+            .dtype
+            .bytes_for(&info.shape[1..])
+            .ok_or_else(|| format!("{key}: rows of {} {:?} are not whole blocks", info.dtype, info.shape))?;
         let range = rows.start * row..rows.end * row;
         let slice = bytes.get(range).ok_or_else(|| {
             format!(

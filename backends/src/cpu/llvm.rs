@@ -95,6 +95,8 @@ struct FnPrinter<'k, 'd> {
     out: String,
     tmp: usize,
     label: usize,
+    /// Inside `Expr::Exact`: float arithmetic without `contract`.
+    exact: bool,
 }
 
 impl<'k, 'd> FnPrinter<'k, 'd> {
@@ -105,6 +107,7 @@ impl<'k, 'd> FnPrinter<'k, 'd> {
             out: String::new(),
             tmp: 0,
             label: 0,
+            exact: false,
         }
     }
 
@@ -230,7 +233,7 @@ impl<'k, 'd> FnPrinter<'k, 'd> {
                         self.line(&format!("{t} = trunc i64 {val} to i32"));
                         self.line(&format!("store i32 {t}, ptr {ptr}, align 4"));
                     }
-                    Elem::BF16 | Elem::F16 => unreachable!("verify rejects 16-bit stores"),
+                    Elem::BF16 | Elem::F16 | Elem::Block(_) => unreachable!("verify rejects 16-bit and block stores"),
                 }
             }
             Stmt::For { var, start, end, body } => {
@@ -278,6 +281,7 @@ impl<'k, 'd> FnPrinter<'k, 'd> {
             Elem::BF16 => "i16",
             Elem::F16 => "half",
             Elem::I32 => "i32",
+            Elem::Block(_) => "i8",
         };
         let ptr = self.fresh();
         let base = self.param_name(p);
@@ -334,6 +338,12 @@ impl<'k, 'd> FnPrinter<'k, 'd> {
                         self.line(&format!("{w} = sext i32 {r} to i64"));
                         (w, Scalar::I64)
                     }
+                    Elem::Block(_) => {
+                        self.line(&format!("{r} = load i8, ptr {ptr}, align 1"));
+                        let w = self.fresh();
+                        self.line(&format!("{w} = zext i8 {r} to i64"));
+                        (w, Scalar::I64)
+                    }
                 }
             }
             Expr::Table { table, index } => {
@@ -348,15 +358,22 @@ impl<'k, 'd> FnPrinter<'k, 'd> {
                 self.line(&format!("{r} = load float, ptr {ptr}, align 4"));
                 (r, Scalar::F32)
             }
+            Expr::Exact(a) => {
+                let outer = std::mem::replace(&mut self.exact, true);
+                let r = self.expr(a);
+                self.exact = outer;
+                r
+            }
             Expr::Bin(op, a, b) => {
                 let (a, t) = self.expr(a);
                 let (b, _) = self.expr(b);
                 let r = self.fresh();
+                let c = if self.exact { "" } else { "contract " };
                 let line = match (t, op) {
-                    (Scalar::F32, BinOp::Add) => format!("{r} = fadd contract float {a}, {b}"),
-                    (Scalar::F32, BinOp::Sub) => format!("{r} = fsub contract float {a}, {b}"),
-                    (Scalar::F32, BinOp::Mul) => format!("{r} = fmul contract float {a}, {b}"),
-                    (Scalar::F32, BinOp::Div) => format!("{r} = fdiv contract float {a}, {b}"),
+                    (Scalar::F32, BinOp::Add) => format!("{r} = fadd {c}float {a}, {b}"),
+                    (Scalar::F32, BinOp::Sub) => format!("{r} = fsub {c}float {a}, {b}"),
+                    (Scalar::F32, BinOp::Mul) => format!("{r} = fmul {c}float {a}, {b}"),
+                    (Scalar::F32, BinOp::Div) => format!("{r} = fdiv {c}float {a}, {b}"),
                     (Scalar::F32, BinOp::Min | BinOp::Max) => {
                         let f = if *op == BinOp::Min {
                             "llvm.minnum.f32"
@@ -371,6 +388,8 @@ impl<'k, 'd> FnPrinter<'k, 'd> {
                     (Scalar::I64, BinOp::Mul) => format!("{r} = mul nsw i64 {a}, {b}"),
                     (Scalar::I64, BinOp::Div) => format!("{r} = sdiv i64 {a}, {b}"),
                     (Scalar::I64, BinOp::Rem) => format!("{r} = srem i64 {a}, {b}"),
+                    (Scalar::I64, BinOp::Shr) => format!("{r} = lshr i64 {a}, {b}"),
+                    (Scalar::I64, BinOp::BitAnd) => format!("{r} = and i64 {a}, {b}"),
                     (Scalar::I64, BinOp::Min | BinOp::Max) => {
                         let f = if *op == BinOp::Min {
                             "llvm.smin.i64"
@@ -408,6 +427,13 @@ impl<'k, 'd> FnPrinter<'k, 'd> {
                     UnOp::ToF32 => {
                         let r = self.fresh();
                         self.line(&format!("{r} = sitofp i64 {a} to float"));
+                        (r, Scalar::F32)
+                    }
+                    UnOp::F16Bits => {
+                        let (b, h, r) = (self.fresh(), self.fresh(), self.fresh());
+                        self.line(&format!("{b} = trunc i64 {a} to i16"));
+                        self.line(&format!("{h} = bitcast i16 {b} to half"));
+                        self.line(&format!("{r} = fpext half {h} to float"));
                         (r, Scalar::F32)
                     }
                     UnOp::Exp => (self.call1("llvm.exp.f32", &a), t),

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::{f32_lit, table_name, zero, Dialect, MAX_I64, MIN_I64};
-use crate::kernel::{BinOp, CmpOp, Expr, Kernel, ReduceOp, Scalar, Stmt, UnOp, Var, ROW};
+use crate::kernel::{BinOp, BLOCK_CPU_ONLY, CmpOp, Expr, Kernel, ReduceOp, Scalar, Stmt, UnOp, Var, ROW};
 
 pub(super) struct FnPrinter<'k> {
     pub(super) d: &'k dyn Dialect,
@@ -187,6 +187,8 @@ impl<'k> FnPrinter<'k> {
                     (_, BinOp::Mul) => format!("({a} * {b})"),
                     (_, BinOp::Div) => format!("({a} / {b})"),
                     (Scalar::I64, BinOp::Rem) => format!("({a} % {b})"),
+                    (Scalar::I64, BinOp::Shr) => format!("({a} >> {b})"),
+                    (Scalar::I64, BinOp::BitAnd) => format!("({a} & {b})"),
                     (Scalar::F32, BinOp::Min) => format!("{}({a}, {b})", self.d.min_max_f32().0),
                     (Scalar::F32, BinOp::Max) => format!("{}({a}, {b})", self.d.min_max_f32().1),
                     (Scalar::I64, BinOp::Min) => format!("{MIN_I64}({a}, {b})"),
@@ -203,6 +205,7 @@ impl<'k> FnPrinter<'k> {
                     UnOp::Neg => (format!("(-{a})"), t),
                     UnOp::Not => (format!("(!{a})"), t),
                     UnOp::ToF32 => (self.d.int_to_f32(&a), Scalar::F32),
+                    UnOp::F16Bits => unreachable!("{BLOCK_CPU_ONLY}"),
                     UnOp::Exp | UnOp::Tanh | UnOp::Cos | UnOp::Sin | UnOp::Sqrt => {
                         (format!("{}({a})", self.d.math(*op)), t)
                     }
@@ -221,6 +224,9 @@ impl<'k> FnPrinter<'k> {
                 };
                 (format!("({a} {c} {b})"), Scalar::Bool)
             }
+            // C-style targets may contract; they never see block-quantized
+            // weights, the only users of `Exact`.
+            Expr::Exact(a) => self.expr(a),
             Expr::Select(c, a, b) => {
                 let c = self.expr(c).0;
                 let (a, t) = self.expr(a);

@@ -15,7 +15,7 @@ pub use gpu::{print_gpu_module, GpuDialect};
 
 use std::fmt::Write;
 
-use crate::kernel::{Access, Elem, Kernel, Scalar, UnOp};
+use crate::kernel::{Access, Elem, Kernel, Scalar, UnOp, BLOCK_CPU_ONLY};
 
 /// What differs between C-like kernel languages.
 ///
@@ -66,7 +66,7 @@ pub trait Dialect {
             UnOp::Cos => "cosf",
             UnOp::Sin => "sinf",
             UnOp::Sqrt => "sqrtf",
-            UnOp::Neg | UnOp::ToF32 | UnOp::Not => unreachable!("{op:?} is an operator, not a function"),
+            UnOp::Neg | UnOp::ToF32 | UnOp::Not | UnOp::F16Bits => unreachable!("{op:?} is an operator, not a function"),
         }
     }
 
@@ -116,6 +116,7 @@ pub trait Dialect {
             Elem::F32 => format!("{param}[{index}]"),
             Elem::BF16 | Elem::F16 => self.widen(e, &format!("{param}[{index}]")),
             Elem::I32 => format!("(({}){param}[{index}])", self.scalar_type(Scalar::I64)),
+            Elem::Block(_) => unreachable!("{BLOCK_CPU_ONLY}"),
         }
     }
 
@@ -125,6 +126,7 @@ pub trait Dialect {
             Elem::F32 => value.to_string(),
             Elem::I32 => format!("({})({value})", self.elem_type(Elem::I32)),
             Elem::BF16 | Elem::F16 => self.narrow(e, value),
+            Elem::Block(_) => unreachable!("{BLOCK_CPU_ONLY}"),
         };
         format!("{param}[{index}] = {value};")
     }

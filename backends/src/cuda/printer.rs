@@ -8,7 +8,7 @@
 
 use crate::cstyle::{self, Dialect, GpuDialect};
 use crate::gpu::{Body, GpuKernel};
-use crate::kernel::{Access, Elem, Kernel, ReduceOp};
+use crate::kernel::{Access, Elem, Kernel, ReduceOp, BLOCK_CPU_ONLY};
 
 /// CUDA C for NVRTC or nvcc.
 pub struct Cuda;
@@ -40,6 +40,8 @@ impl Dialect for Cuda {
             Elem::BF16 => "__nv_bfloat16",
             Elem::F16 => "__half",
             Elem::I32 => "int",
+
+            Elem::Block(_) => unreachable!("{BLOCK_CPU_ONLY}"),
         }
     }
 

@@ -285,7 +285,9 @@ fn mentions(e: &Expr, v: Var) -> bool {
     match e {
         Expr::Var(w) => *w == v,
         Expr::F32(_) | Expr::I64(_) | Expr::Bool(_) => false,
-        Expr::Load { index, .. } | Expr::Table { index, .. } | Expr::Un(_, index) => mentions(index, v),
+        Expr::Load { index, .. } | Expr::Table { index, .. } | Expr::Un(_, index) | Expr::Exact(index) => {
+            mentions(index, v)
+        }
         Expr::Bin(_, a, b) | Expr::Cmp(_, a, b) => mentions(a, v) || mentions(b, v),
         Expr::Select(c, a, b) => mentions(c, v) || mentions(a, v) || mentions(b, v),
     }
@@ -327,7 +329,7 @@ fn loads_of(body: &[Stmt], param: usize, out: &mut Vec<Expr>) {
                 expr(index, param, out);
             }
             Expr::F32(_) | Expr::I64(_) | Expr::Bool(_) | Expr::Var(_) => {}
-            Expr::Table { index, .. } | Expr::Un(_, index) => expr(index, param, out),
+            Expr::Table { index, .. } | Expr::Un(_, index) | Expr::Exact(index) => expr(index, param, out),
             Expr::Bin(_, a, b) | Expr::Cmp(_, a, b) => {
                 expr(a, param, out);
                 expr(b, param, out);

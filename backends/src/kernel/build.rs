@@ -265,6 +265,26 @@ pub fn and(a: impl Into<Expr>, b: impl Into<Expr>) -> Expr {
     bin(BinOp::And, a, b)
 }
 
+/// `a >> b` (i64, logical).
+pub fn shr(a: impl Into<Expr>, b: impl Into<Expr>) -> Expr {
+    bin(BinOp::Shr, a, b)
+}
+
+/// `a & b` (i64).
+pub fn bit_and(a: impl Into<Expr>, b: impl Into<Expr>) -> Expr {
+    bin(BinOp::BitAnd, a, b)
+}
+
+/// The f16 whose bits are the low 16 of `a`, as f32.
+pub fn f16_bits(a: impl Into<Expr>) -> Expr {
+    un(UnOp::F16Bits, a)
+}
+
+/// `a` evaluated without contracting multiply-adds (see `Expr::Exact`).
+pub fn exact(a: impl Into<Expr>) -> Expr {
+    Expr::Exact(Box::new(a.into()))
+}
+
 fn un(op: UnOp, a: impl Into<Expr>) -> Expr {
     Expr::Un(op, Box::new(a.into()))
 }

@@ -13,8 +13,10 @@
 //!
 //! Values are f32, i64 (indices and integer data) and bool. Buffers hold f32,
 //! bf16, f16 or i32 elements; loads widen to f32 (bf16 → f32 is a 16-bit shift)
-//! or sign-extend to i64, stores narrow i64 to i32. Nothing here knows about
-//! LLVM, CUDA or Metal.
+//! or sign-extend to i64, stores narrow i64 to i32. A block-quantized weight
+//! (GGUF's Q8_0, Q4_K, ...) is a buffer of bytes: loads zero-extend one byte
+//! to i64, and the kernel unpacks scales and integers with shifts and masks
+//! (`ops/dequant.rs`). Nothing here knows about LLVM, CUDA or Metal.
 
 pub mod build;
 pub mod launches;
@@ -25,7 +27,12 @@ pub use build::{Buf, KernelBuilder, TableRef};
 pub use launches::{kernel_plan, KernelLaunch, KernelPlan, LaunchArg, ProgramLaunches};
 pub use verify::verify;
 
-use gemma4c_ir::DType;
+use gemma4c_ir::{DType, QuantFormat};
+
+/// Why GPU printers never meet `Elem::Block` or `UnOp::F16Bits`: block-quantized
+/// weights are dequantized in the CPU kernels only, and `compile` and the plan
+/// checker refuse them for every other target.
+pub const BLOCK_CPU_ONLY: &str = "block-quantized weights run only on the cpu target (compile and the plan checker refuse them elsewhere)";
 
 /// Element type of a buffer as stored in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -34,6 +41,8 @@ pub enum Elem {
     BF16,
     F16,
     I32,
+    /// Blocks of a quantized format, addressed by byte.
+    Block(QuantFormat),
 }
 
 impl Elem {
@@ -43,20 +52,23 @@ impl Elem {
             DType::BF16 => Elem::BF16,
             DType::F16 => Elem::F16,
             DType::I32 => Elem::I32,
+            DType::Block(q) => Elem::Block(q),
         }
     }
 
+    /// Bytes per addressable element (one byte for block formats).
     pub fn size_bytes(self) -> usize {
         match self {
             Elem::F32 | Elem::I32 => 4,
             Elem::BF16 | Elem::F16 => 2,
+            Elem::Block(_) => 1,
         }
     }
 
     /// The scalar type a load produces.
     pub fn value(self) -> Scalar {
         match self {
-            Elem::I32 => Scalar::I64,
+            Elem::I32 | Elem::Block(_) => Scalar::I64,
             _ => Scalar::F32,
         }
     }
@@ -67,6 +79,7 @@ impl Elem {
             Elem::BF16 => "bf16",
             Elem::F16 => "f16",
             Elem::I32 => "i32",
+            Elem::Block(q) => q.name(),
         }
     }
 }
@@ -132,6 +145,9 @@ pub enum BinOp {
     /// Bool only.
     And,
     Or,
+    /// i64 only: logical shift right and bitwise and (unpacking quantized blocks).
+    Shr,
+    BitAnd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -146,6 +162,9 @@ pub enum UnOp {
     ToF32,
     /// bool → bool.
     Not,
+    /// The low 16 bits of an i64 read as an IEEE half → f32 (exact): the f16
+    /// scales of quantized blocks.
+    F16Bits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -178,6 +197,10 @@ pub enum Expr {
     Un(UnOp, Box<Expr>),
     Cmp(CmpOp, Box<Expr>, Box<Expr>),
     Select(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// The f32 arithmetic inside rounds after every operation, as written: no
+    /// contraction into fused multiply-adds. Dequantization formulas are
+    /// gguf-py's, bit for bit, only if `d * q - m` is not turned into one FMA.
+    Exact(Box<Expr>),
 }
 
 /// Reduction operators for `Stmt::Reduce`.
@@ -252,6 +275,7 @@ impl Kernel {
             match e {
                 Expr::F32(_) | Expr::I64(_) | Expr::Bool(_) | Expr::Var(_) => {}
                 Expr::Load { index, .. } | Expr::Table { index, .. } => expr(index, out),
+                Expr::Exact(a) => expr(a, out),
                 Expr::Bin(_, a, b) | Expr::Cmp(_, a, b) => {
                     expr(a, out);
                     expr(b, out);

@@ -39,7 +39,7 @@ fn stmts(k: &Kernel, body: &[Stmt]) -> Result<(), String> {
                 if p.access == Access::Read {
                     return Err(format!("store to read-only `{}`", p.name));
                 }
-                if matches!(p.elem, Elem::BF16 | Elem::F16) {
+                if matches!(p.elem, Elem::BF16 | Elem::F16 | Elem::Block(_)) {
                     return Err(format!("stores to {} buffers are not supported", p.elem.name()));
                 }
                 expect(k, index, Scalar::I64, "store index")?;
@@ -98,7 +98,7 @@ pub fn ty(k: &Kernel, e: &Expr) -> Result<Scalar, String> {
             }
             let ok = match op {
                 BinOp::And | BinOp::Or => ta == Scalar::Bool,
-                BinOp::Rem => ta == Scalar::I64,
+                BinOp::Rem | BinOp::Shr | BinOp::BitAnd => ta == Scalar::I64,
                 _ => ta != Scalar::Bool,
             };
             if !ok {
@@ -110,7 +110,7 @@ pub fn ty(k: &Kernel, e: &Expr) -> Result<Scalar, String> {
             let t = ty(k, a)?;
             let (want, out) = match op {
                 UnOp::Neg => (t, t),
-                UnOp::ToF32 => (Scalar::I64, Scalar::F32),
+                UnOp::ToF32 | UnOp::F16Bits => (Scalar::I64, Scalar::F32),
                 UnOp::Not => (Scalar::Bool, Scalar::Bool),
                 _ => (Scalar::F32, Scalar::F32),
             };
@@ -126,6 +126,7 @@ pub fn ty(k: &Kernel, e: &Expr) -> Result<Scalar, String> {
             }
             Scalar::Bool
         }
+        Expr::Exact(a) => ty(k, a)?,
         Expr::Select(c, a, b) => {
             expect(k, c, Scalar::Bool, "select condition")?;
             let (ta, tb) = (ty(k, a)?, ty(k, b)?);

@@ -8,7 +8,7 @@
 
 use crate::cstyle::{i64_lit, Dialect, GpuDialect};
 use crate::gpu::{Body, GpuKernel};
-use crate::kernel::{Access, Elem, ReduceOp, Scalar, UnOp};
+use crate::kernel::{Access, Elem, ReduceOp, Scalar, UnOp, BLOCK_CPU_ONLY};
 
 pub struct Metal;
 
@@ -42,6 +42,8 @@ impl Dialect for Metal {
             Elem::BF16 => "ushort",
             Elem::F16 => "half",
             Elem::I32 => "int",
+
+            Elem::Block(_) => unreachable!("{BLOCK_CPU_ONLY}"),
         }
     }
 
@@ -89,7 +91,7 @@ impl Dialect for Metal {
             UnOp::Cos => "precise::cos",
             UnOp::Sin => "precise::sin",
             UnOp::Sqrt => "precise::sqrt",
-            UnOp::Neg | UnOp::ToF32 | UnOp::Not => unreachable!("{op:?} is an operator, not a function"),
+            UnOp::Neg | UnOp::ToF32 | UnOp::Not | UnOp::F16Bits => unreachable!("{op:?} is an operator, not a function"),
         }
     }
 

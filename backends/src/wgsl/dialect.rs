@@ -10,7 +10,7 @@
 
 use crate::cstyle::{Dialect, GpuDialect};
 use crate::gpu::{Body, GpuKernel};
-use crate::kernel::{Access, Elem, ReduceOp, Scalar, UnOp};
+use crate::kernel::{Access, Elem, ReduceOp, Scalar, UnOp, BLOCK_CPU_ONLY};
 
 pub struct Wgsl;
 
@@ -38,6 +38,8 @@ impl Dialect for Wgsl {
             Elem::F32 => "f32",
             Elem::BF16 | Elem::F16 => "u32",
             Elem::I32 => "i32",
+
+            Elem::Block(_) => unreachable!("{BLOCK_CPU_ONLY}"),
         }
     }
 
@@ -84,7 +86,7 @@ impl Dialect for Wgsl {
             UnOp::Cos => "cos",
             UnOp::Sin => "sin",
             UnOp::Sqrt => "sqrt",
-            UnOp::Neg | UnOp::ToF32 | UnOp::Not => unreachable!("{op:?} is an operator, not a function"),
+            UnOp::Neg | UnOp::ToF32 | UnOp::Not | UnOp::F16Bits => unreachable!("{op:?} is an operator, not a function"),
         }
     }
 
@@ -126,6 +128,7 @@ impl Dialect for Wgsl {
             Elem::F32 | Elem::I32 => format!("{param}[{index}]"),
             Elem::BF16 => format!("bitcast<f32>(({param}[({index}) / 2i] >> (u32(({index}) % 2i) * 16u)) << 16u)"),
             Elem::F16 => format!("unpack2x16float({param}[({index}) / 2i])[({index}) % 2i]"),
+            Elem::Block(_) => unreachable!("{BLOCK_CPU_ONLY}"),
         }
     }
 

@@ -151,7 +151,7 @@ impl<'m> JitSession<'m> {
         let mut weights = Vec::with_capacity(plan.weights.len());
         for w in &plan.weights {
             let bytes = model.checkpoint.bytes(&w.key)?;
-            if (bytes.as_ptr() as usize).is_multiple_of(w.dtype.size_bytes()) {
+            if (bytes.as_ptr() as usize).is_multiple_of(w.dtype.align()) {
                 weights.push(bytes.as_ptr() as usize);
             } else {
                 let b = AlignedBuf::from_bytes(bytes);

@@ -101,6 +101,9 @@ pub fn slice(outer: usize, dim: usize, inner: usize, start: usize, end: usize, e
 /// `Embedding`: `out[t] = table[ids[t]]` for `S` ids into a `[V, H]` table
 /// (ids were range-checked by the runtime). Params: `table, ids, out`.
 pub fn embedding(s: usize, h: usize, table_elem: Elem) -> Kernel {
+    if let Elem::Block(q) = table_elem {
+        return super::embedding_quant(s, h, q);
+    }
     let mut b = KernelBuilder::new(format!("embedding_{}_s{s}_h{h}", table_elem.name()), s);
     let table = b.param("table", table_elem, Access::Read);
     let ids = b.param("ids", Elem::I32, Access::Read);
@@ -157,7 +160,7 @@ pub(crate) fn launches(cx: &mut StepCx, op: &Op) -> Result<(), String> {
             let (table, ids) = (cx.input(0)?, cx.input(1)?);
             let (s, h) = (cx.numel(ids), cx.shape(table)[1]);
             let k = ops::embedding(s, h, cx.elem(table));
-            let row_bytes = h * cx.dtype(table).size_bytes();
+            let row_bytes = cx.dtype(table).bytes_for(&[h]).ok_or("embedding rows are not whole blocks")?;
             cx.launch(k, cx.io_args(), Some(s * row_bytes))
         }
         other => Err(format!("{other} is not a elementwise op")),

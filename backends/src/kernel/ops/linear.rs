@@ -1,5 +1,6 @@
 //! Matrix-vector and matrix-matrix products against weights stored `[out, in]`
-//! (bf16, f16 or f32, widened in the inner loop), f32 accumulation. One grid
+//! (bf16, f16 or f32, widened in the inner loop; block-quantized ones go to
+//! `qmatmul.rs`), f32 accumulation. One grid
 //! row per output feature: a row reads one weight row once, for all `m` input
 //! rows, which is what makes decode run at memory bandwidth.
 
@@ -34,6 +35,9 @@ pub fn matmul(m: usize, n: usize, k: usize, w: Elem, cap: Option<f32>) -> Kernel
 /// `matmul` with `r_block` output features per grid row (`n % r_block == 0`);
 /// `tag` distinguishes variants in the kernel name.
 pub fn matmul_blocked(m: usize, n: usize, k: usize, w: Elem, cap: Option<f32>, r_block: usize, tag: &str) -> Kernel {
+    if let Elem::Block(q) = w {
+        return ops::matmul_quant(m, n, k, q, cap, r_block, tag);
+    }
     assert!(
         r_block > 0 && n.is_multiple_of(r_block),
         "{n} rows do not split into blocks of {r_block}"

@@ -1,0 +1,89 @@
+//! `MatMul` against a block-quantized weight (GGUF Q8_0, Q4_K, ...): the
+//! weight rows are read as stored and dequantized in the inner loop
+//! (`dequant.rs`), activations stay f32 and products accumulate in f32, as in
+//! the bf16 kernel of `linear.rs`, whose grid and blocking this follows: a
+//! grid row computes `r_block` output features, prefill blocks 4 input rows.
+
+use gemma4c_ir::{math, QuantFormat};
+
+use super::dequant::{for_row_values, row_bytes};
+use crate::kernel::build::KernelBuilder;
+use crate::kernel::{name_f32, Access, Elem, Expr, Kernel};
+
+/// `out[m, n] = sum_k x[m, k] * dequant(w)[n, k]`, optionally soft-capped.
+/// Params: `x, w, out`.
+pub fn matmul_quant(m: usize, n: usize, k: usize, q: QuantFormat, cap: Option<f32>, r_block: usize, tag: &str) -> Kernel {
+    assert!(
+        r_block > 0 && n.is_multiple_of(r_block) && k.is_multiple_of(q.block_elems()),
+        "{n} x {k} does not split into blocks of {r_block} rows and {q} blocks"
+    );
+    let cap_name = cap.map_or(String::new(), |c| format!("_cap{}", name_f32(c)));
+    let mut b = KernelBuilder::new(
+        format!("matmul{tag}_{}_m{m}_n{n}_k{k}{cap_name}", q.name()),
+        n / r_block,
+    );
+    let x = b.param("x", Elem::F32, Access::Read);
+    let w = b.param("w", Elem::Block(q), Access::Read);
+    let out = b.param("out", Elem::F32, Access::Write);
+    let n0 = Expr::Var(b.let_i64("n0", b.row() * r_block));
+    let rows: Vec<Expr> = (0..r_block)
+        .map(|j| Expr::Var(b.let_i64(&format!("row{j}"), (&n0 + j) * row_bytes(q, k))))
+        .collect();
+    let epilogue = |v: Expr| match cap {
+        Some(c) => math::softcap(v, c),
+        None => v,
+    };
+    const M_BLOCK: usize = 4;
+    let block = |b: &mut KernelBuilder, m0: Expr, mb: usize| {
+        let accs: Vec<Vec<_>> = (0..mb)
+            .map(|i| {
+                (0..r_block)
+                    .map(|j| b.let_f32(&format!("acc{i}_{j}"), 0.0f32))
+                    .collect()
+            })
+            .collect();
+        for_row_values(b, q, w, &rows, k, &mut |b, col, values| {
+            let xs: Vec<_> = (0..mb)
+                .map(|i| b.let_f32(&format!("x{i}"), x.at((&m0 + i) * k + col)))
+                .collect();
+            let ws: Vec<_> = values
+                .iter()
+                .enumerate()
+                .map(|(j, v)| b.let_f32(&format!("w{j}"), v))
+                .collect();
+            for (i, row) in accs.iter().enumerate() {
+                for (j, &a) in row.iter().enumerate() {
+                    b.sum(a, Expr::Var(xs[i]) * ws[j]);
+                }
+            }
+        });
+        for (i, row) in accs.iter().enumerate() {
+            for (j, &a) in row.iter().enumerate() {
+                b.store(out, (&m0 + i) * n + &n0 + j, epilogue(Expr::Var(a)));
+            }
+        }
+    };
+    let blocks = if m >= M_BLOCK { m / M_BLOCK } else { 0 };
+    if blocks > 0 {
+        b.for_range("mb", 0usize, blocks, |b, mb| block(b, mb * M_BLOCK, M_BLOCK));
+    }
+    if blocks * M_BLOCK < m {
+        b.for_range("m", blocks * M_BLOCK, m, |b, mi| block(b, mi, 1));
+    }
+    b.finish()
+}
+
+/// `Embedding` from a block-quantized table: `out[s, :] = dequant(table)[ids[s], :]`.
+/// Params: `table, ids, out`.
+pub fn embedding_quant(s: usize, h: usize, q: QuantFormat) -> Kernel {
+    let mut b = KernelBuilder::new(format!("embedding_{}_s{s}_h{h}", q.name()), s);
+    let table = b.param("table", Elem::Block(q), Access::Read);
+    let ids = b.param("ids", Elem::I32, Access::Read);
+    let out = b.param("out", Elem::F32, Access::Write);
+    let src = Expr::Var(b.let_i64("src", ids.at(b.row()) * row_bytes(q, h)));
+    let dst = Expr::Var(b.let_i64("dst", b.row() * h));
+    for_row_values(&mut b, q, table, &[src], h, &mut |b, col, values| {
+        b.store(out, &dst + col, values[0].clone());
+    });
+    b.finish()
+}

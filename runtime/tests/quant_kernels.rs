@@ -1,0 +1,103 @@
+//! The JIT-compiled dequantizing kernels against `gemma4c_ir::quant` (gguf-py's
+//! dequantization, checked bit for bit in ir/tests/quant_gguf_py.rs), for every
+//! block format: the embedding gather must reproduce each value exactly (so the
+//! kernels' unpacking and rounding are gguf-py's), and the matmul (decode and
+//! prefill blocking, soft-cap epilogue) must equal an f64 dot product of the
+//! dequantized weights within f32 summation error.
+
+use gemma4c_backends::cpu::llvm::print_module;
+use gemma4c_backends::kernel::ops;
+use gemma4c_ir::QuantFormat;
+use gemma4c_runtime::jit::JitModule;
+use rand::{Rng, SeedableRng};
+
+/// Random blocks whose f16 scales are finite and modest (random bytes would
+/// include NaN and infinity scales, which no quantizer writes).
+fn random_blocks(q: QuantFormat, blocks: usize, rng: &mut impl Rng) -> Vec<u8> {
+    let bb = q.block_bytes();
+    let mut bytes: Vec<u8> = (0..blocks * bb).map(|_| rng.random()).collect();
+    let scale_at: &[usize] = match q {
+        QuantFormat::Q4_1 | QuantFormat::Q5_1 | QuantFormat::Q4K | QuantFormat::Q5K => &[0, 2],
+        QuantFormat::Q6K => &[208],
+        _ => &[0],
+    };
+    for block in bytes.chunks_exact_mut(bb) {
+        for &at in scale_at {
+            let s = half::f16::from_f32(rng.random_range(-0.05f32..0.05));
+            block[at..at + 2].copy_from_slice(&s.to_le_bytes());
+        }
+    }
+    bytes
+}
+
+fn call(jit: &JitModule, name: &str, args: [*mut u8; 3], rows: usize) {
+    let f = jit.kernel(name, 3).unwrap();
+    type K = extern "C" fn(*mut u8, *mut u8, *mut u8, i64, i64);
+    // SAFETY: `kernel` checked the signature (three buffers, begin, end) and
+    // the buffers are sized for `rows` grid rows by the callers.
+    let f: K = unsafe { std::mem::transmute::<usize, K>(f) };
+    f(args[0], args[1], args[2], 0, rows as i64);
+}
+
+#[test]
+fn embedding_kernels_dequantize_bit_exactly() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for q in QuantFormat::ALL {
+        let (v, h) = (5, 2 * q.block_elems());
+        let table = random_blocks(q, v * h / q.block_elems(), &mut rng);
+        let mut want = vec![0f32; v * h];
+        q.dequantize(&table, &mut want).unwrap();
+        let ids: Vec<i32> = vec![3, 0, 4, 3];
+        let k = ops::embedding_quant(ids.len(), h, q);
+        let jit = JitModule::compile(&print_module("test", [&k]), None, 1).unwrap();
+        let mut out = vec![0f32; ids.len() * h];
+        call(
+            &jit,
+            &k.name,
+            [table.as_ptr() as *mut u8, ids.as_ptr() as *mut u8, out.as_mut_ptr().cast()],
+            ids.len(),
+        );
+        for (s, &id) in ids.iter().enumerate() {
+            let row = &want[id as usize * h..(id as usize + 1) * h];
+            let got = &out[s * h..(s + 1) * h];
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(got), bits(row), "{q}: row {id}");
+        }
+    }
+}
+
+#[test]
+fn matmul_kernels_match_dequantized_dot_products() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    for q in QuantFormat::ALL {
+        let (n, k) = (8, 2 * q.block_elems());
+        let w = random_blocks(q, n * k / q.block_elems(), &mut rng);
+        let mut wf = vec![0f32; n * k];
+        q.dequantize(&w, &mut wf).unwrap();
+        // Decode (one row, one output feature per grid row), and prefill with
+        // 4-row blocks plus a remainder and a soft-cap epilogue.
+        for (m, r_block, cap) in [(1, 1, None), (1, 4, None), (6, 4, Some(3.0f32))] {
+            let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let kern = ops::matmul_quant(m, n, k, q, cap, r_block, "");
+            let jit = JitModule::compile(&print_module("test", [&kern]), None, 1).unwrap();
+            let mut out = vec![0f32; m * n];
+            call(
+                &jit,
+                &kern.name,
+                [x.as_ptr() as *mut u8, w.as_ptr() as *mut u8, out.as_mut_ptr().cast()],
+                n / r_block,
+            );
+            for i in 0..m {
+                for j in 0..n {
+                    let dot: f64 = (0..k).map(|c| x[i * k + c] as f64 * wf[j * k + c] as f64).sum();
+                    let want = cap.map_or(dot, |c| c as f64 * (dot / c as f64).tanh());
+                    let scale: f64 = (0..k).map(|c| (x[i * k + c] * wf[j * k + c]).abs() as f64).sum();
+                    // f32 accumulation of k products, and the kernels' tanh (a few ulp).
+                    let tol = 1e-6 * scale.max(1.0) + 1e-6;
+                    let got = out[i * n + j] as f64;
+                    assert!((got - want).abs() <= tol, "{q} m{m} r{r_block}: [{i},{j}] {got} vs {want}");
+                }
+            }
+        }
+    }
+}
