@@ -425,9 +425,19 @@ impl<'k, 'd> FnPrinter<'k, 'd> {
                         (r, t)
                     }
                     UnOp::ToF32 => {
-                        let r = self.fresh();
-                        self.line(&format!("{r} = sitofp i64 {a} to float"));
+                        // Through i32 (kernels convert small integers): 64-bit
+                        // int → float has no vector instruction before AVX-512DQ,
+                        // so an i64 conversion keeps dequantizing loops scalar.
+                        let (n, r) = (self.fresh(), self.fresh());
+                        self.line(&format!("{n} = trunc i64 {a} to i32"));
+                        self.line(&format!("{r} = sitofp i32 {n} to float"));
                         (r, Scalar::F32)
+                    }
+                    UnOp::Sext8 => {
+                        let (b, r) = (self.fresh(), self.fresh());
+                        self.line(&format!("{b} = trunc i64 {a} to i8"));
+                        self.line(&format!("{r} = sext i8 {b} to i64"));
+                        (r, Scalar::I64)
                     }
                     UnOp::F16Bits => {
                         let (b, h, r) = (self.fresh(), self.fresh(), self.fresh());

@@ -205,7 +205,7 @@ impl<'k> FnPrinter<'k> {
                     UnOp::Neg => (format!("(-{a})"), t),
                     UnOp::Not => (format!("(!{a})"), t),
                     UnOp::ToF32 => (self.d.int_to_f32(&a), Scalar::F32),
-                    UnOp::F16Bits => unreachable!("{BLOCK_CPU_ONLY}"),
+                    UnOp::F16Bits | UnOp::Sext8 => unreachable!("{BLOCK_CPU_ONLY}"),
                     UnOp::Exp | UnOp::Tanh | UnOp::Cos | UnOp::Sin | UnOp::Sqrt => {
                         (format!("{}({a})", self.d.math(*op)), t)
                     }

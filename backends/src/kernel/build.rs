@@ -275,6 +275,11 @@ pub fn bit_and(a: impl Into<Expr>, b: impl Into<Expr>) -> Expr {
     bin(BinOp::BitAnd, a, b)
 }
 
+/// The low byte of `a` as a signed 8-bit integer.
+pub fn sext8(a: impl Into<Expr>) -> Expr {
+    un(UnOp::Sext8, a)
+}
+
 /// The f16 whose bits are the low 16 of `a`, as f32.
 pub fn f16_bits(a: impl Into<Expr>) -> Expr {
     un(UnOp::F16Bits, a)

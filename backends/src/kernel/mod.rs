@@ -165,6 +165,8 @@ pub enum UnOp {
     /// The low 16 bits of an i64 read as an IEEE half → f32 (exact): the f16
     /// scales of quantized blocks.
     F16Bits,
+    /// i64 → i64: the low byte as a signed 8-bit integer (Q8_0 and Q6_K).
+    Sext8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -111,6 +111,7 @@ pub fn ty(k: &Kernel, e: &Expr) -> Result<Scalar, String> {
             let (want, out) = match op {
                 UnOp::Neg => (t, t),
                 UnOp::ToF32 | UnOp::F16Bits => (Scalar::I64, Scalar::F32),
+                UnOp::Sext8 => (Scalar::I64, Scalar::I64),
                 UnOp::Not => (Scalar::Bool, Scalar::Bool),
                 _ => (Scalar::F32, Scalar::F32),
             };

@@ -13,7 +13,7 @@
 
 use gemma4c_ir::QuantFormat;
 
-use crate::kernel::build::{bit_and, exact, f16_bits, shr, to_f32, Buf, KernelBuilder};
+use crate::kernel::build::{bit_and, exact, f16_bits, sext8, shr, to_f32, Buf, KernelBuilder};
 use crate::kernel::Expr;
 
 /// Values per sub-block (one scale; consecutive bytes under one shift).
@@ -52,7 +52,7 @@ fn f16_at(w: Buf, at: Expr) -> Expr {
 
 /// A byte read as a signed 8-bit integer.
 fn signed(v: Expr) -> Expr {
-    &v - bit_and(v.clone(), 128usize) * 2usize
+    sext8(v)
 }
 
 /// The packed (scale, min) pair `j` of a Q4_K/Q5_K super-block whose 12 scale
@@ -141,16 +141,26 @@ impl SubBlock {
     }
 }
 
+/// What a kernel does with the values of one or more quantized rows: per
+/// sub-block, `begin` (e.g. zero partial sums), `value` for each column with
+/// each row's dequantized value, then `end` (fold the partial sums). Partial
+/// sums per sub-block keep the vectorized inner loop's horizontal add off the
+/// dependency chain between sub-blocks.
+pub(crate) trait RowVisitor {
+    fn begin(&mut self, _b: &mut KernelBuilder) {}
+    fn value(&mut self, b: &mut KernelBuilder, col: &Expr, values: &[Expr]);
+    fn end(&mut self, _b: &mut KernelBuilder) {}
+}
+
 /// Loops over the `cols` values of the rows of `w` whose blocks start at the
-/// bytes `rows` (all read together, for blocked matmuls): `body(b, col, values)`
-/// gets column `col` and each row's dequantized value at it.
+/// bytes `rows` (all read together, for blocked matmuls).
 pub(crate) fn for_row_values(
     b: &mut KernelBuilder,
     q: QuantFormat,
     w: Buf,
     rows: &[Expr],
     cols: usize,
-    body: &mut dyn FnMut(&mut KernelBuilder, &Expr, &[Expr]),
+    visit: &mut dyn RowVisitor,
 ) {
     let (be, bb, se) = (q.block_elems(), q.block_bytes(), sub_elems(q));
     b.for_range("blk", 0usize, cols / be, |b, blk| {
@@ -160,11 +170,13 @@ pub(crate) fn for_row_values(
                 .enumerate()
                 .map(|(j, r)| sub_block(b, q, w, r + &blk * bb, sub, &format!("{j}_{sub}")))
                 .collect();
+            visit.begin(b);
             b.for_range("l", 0usize, se, |b, l| {
                 let col = Expr::Var(b.let_i64("col", &blk * be + sub * se + &l));
                 let values: Vec<Expr> = subs.iter().map(|s| s.value(&l)).collect();
-                body(b, &col, &values);
+                visit.value(b, &col, &values);
             });
+            visit.end(b);
         }
     });
 }

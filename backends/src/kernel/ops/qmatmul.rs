@@ -6,9 +6,54 @@
 
 use gemma4c_ir::{math, QuantFormat};
 
-use super::dequant::{for_row_values, row_bytes};
-use crate::kernel::build::KernelBuilder;
-use crate::kernel::{name_f32, Access, Elem, Expr, Kernel};
+use super::dequant::{for_row_values, row_bytes, RowVisitor};
+use crate::kernel::build::{Buf, KernelBuilder};
+use crate::kernel::{name_f32, Access, Elem, Expr, Kernel, Var};
+
+/// Dot products of `mb` input rows with the weight rows, summed per
+/// sub-block into `parts` and then into `accs[i][j]`.
+struct Dot<'a> {
+    x: Buf,
+    k: usize,
+    m0: Expr,
+    accs: &'a [Vec<Var>],
+    parts: Vec<Vec<Var>>,
+}
+
+impl RowVisitor for Dot<'_> {
+    fn begin(&mut self, b: &mut KernelBuilder) {
+        self.parts = self
+            .accs
+            .iter()
+            .enumerate()
+            .map(|(i, row)| (0..row.len()).map(|j| b.let_f32(&format!("part{i}_{j}"), 0.0f32)).collect())
+            .collect();
+    }
+
+    fn value(&mut self, b: &mut KernelBuilder, col: &Expr, values: &[Expr]) {
+        let xs: Vec<_> = (0..self.accs.len())
+            .map(|i| b.let_f32(&format!("x{i}"), self.x.at((&self.m0 + i) * self.k + col)))
+            .collect();
+        let ws: Vec<_> = values
+            .iter()
+            .enumerate()
+            .map(|(j, v)| b.let_f32(&format!("w{j}"), v))
+            .collect();
+        for (i, row) in self.parts.iter().enumerate() {
+            for (j, &p) in row.iter().enumerate() {
+                b.sum(p, Expr::Var(xs[i]) * ws[j]);
+            }
+        }
+    }
+
+    fn end(&mut self, b: &mut KernelBuilder) {
+        for (acc_row, part_row) in self.accs.iter().zip(&self.parts) {
+            for (&a, &p) in acc_row.iter().zip(part_row) {
+                b.sum(a, Expr::Var(p));
+            }
+        }
+    }
+}
 
 /// `out[m, n] = sum_k x[m, k] * dequant(w)[n, k]`, optionally soft-capped.
 /// Params: `x, w, out`.
@@ -42,21 +87,8 @@ pub fn matmul_quant(m: usize, n: usize, k: usize, q: QuantFormat, cap: Option<f3
                     .collect()
             })
             .collect();
-        for_row_values(b, q, w, &rows, k, &mut |b, col, values| {
-            let xs: Vec<_> = (0..mb)
-                .map(|i| b.let_f32(&format!("x{i}"), x.at((&m0 + i) * k + col)))
-                .collect();
-            let ws: Vec<_> = values
-                .iter()
-                .enumerate()
-                .map(|(j, v)| b.let_f32(&format!("w{j}"), v))
-                .collect();
-            for (i, row) in accs.iter().enumerate() {
-                for (j, &a) in row.iter().enumerate() {
-                    b.sum(a, Expr::Var(xs[i]) * ws[j]);
-                }
-            }
-        });
+        let mut dot = Dot { x, k, m0: m0.clone(), accs: &accs, parts: Vec::new() };
+        for_row_values(b, q, w, &rows, k, &mut dot);
         for (i, row) in accs.iter().enumerate() {
             for (j, &a) in row.iter().enumerate() {
                 b.store(out, (&m0 + i) * n + &n0 + j, epilogue(Expr::Var(a)));
@@ -82,8 +114,15 @@ pub fn embedding_quant(s: usize, h: usize, q: QuantFormat) -> Kernel {
     let out = b.param("out", Elem::F32, Access::Write);
     let src = Expr::Var(b.let_i64("src", ids.at(b.row()) * row_bytes(q, h)));
     let dst = Expr::Var(b.let_i64("dst", b.row() * h));
-    for_row_values(&mut b, q, table, &[src], h, &mut |b, col, values| {
-        b.store(out, &dst + col, values[0].clone());
-    });
+    struct Gather {
+        out: Buf,
+        dst: Expr,
+    }
+    impl RowVisitor for Gather {
+        fn value(&mut self, b: &mut KernelBuilder, col: &Expr, values: &[Expr]) {
+            b.store(self.out, &self.dst + col, values[0].clone());
+        }
+    }
+    for_row_values(&mut b, q, table, &[src], h, &mut Gather { out, dst });
     b.finish()
 }
