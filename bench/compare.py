@@ -5,7 +5,11 @@ Usage (with the Python of tools/requirements-ref.txt, e.g. ~/.cache/gemma4c/venv
 bench/run.sh sets that up):
 
     python bench/compare.py [--layers 6] [--threads 2] [--tokens 32] [--prompt-tokens 64]
-                            [--rounds 3] [--model-dir DIR] [--no-llama]
+                            [--rounds 3] [--model-dir DIR] [--no-llama] [--gguf FILE] [--exe GEMMA4C]
+
+With --gguf FILE (e.g. the real Gemma 3 270M Q4_K_M, tools/fetch_gemma3_270m.sh) both programs
+read that same file (gemma4c dequantizes its block formats inside its kernels) and steps 1 and 3's
+conversion are skipped. --exe uses that gemma4c binary instead of building a release one.
 
 1. Builds the model with bench/make_e2b_like.py (bf16, cached in --model-dir).
 2. Builds gemma4c (cargo build --release) and runs `gemma4c bench --json`: prefill/decode tok/s,
@@ -115,16 +119,26 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--model-dir", default=None)
     ap.add_argument("--no-llama", action="store_true")
+    ap.add_argument("--gguf", default=None, help="bench this GGUF file with both programs")
+    ap.add_argument("--exe", default=None, help="gemma4c binary to use (default: cargo build --release)")
     args = ap.parse_args()
-    model_dir = args.model_dir or os.path.join(CACHE, f"bench-e2b-{args.layers}l")
-    build_model(model_dir, args.layers)
-    exe = gemma4c_binary()
+    if args.gguf:
+        model_dir = os.path.abspath(args.gguf)
+        what = f"{os.path.basename(model_dir)} (the same file for both)"
+    else:
+        model_dir = args.model_dir or os.path.join(CACHE, f"bench-e2b-{args.layers}l")
+        build_model(model_dir, args.layers)
+        what = f"{model_dir} (bf16, {args.layers} layers, E2B widths)"
+    exe = args.exe or gemma4c_binary()
 
     llama = None
     if not args.no_llama:
         py = llama_python()
-        src = llama_source(py) if py else None
-        gguf = convert(model_dir, src) if src else None
+        if args.gguf:
+            gguf = model_dir if py else None
+        else:
+            src = llama_source(py) if py else None
+            gguf = convert(model_dir, src) if src else None
         if py and gguf:
             llama = (py, gguf)
 
@@ -139,20 +153,23 @@ def main() -> int:
             out = run([llama[0], os.path.join(ROOT, "bench", "llama_bench.py"), llama[1], str(args.threads),
                        str(args.prompt_tokens), str(args.tokens)])
             theirs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            log(f"round {r + 1}: llama.cpp decode {theirs[-1]['decode_tok_s']:.2f} tok/s")
+            log(f"round {r + 1}: llama.cpp decode {theirs[-1]['decode_tok_s']:.2f} tok/s, "
+                f"prefill {theirs[-1]['prefill_tok_s']:.1f} tok/s")
 
     best = max(ours, key=lambda o: o["decode_tok_s"])
-    print(f"model: {model_dir} (bf16, {args.layers} layers, E2B widths), {args.threads} threads, "
-          f"best of {args.rounds} rounds")
+    print(f"model: {what}, {args.threads} threads, best of {args.rounds} alternating rounds")
     print(f"gemma4c:   prefill {max(o['prefill_tok_s'] for o in ours):8.1f} tok/s   "
           f"decode {best['decode_tok_s']:6.2f} tok/s   {best['weight_bytes_per_token'] / 1e6:.0f} MB/token   "
           f"{best['effective_gb_s']:.1f} GB/s = {100 * best['bandwidth_fraction']:.0f}% of the "
           f"{best['measured_bandwidth_gb_s']:.1f} GB/s measured in that run")
     if theirs:
         tb = max(theirs, key=lambda o: o["decode_tok_s"])
+        fmt = "same GGUF" if args.gguf else "bf16 GGUF"
         print(f"llama.cpp: prefill {max(o['prefill_tok_s'] for o in theirs):8.1f} tok/s   "
-              f"decode {tb['decode_tok_s']:6.2f} tok/s   (llama-cpp-python {LLAMA_VERSION}, bf16 GGUF)")
+              f"decode {tb['decode_tok_s']:6.2f} tok/s   (llama-cpp-python {LLAMA_VERSION}, {fmt})")
         print(f"decode ratio gemma4c / llama.cpp: {best['decode_tok_s'] / tb['decode_tok_s']:.2f}")
+        prefill_ratio = max(o["prefill_tok_s"] for o in ours) / max(o["prefill_tok_s"] for o in theirs)
+        print(f"prefill ratio gemma4c / llama.cpp: {prefill_ratio:.2f}")
     else:
         print("llama.cpp: not measured")
     return 0

@@ -9,6 +9,11 @@ bytes (every bit pattern of the packed integers and 6-bit scales occurs) with th
 replaced by random finite values; q8_0 and q4_0/q5_0 additionally get blocks from gguf-py's own
 `quantize` of random data. Deterministic for a fixed seed. Needs the `gguf` package
 (tools/requirements-ref.txt).
+
+For the formats `--quant` writes (q8_0, q4_0) also OUT_DIR/<name>.input.f32 (random values with
+a zero block, a block with a repeated extreme and values on rounding ties) and
+OUT_DIR/<name>.quantized (gguf-py's `quantize` of them), from a separate seed so the files above
+do not change.
 """
 import sys
 from pathlib import Path
@@ -51,6 +56,24 @@ def main():
         (out / f"{name}.blocks").write_bytes(raw.tobytes())
         (out / f"{name}.f32").write_bytes(values.tobytes())
         print(f"{name}: {raw.shape[0]} blocks, {values.size} values")
+    quantizer_fixtures(out)
+
+
+def quantizer_fixtures(out: Path):
+    rng = np.random.default_rng(12)
+    for name, qtype in [("q8_0", T.Q8_0), ("q4_0", T.Q4_0)]:
+        block_elems, _ = quants.GGML_QUANT_SIZES[qtype]
+        data = rng.normal(0.0, 0.05, size=(16, block_elems)).astype(np.float32)
+        data[1] = 0.0
+        data[2, :4] = [-1.0, 1.0, -1.0, 0.25]  # first extreme wins the Q4_0 tie
+        # Values on x/d = n + 0.5 ties (d = 127/254 = 0.5 when max|x| = 63.5).
+        data[3] = (np.arange(block_elems) - block_elems // 2 + 0.5).astype(np.float32)
+        data[3, 0] = 63.5
+        data[4] = rng.normal(0.0, 1.0, size=block_elems).astype(np.float32) * 1e-30  # tiny scales
+        q = quants.quantize(data, qtype)
+        (out / f"{name}.input.f32").write_bytes(data.astype("<f4").tobytes())
+        (out / f"{name}.quantized").write_bytes(np.ascontiguousarray(q).tobytes())
+        print(f"{name}: quantized {data.size} values")
 
 
 if __name__ == "__main__":

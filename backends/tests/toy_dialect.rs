@@ -29,6 +29,8 @@ impl Dialect for HostC {
             Elem::BF16 => "uint16_t",
             Elem::F16 => "_Float16",
             Elem::I32 => "int",
+            // Never printed: C-style printers do not see block-quantized weights.
+            Elem::Block(_) => "uint8_t",
         }
     }
     fn widen(&self, e: Elem, stored: &str) -> String {

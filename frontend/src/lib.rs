@@ -10,6 +10,7 @@ mod gemma3_config;
 pub mod gemma4;
 pub mod gguf;
 pub mod model;
+pub mod quantize;
 pub mod store;
 pub mod summary;
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use gemma4c_ir::DType;
+use gemma4c_ir::{DType, QuantFormat};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::FrontendError;
@@ -32,6 +32,9 @@ enum Location {
     /// `1 + w` of the stored tensor in f32 (Gemma 3 norms from Hugging
     /// Face), converted on first use.
     PlusOne(OnceLock<Vec<f32>>),
+    /// The safetensors tensor quantized to a block format (`--quant`) on
+    /// first use.
+    Quantized(QuantFormat, OnceLock<Vec<u8>>),
 }
 
 struct Entry {
@@ -117,6 +120,15 @@ impl WeightStore {
         }
     }
 
+    /// Serves `key` in block format `q` from now on (quantized on first use).
+    /// The caller checks that it is a matrix of whole blocks.
+    pub(crate) fn quantize(&mut self, key: &str, q: QuantFormat) {
+        if let Some(e) = self.tensors.get_mut(key) {
+            e.info.dtype = DType::Block(q);
+            e.loc = Location::Quantized(q, OnceLock::new());
+        }
+    }
+
     /// The GGUF file, when this store reads one.
     pub fn gguf(&self) -> Option<&GgufFile> {
         match &self.source {
@@ -198,6 +210,22 @@ impl WeightStore {
                     }
                 };
                 Ok(f32_bytes(values))
+            }
+            (Location::Quantized(q, cell), Source::Safetensors(c)) => {
+                if let Some(b) = cell.get() {
+                    return Ok(b);
+                }
+                let path = || c.file_of(key).unwrap_or(c.dir()).to_path_buf();
+                let bytes = q
+                    .quantize(&c.load_f32(key)?)
+                    .map_err(|m| FrontendError::TensorMismatch {
+                        path: path(),
+                        key: key.to_string(),
+                        found: m,
+                        expected: format!("a matrix of whole {q} blocks"),
+                    })?;
+                let _ = cell.set(bytes);
+                Ok(cell.get().expect("set above"))
             }
             _ => unreachable!("a location always belongs to its store's source"),
         }

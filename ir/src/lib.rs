@@ -18,6 +18,7 @@ pub mod op;
 pub mod parse;
 pub mod print;
 pub mod quant;
+pub mod quantize;
 pub mod tensor;
 pub mod verify;
 

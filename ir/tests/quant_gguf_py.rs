@@ -40,3 +40,21 @@ fn every_format_matches_gguf_py_bit_for_bit() {
         assert!(distinct.len() > 32, "{q}: only {} distinct values", distinct.len());
     }
 }
+
+/// `--quant`'s quantizers against gguf-py's `quantize` on the same f32 values
+/// (random rows, a zero block, ties for the largest magnitude, values on
+/// rounding ties, scales that underflow f16): byte for byte.
+#[test]
+fn quantizers_match_gguf_py_byte_for_byte() {
+    for q in gemma4c_ir::quantize::QUANTIZERS {
+        let input: Vec<f32> = fixture(&format!("{}.input.f32", q.name()))
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let expected = fixture(&format!("{}.quantized", q.name()));
+        let got = q.quantize(&input).unwrap();
+        assert_eq!(got.len(), expected.len(), "{q}");
+        let bad: Vec<usize> = (0..got.len()).filter(|&i| got[i] != expected[i]).take(8).collect();
+        assert!(bad.is_empty(), "{q}: bytes differ at {bad:?}");
+    }
+}

@@ -43,6 +43,10 @@ pub struct Args {
     /// floats; embeddings, the per-layer-input path, norms and the MoE router stay bf16).
     #[arg(long, value_parser = ["bf16", "bfp8"])]
     weights: Option<String>,
+    /// Quantize the checkpoint's matmul weights at load: q8_0 or q4_0 (embeddings,
+    /// per-layer inputs and norms stay as stored; cpu target only).
+    #[arg(long, value_name = "FORMAT", value_parser = super::parse_quant, requires = "model")]
+    quant: Option<gemma4c_ir::QuantFormat>,
 }
 
 /// Builds the decode and prefill graphs and runs the middle of the compiler.
@@ -114,7 +118,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let model = match &args.model {
-        Some(dir) => Some(Model::open(dir)?),
+        Some(dir) => Some(super::open_model(dir, args.quant)?),
         None => None,
     };
     let cfg = match (&model, &args.config) {

@@ -43,3 +43,35 @@ impl ModelOrConfig {
         Ok(Gemma4Config::from_file(&path)?)
     }
 }
+
+/// `--quant FORMAT` (see `gemma4c_frontend::quantize`).
+pub fn parse_quant(s: &str) -> std::result::Result<gemma4c_ir::QuantFormat, String> {
+    gemma4c_frontend::quantize::parse_quant(s)
+}
+
+/// Opens a model and applies `--quant`, saying on stderr what was quantized.
+pub fn open_model(path: &std::path::Path, quant: Option<gemma4c_ir::QuantFormat>) -> Result<gemma4c_frontend::Model> {
+    let mut model = gemma4c_frontend::Model::open(path)?;
+    if let Some(q) = quant {
+        let report = model.quantize(q)?;
+        eprintln!(
+            "gemma4c: --quant {q}: {} matmul weights quantized at load; kept as stored: {}",
+            report.quantized.len(),
+            kept_summary(&report)
+        );
+    }
+    Ok(model)
+}
+
+/// `embedding table (tied LM head) x1, per-layer input (PLE) x3`, or `none`.
+fn kept_summary(report: &gemma4c_frontend::quantize::QuantReport) -> String {
+    let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (_, why) in &report.kept {
+        *reasons.entry(why.as_str()).or_default() += 1;
+    }
+    if reasons.is_empty() {
+        return "none (besides embeddings and norms)".into();
+    }
+    let parts: Vec<String> = reasons.iter().map(|(w, n)| format!("{w} x{n}")).collect();
+    format!("{} (and norms)", parts.join(", "))
+}

@@ -2,7 +2,6 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use gemma4c_frontend::Model;
 use gemma4c_runtime::artifact::{Artifact, MAX_KERNELS_BYTES};
 use gemma4c_runtime::chat_template::{Message, RenderOptions};
 use gemma4c_runtime::npy::write_npy_f32;
@@ -35,6 +34,10 @@ pub struct Args {
     /// With --plan: the checkpoint to bind (default: the one the plan was compiled from).
     #[arg(long, required_unless_present = "plan")]
     model: Option<PathBuf>,
+    /// Quantize the checkpoint's matmul weights at load: q8_0 or q4_0 (embeddings,
+    /// per-layer inputs and norms stay as stored). With --plan, the plan's formats apply.
+    #[arg(long, value_name = "FORMAT", value_parser = super::parse_quant)]
+    quant: Option<gemma4c_ir::QuantFormat>,
     /// A compiled artifact directory (from `gemma4c compile`).
     #[arg(long)]
     plan: Option<PathBuf>,
@@ -97,7 +100,13 @@ pub fn run(args: Args) -> Result<()> {
     if (args.template.system.is_some() || args.template.think) && !args.chat {
         bail!("--system and --think need --chat");
     }
-    let model = Model::open(&model_dir)?;
+    // A plan compiled with --quant names its formats: quantize the same way.
+    let quant = args.quant.or_else(|| {
+        let p = plan.as_ref()?;
+        let gguf = model_dir.is_file() && gemma4c_frontend::gguf::GgufFile::sniff(&model_dir);
+        p.weights.iter().find_map(|w| w.dtype.block()).filter(|_| !gguf)
+    });
+    let model = super::open_model(&model_dir, quant)?;
     let cfg = &model.config;
     let prompt_text = match (&args.prompt, &args.prompt_file) {
         (Some(text), _) => Some(text.clone()),

@@ -1,0 +1,96 @@
+//! `--quant FORMAT`: a Hugging Face checkpoint's matmul weights quantized at
+//! load (gguf-py-compatible quantizers, `gemma4c_ir::quantize`), then read by
+//! the kernels as if they came from a GGUF file.
+//!
+//! Which weights: those the model multiplies activations by (`MatMul`'s right
+//! operand in the decode graph, plus an untied LM head), except the token
+//! embedding (also the tied LM head) and everything of the per-layer inputs
+//! (PLE table, its projection and gate): users of other Gemma 4 ports found
+//! that quantizing PLE badly hurts quality. Norm weights are vectors and stay
+//! as stored too. A matrix whose rows are not whole blocks stays as stored.
+
+use std::collections::BTreeSet;
+
+use gemma4c_ir::{Op, QuantFormat};
+
+use crate::error::FrontendError;
+use crate::gemma4::BuildOptions;
+use crate::model::Model;
+
+/// What `quantize` did, for `inspect` and logs.
+#[derive(Debug, Default)]
+pub struct QuantReport {
+    pub format: Option<QuantFormat>,
+    /// Quantized keys.
+    pub quantized: Vec<String>,
+    /// Matmul weights kept as stored, with why.
+    pub kept: Vec<(String, String)>,
+}
+
+/// The `--quant` spellings: `q8_0`, `q4_0`.
+pub fn parse_quant(s: &str) -> Result<QuantFormat, String> {
+    gemma4c_ir::quantize::QUANTIZERS
+        .into_iter()
+        .find(|q| q.name().eq_ignore_ascii_case(s))
+        .ok_or_else(|| {
+            let names = gemma4c_ir::quantize::QUANTIZERS.map(|q| q.name()).join(", ");
+            let why = if s.eq_ignore_ascii_case("q4_k") {
+                " (gguf-py has no Q4_K quantizer to be compatible with; use q4_0, or a Q4_K GGUF from llama.cpp)"
+            } else {
+                ""
+            };
+            format!("--quant `{s}` is not supported{why}; expected one of {names}")
+        })
+}
+
+impl Model {
+    /// Quantizes this checkpoint's matmul weights to `q` (see the module docs).
+    /// Only Hugging Face checkpoints: a GGUF file is already in its formats.
+    pub fn quantize(&mut self, q: QuantFormat) -> Result<QuantReport, FrontendError> {
+        if self.checkpoint.gguf().is_some() {
+            return Err(FrontendError::Gguf {
+                path: self.dir.clone(),
+                message: "--quant applies to Hugging Face checkpoints; a GGUF file is used in its own formats".into(),
+            });
+        }
+        let graph = self.graph(&BuildOptions::new(&self.config, 1, 2, 1))?;
+        let mut matmul = BTreeSet::new();
+        let mut tables = BTreeSet::new();
+        for (id, node) in graph.nodes() {
+            let operands = graph.operands(id);
+            let key_of = |i: usize| match operands.get(i).map(|v| &graph.node(v.node).op) {
+                Some(Op::Weight { key }) => Some(key.clone()),
+                _ => None,
+            };
+            match node.op {
+                Op::MatMul => matmul.extend(key_of(1)),
+                Op::Embedding => tables.extend(key_of(0)),
+                _ => {}
+            }
+        }
+        let mut report = QuantReport {
+            format: Some(q),
+            ..QuantReport::default()
+        };
+        for key in matmul {
+            let info = self.checkpoint.require(&key)?.clone();
+            let why = if tables.contains(&key) {
+                Some("embedding table (tied LM head)".to_string())
+            } else if key.contains("per_layer") {
+                Some("per-layer input (PLE)".to_string())
+            } else if info.shape.len() != 2 || !info.shape[1].is_multiple_of(q.block_elems()) {
+                Some(format!("rows of {} are not whole {q} blocks", info.shape.last().unwrap_or(&0)))
+            } else {
+                None
+            };
+            match why {
+                Some(why) => report.kept.push((key, why)),
+                None => {
+                    self.checkpoint.quantize(&key, q);
+                    report.quantized.push(key);
+                }
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,84 @@
+//! `--quant`: tiny fixtures quantized at load, run by the JIT (dequantizing
+//! inside its kernels) against the reference executor on the same quantized
+//! weights (dequantized by `gemma4c_ir::quant`, bit-exact with gguf-py; the
+//! kernels' dequantization is bit-exact with it too: runtime/tests/quant_kernels.rs).
+//! The quantizers themselves match gguf-py byte for byte (ir/tests/quant_gguf_py.rs).
+
+mod common;
+
+use std::path::Path;
+
+use common::{fixture, gemma4c, max_abs_diff, run_ids, Reference};
+use gemma4c_runtime::npy::read_npy_f32;
+
+fn ids_and_logits(source: &[&str], prompt: &[u32], extra: &[&str], npy: &Path) -> (String, Vec<f32>, String) {
+    let mut args = extra.to_vec();
+    let path = npy.to_str().unwrap();
+    args.extend_from_slice(&["--logits-out", path, "--quiet"]);
+    let out = run_ids(source, prompt, 12, &args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (_, logits) = read_npy_f32(npy).expect("logits npy");
+    (out.stdout.trim().to_string(), logits, out.stderr)
+}
+
+#[test]
+fn quantized_jit_matches_the_reference_on_the_same_quantized_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["tiny_ple", "tiny_gemma3"] {
+        let dir = fixture(name);
+        let d = dir.to_str().unwrap();
+        let prompt = Reference::load(&dir).prompt();
+        let (plain_ids, plain, _) = ids_and_logits(&["--model", d], &prompt, &[], &tmp.path().join("plain.npy"));
+        for q in ["q8_0", "q4_0"] {
+            let npy = |e: &str| tmp.path().join(format!("{name}_{q}_{e}.npy"));
+            let (jit_ids, jit, stderr) = ids_and_logits(&["--model", d], &prompt, &["--quant", q], &npy("jit"));
+            assert!(stderr.contains("matmul weights quantized at load"), "{stderr}");
+            let (ref_ids, reference, _) = ids_and_logits(
+                &["--model", d],
+                &prompt,
+                &["--quant", q, "--executor", "reference"],
+                &npy("ref"),
+            );
+            assert_eq!(jit_ids, ref_ids, "{name} {q}: greedy ids");
+            assert_eq!(jit_ids.split(' ').count(), 12);
+            // Both f32 on identical weights; only summation order differs
+            // (the tolerance of the unquantized JIT-vs-reference test).
+            let worst = max_abs_diff(&jit, &reference);
+            assert!(worst <= 2.5e-3, "{name} {q}: JIT vs reference max |Δlogit| = {worst}");
+            // The weights really changed: the logits moved (and less for q8_0).
+            let moved = max_abs_diff(&jit[..plain.len().min(jit.len())], &plain[..plain.len().min(jit.len())]);
+            assert!(moved > 1e-4, "{name} {q}: quantization changed nothing ({moved})");
+            eprintln!("{name} {q}: ids {jit_ids} (unquantized {plain_ids}); |Δ| vs reference {worst:.2e}, vs unquantized {moved:.2e}");
+        }
+    }
+}
+
+/// A plan compiled with --quant carries its formats; `run --plan` quantizes
+/// the checkpoint the same way and gives the same ids as `run --model --quant`.
+#[test]
+fn compiled_quantized_plans_run_and_other_targets_refuse_them() {
+    let dir = fixture("tiny_gemma3");
+    let d = dir.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("plan");
+    let o = out.to_str().unwrap();
+    let c = gemma4c(&["compile", "--model", d, "--target", "cpu", "--out", o, "--quant", "q8_0"]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    let plan = std::fs::read_to_string(out.join("plan.json")).unwrap();
+    assert!(plan.contains("\"q8_0\""), "the plan names the format");
+    let prompt = Reference::load(&dir).prompt();
+    let a = run_ids(&["--plan", o], &prompt, 12, &["--quiet"]);
+    let b = run_ids(&["--model", d], &prompt, 12, &["--quiet", "--quant", "q8_0"]);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    assert_eq!(a.stdout, b.stdout);
+
+    let gpu = gemma4c(&[
+        "compile", "--model", d, "--target", "cuda-sm90", "--out", o, "--quant", "q8_0",
+    ]);
+    assert_ne!(gpu.code, 0);
+    assert!(gpu.stderr.contains("run only on --target cpu"), "{}", gpu.stderr);
+
+    let k = gemma4c(&["run", "--model", d, "--prompt-ids", "2", "--quant", "q4_k"]);
+    assert_ne!(k.code, 0);
+    assert!(k.stderr.contains("gguf-py has no Q4_K quantizer"), "{}", k.stderr);
+}
