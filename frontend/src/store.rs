@@ -3,9 +3,11 @@
 //!
 //! Tensors are borrowed from the memory map as stored: safetensors f32/bf16/f16
 //! and GGUF f32/f16/bf16 and block formats (dtype `Block`, dequantized inside
-//! the kernels that read them; `load_f32` dequantizes as gguf-py does). Only
-//! Gemma 3's Hugging Face norm weights are converted, once, on first use: they
-//! become `1 + w` in f32.
+//! the kernels that read them; `load_f32` dequantizes as gguf-py does).
+//! Converted once, on first use: Gemma 3's Hugging Face norm weights (to
+//! `1 + w` in f32), `--quant` weights (to their block format) and GGUF
+//! block-quantized MoE router and expert tensors (to f32: the MoE kernels do
+//! not dequantize).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,6 +37,9 @@ enum Location {
     /// The safetensors tensor quantized to a block format (`--quant`) on
     /// first use.
     Quantized(QuantFormat, OnceLock<Vec<u8>>),
+    /// A GGUF block-quantized tensor the kernels cannot read in its format
+    /// (the MoE router and experts): dequantized to f32 on first use.
+    Dequantized(usize, OnceLock<Vec<f32>>),
 }
 
 struct Entry {
@@ -85,7 +90,12 @@ impl WeightStore {
                 GgmlType::F32 => (DType::F32, Location::GgufMapped(i)),
                 GgmlType::F16 => (DType::F16, Location::GgufMapped(i)),
                 GgmlType::BF16 => (DType::BF16, Location::GgufMapped(i)),
-                GgmlType::Quant(q) => (DType::Block(q), Location::GgufMapped(i)),
+                // Matrices are read in their block format by the matmul and
+                // embedding kernels; the MoE kernels do not dequantize (yet).
+                GgmlType::Quant(q) if t.shape().len() == 2 && !key.contains("router") => {
+                    (DType::Block(q), Location::GgufMapped(i))
+                }
+                GgmlType::Quant(_) => (DType::F32, Location::Dequantized(i, OnceLock::new())),
                 other => {
                     return Err(FrontendError::Gguf {
                         path: file.path.clone(),
@@ -210,6 +220,12 @@ impl WeightStore {
                     }
                 };
                 Ok(f32_bytes(values))
+            }
+            (Location::Dequantized(i, cell), Source::Gguf(g)) => {
+                if cell.get().is_none() {
+                    let _ = cell.set(g.dequantize(&g.header.tensors[*i])?);
+                }
+                Ok(f32_bytes(cell.get().expect("set above")))
             }
             (Location::Quantized(q, cell), Source::Safetensors(c)) => {
                 if let Some(b) = cell.get() {

@@ -24,7 +24,9 @@ pub fn matmul(m: usize, n: usize, k: usize, w: Elem, cap: Option<f32>) -> Kernel
     // thread's reads one sequential stream (the fastest pattern for the
     // prefetchers); past that, blocks of 4 rows cut the re-reads of `x`.
     // Prefill always blocks (it is compute-bound).
-    let r_block = if m == 1 && k * 4 <= 32 * 1024 {
+    let r_block = if (m == 1 && k * 4 <= 32 * 1024) || (m > 1 && matches!(w, Elem::Block(_))) {
+        // Quantized prefill: one weight row, dequantized once per 8 input
+        // rows (`qmatmul.rs`), is cheaper than 4 rows per 4 input rows.
         1
     } else {
         [4, 2, 1].into_iter().find(|&r| n.is_multiple_of(r)).unwrap_or(1)

@@ -1,8 +1,8 @@
 //! `MatMul` against a block-quantized weight (GGUF Q8_0, Q4_K, ...): the
 //! weight rows are read as stored and dequantized in the inner loop
 //! (`dequant.rs`), activations stay f32 and products accumulate in f32, as in
-//! the bf16 kernel of `linear.rs`, whose grid and blocking this follows: a
-//! grid row computes `r_block` output features, prefill blocks 4 input rows.
+//! the bf16 kernel of `linear.rs`, whose grid this follows: a grid row computes
+//! `r_block` output features; prefill blocks 8 input rows.
 
 use gemma4c_ir::{math, QuantFormat};
 
@@ -78,7 +78,10 @@ pub fn matmul_quant(m: usize, n: usize, k: usize, q: QuantFormat, cap: Option<f3
         Some(c) => math::softcap(v, c),
         None => v,
     };
-    const M_BLOCK: usize = 4;
+    // Each weight value is dequantized once per block of input rows: 8 rows
+    // amortize the unpacking (prefill), and with one weight row per grid row
+    // the 8 partial sums still fit in vector registers.
+    const M_BLOCK: usize = 8;
     let block = |b: &mut KernelBuilder, m0: Expr, mb: usize| {
         let accs: Vec<Vec<_>> = (0..mb)
             .map(|i| {
