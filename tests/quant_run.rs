@@ -62,7 +62,9 @@ fn compiled_quantized_plans_run_and_other_targets_refuse_them() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("plan");
     let o = out.to_str().unwrap();
-    let c = gemma4c(&["compile", "--model", d, "--target", "cpu", "--out", o, "--quant", "q8_0"]);
+    let c = gemma4c(&[
+        "compile", "--model", d, "--target", "cpu", "--out", o, "--quant", "q8_0",
+    ]);
     assert_eq!(c.code, 0, "{}", c.stderr);
     let plan = std::fs::read_to_string(out.join("plan.json")).unwrap();
     assert!(plan.contains("\"q8_0\""), "the plan names the format");
@@ -73,7 +75,15 @@ fn compiled_quantized_plans_run_and_other_targets_refuse_them() {
     assert_eq!(a.stdout, b.stdout);
 
     let gpu = gemma4c(&[
-        "compile", "--model", d, "--target", "cuda-sm90", "--out", o, "--quant", "q8_0",
+        "compile",
+        "--model",
+        d,
+        "--target",
+        "cuda-sm90",
+        "--out",
+        o,
+        "--quant",
+        "q8_0",
     ]);
     assert_ne!(gpu.code, 0);
     assert!(gpu.stderr.contains("run only on --target cpu"), "{}", gpu.stderr);
@@ -81,4 +91,38 @@ fn compiled_quantized_plans_run_and_other_targets_refuse_them() {
     let k = gemma4c(&["run", "--model", d, "--prompt-ids", "2", "--quant", "q4_k"]);
     assert_ne!(k.code, 0);
     assert!(k.stderr.contains("gguf-py has no Q4_K quantizer"), "{}", k.stderr);
+}
+
+/// The plan checker recomputes a block-quantized weight's size as
+/// `rows * (cols / block) * block_bytes` (whole blocks only) and keeps block
+/// formats to the cpu target, before anything is bound.
+#[test]
+fn quantized_plan_edits_are_refused_by_the_checker() {
+    let dir = fixture("tiny_gemma3");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("plan");
+    let o = out.to_str().unwrap();
+    let c = gemma4c(&["compile", "--model", dir.to_str().unwrap(), "--target", "cpu", "--out", o, "--quant", "q8_0"]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    let base: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
+    let q = base["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|w| w["dtype"] == "q8_0")
+        .expect("a q8_0 weight");
+    let check = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = base.clone();
+        edit(&mut v);
+        let plan: gemma4c_passes::plan::Plan = serde_json::from_value(v).expect("still a plan");
+        plan.check().expect_err("edited plan accepted")
+    };
+    let unedited: gemma4c_passes::plan::Plan = serde_json::from_value(base.clone()).unwrap();
+    unedited.check().expect("the compiled plan passes");
+    let e = check(&|v| v["weights"][q]["shape"][1] = serde_json::json!(100));
+    assert!(e.contains("not whole"), "{e}");
+    let e = check(&|v| v["weights"][q]["dtype"] = serde_json::json!("q4_K"));
+    assert!(e.contains("q4_K"), "{e}");
+    let e = check(&|v| v["target"] = serde_json::json!("cuda-sm90"));
+    assert!(e.contains("run only on the cpu target"), "{e}");
 }

@@ -79,7 +79,10 @@ impl Model {
             } else if key.contains("per_layer") {
                 Some("per-layer input (PLE)".to_string())
             } else if info.shape.len() != 2 || !info.shape[1].is_multiple_of(q.block_elems()) {
-                Some(format!("rows of {} are not whole {q} blocks", info.shape.last().unwrap_or(&0)))
+                Some(format!(
+                    "rows of {} are not whole {q} blocks",
+                    info.shape.last().unwrap_or(&0)
+                ))
             } else {
                 None
             };

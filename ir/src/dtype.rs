@@ -42,7 +42,9 @@ impl DType {
                 if !cols.is_multiple_of(q.block_elems()) {
                     return None;
                 }
-                let rows = shape[..shape.len() - 1].iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+                let rows = shape[..shape.len() - 1]
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))?;
                 rows.checked_mul(cols / q.block_elems())?.checked_mul(q.block_bytes())
             }
             _ => crate::limits::tensor_bytes(shape, self.size_bytes()),

@@ -52,7 +52,10 @@ pub fn check(plan: &Plan) -> Result<(), String> {
                 ));
             }
             if w.shape.len() != 2 {
-                return Err(format!("{what}: a {q} weight must be a matrix, got shape {:?}", w.shape));
+                return Err(format!(
+                    "{what}: a {q} weight must be a matrix, got shape {:?}",
+                    w.shape
+                ));
             }
         }
         // Block formats: rows * (cols / block) * block bytes, whole blocks only.

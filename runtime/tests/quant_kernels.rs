@@ -54,7 +54,11 @@ fn embedding_kernels_dequantize_bit_exactly() {
         call(
             &jit,
             &k.name,
-            [table.as_ptr() as *mut u8, ids.as_ptr() as *mut u8, out.as_mut_ptr().cast()],
+            [
+                table.as_ptr() as *mut u8,
+                ids.as_ptr() as *mut u8,
+                out.as_mut_ptr().cast(),
+            ],
             ids.len(),
         );
         for (s, &id) in ids.iter().enumerate() {
@@ -95,7 +99,10 @@ fn matmul_kernels_match_dequantized_dot_products() {
                     // f32 accumulation of k products, and the kernels' tanh (a few ulp).
                     let tol = 1e-6 * scale.max(1.0) + 1e-6;
                     let got = out[i * n + j] as f64;
-                    assert!((got - want).abs() <= tol, "{q} m{m} r{r_block}: [{i},{j}] {got} vs {want}");
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{q} m{m} r{r_block}: [{i},{j}] {got} vs {want}"
+                    );
                 }
             }
         }

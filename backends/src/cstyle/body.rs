@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::{f32_lit, table_name, zero, Dialect, MAX_I64, MIN_I64};
-use crate::kernel::{BinOp, BLOCK_CPU_ONLY, CmpOp, Expr, Kernel, ReduceOp, Scalar, Stmt, UnOp, Var, ROW};
+use crate::kernel::{BinOp, CmpOp, Expr, Kernel, ReduceOp, Scalar, Stmt, UnOp, Var, BLOCK_CPU_ONLY, ROW};
 
 pub(super) struct FnPrinter<'k> {
     pub(super) d: &'k dyn Dialect,

@@ -66,7 +66,9 @@ pub trait Dialect {
             UnOp::Cos => "cosf",
             UnOp::Sin => "sinf",
             UnOp::Sqrt => "sqrtf",
-            UnOp::Neg | UnOp::ToF32 | UnOp::Not | UnOp::F16Bits | UnOp::Sext8 => unreachable!("{op:?} is an operator, not a function"),
+            UnOp::Neg | UnOp::ToF32 | UnOp::Not | UnOp::F16Bits | UnOp::Sext8 => {
+                unreachable!("{op:?} is an operator, not a function")
+            }
         }
     }
 

@@ -32,7 +32,8 @@ use gemma4c_ir::{DType, QuantFormat};
 /// Why GPU printers never meet `Elem::Block` or `UnOp::F16Bits`: block-quantized
 /// weights are dequantized in the CPU kernels only, and `compile` and the plan
 /// checker refuse them for every other target.
-pub const BLOCK_CPU_ONLY: &str = "block-quantized weights run only on the cpu target (compile and the plan checker refuse them elsewhere)";
+pub const BLOCK_CPU_ONLY: &str =
+    "block-quantized weights run only on the cpu target (compile and the plan checker refuse them elsewhere)";
 
 /// Element type of a buffer as stored in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -91,7 +91,9 @@ impl Dialect for Metal {
             UnOp::Cos => "precise::cos",
             UnOp::Sin => "precise::sin",
             UnOp::Sqrt => "precise::sqrt",
-            UnOp::Neg | UnOp::ToF32 | UnOp::Not | UnOp::F16Bits | UnOp::Sext8 => unreachable!("{op:?} is an operator, not a function"),
+            UnOp::Neg | UnOp::ToF32 | UnOp::Not | UnOp::F16Bits | UnOp::Sext8 => {
+                unreachable!("{op:?} is an operator, not a function")
+            }
         }
     }
 

@@ -86,7 +86,9 @@ impl Dialect for Wgsl {
             UnOp::Cos => "cos",
             UnOp::Sin => "sin",
             UnOp::Sqrt => "sqrt",
-            UnOp::Neg | UnOp::ToF32 | UnOp::Not | UnOp::F16Bits | UnOp::Sext8 => unreachable!("{op:?} is an operator, not a function"),
+            UnOp::Neg | UnOp::ToF32 | UnOp::Not | UnOp::F16Bits | UnOp::Sext8 => {
+                unreachable!("{op:?} is an operator, not a function")
+            }
         }
     }
 

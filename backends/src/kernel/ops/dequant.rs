@@ -63,10 +63,7 @@ fn scale_min_k4(w: Buf, s: &Expr, j: usize) -> (Expr, Expr) {
         (bit_and(at(j), 63usize), bit_and(at(j + 4), 63usize))
     } else {
         let hi = |i: usize| shr(at(i), 6usize) * 16usize;
-        (
-            bit_and(at(j + 4), 15usize) + hi(j - 4),
-            shr(at(j + 4), 4usize) + hi(j),
-        )
+        (bit_and(at(j + 4), 15usize) + hi(j - 4), shr(at(j + 4), 4usize) + hi(j))
     }
 }
 
@@ -99,7 +96,15 @@ pub(crate) fn sub_block(b: &mut KernelBuilder, q: QuantFormat, w: Buf, base: Exp
         }
         _ => None,
     };
-    SubBlock { q, w, base, sub, d, m, qh }
+    SubBlock {
+        q,
+        w,
+        base,
+        sub,
+        d,
+        m,
+        qh,
+    }
 }
 
 impl SubBlock {
@@ -121,7 +126,11 @@ impl SubBlock {
                 }
             }
             QuantFormat::Q4K | QuantFormat::Q5K => {
-                let (qs, qh) = if self.q == QuantFormat::Q4K { (16, None) } else { (48, Some(16usize)) };
+                let (qs, qh) = if self.q == QuantFormat::Q4K {
+                    (16, None)
+                } else {
+                    (48, Some(16usize))
+                };
                 let mut q = nibble(qs + 32 * (sub / 2), 4 * (sub % 2));
                 if let Some(qh) = qh {
                     q = q + bit_and(shr(byte(w, base + qh + l), sub), 1usize) * 16usize;
@@ -134,7 +143,10 @@ impl SubBlock {
                 // two bits byte 128 + 32 half + r % 32 shifted by 2 (r / 32).
                 let (half, s8) = (sub / 8, sub % 8);
                 let low = nibble(64 * half + 16 * (sub % 4), 4 * (s8 / 4));
-                let high = bit_and(shr(byte(w, base + (128 + 32 * half + 16 * (sub % 2)) + l), 2 * (s8 / 2)), 3usize);
+                let high = bit_and(
+                    shr(byte(w, base + (128 + 32 * half + 16 * (sub % 2)) + l), 2 * (s8 / 2)),
+                    3usize,
+                );
                 exact(d * to_f32(low + high * 16usize - 32usize))
             }
         }

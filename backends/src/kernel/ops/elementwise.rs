@@ -160,7 +160,10 @@ pub(crate) fn launches(cx: &mut StepCx, op: &Op) -> Result<(), String> {
             let (table, ids) = (cx.input(0)?, cx.input(1)?);
             let (s, h) = (cx.numel(ids), cx.shape(table)[1]);
             let k = ops::embedding(s, h, cx.elem(table));
-            let row_bytes = cx.dtype(table).bytes_for(&[h]).ok_or("embedding rows are not whole blocks")?;
+            let row_bytes = cx
+                .dtype(table)
+                .bytes_for(&[h])
+                .ok_or("embedding rows are not whole blocks")?;
             cx.launch(k, cx.io_args(), Some(s * row_bytes))
         }
         other => Err(format!("{other} is not a elementwise op")),

@@ -26,7 +26,11 @@ impl RowVisitor for Dot<'_> {
             .accs
             .iter()
             .enumerate()
-            .map(|(i, row)| (0..row.len()).map(|j| b.let_f32(&format!("part{i}_{j}"), 0.0f32)).collect())
+            .map(|(i, row)| {
+                (0..row.len())
+                    .map(|j| b.let_f32(&format!("part{i}_{j}"), 0.0f32))
+                    .collect()
+            })
             .collect();
     }
 
@@ -57,7 +61,15 @@ impl RowVisitor for Dot<'_> {
 
 /// `out[m, n] = sum_k x[m, k] * dequant(w)[n, k]`, optionally soft-capped.
 /// Params: `x, w, out`.
-pub fn matmul_quant(m: usize, n: usize, k: usize, q: QuantFormat, cap: Option<f32>, r_block: usize, tag: &str) -> Kernel {
+pub fn matmul_quant(
+    m: usize,
+    n: usize,
+    k: usize,
+    q: QuantFormat,
+    cap: Option<f32>,
+    r_block: usize,
+    tag: &str,
+) -> Kernel {
     assert!(
         r_block > 0 && n.is_multiple_of(r_block) && k.is_multiple_of(q.block_elems()),
         "{n} x {k} does not split into blocks of {r_block} rows and {q} blocks"
@@ -90,7 +102,13 @@ pub fn matmul_quant(m: usize, n: usize, k: usize, q: QuantFormat, cap: Option<f3
                     .collect()
             })
             .collect();
-        let mut dot = Dot { x, k, m0: m0.clone(), accs: &accs, parts: Vec::new() };
+        let mut dot = Dot {
+            x,
+            k,
+            m0: m0.clone(),
+            accs: &accs,
+            parts: Vec::new(),
+        };
         for_row_values(b, q, w, &rows, k, &mut dot);
         for (i, row) in accs.iter().enumerate() {
             for (j, &a) in row.iter().enumerate() {
