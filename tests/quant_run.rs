@@ -102,9 +102,20 @@ fn quantized_plan_edits_are_refused_by_the_checker() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("plan");
     let o = out.to_str().unwrap();
-    let c = gemma4c(&["compile", "--model", dir.to_str().unwrap(), "--target", "cpu", "--out", o, "--quant", "q8_0"]);
+    let c = gemma4c(&[
+        "compile",
+        "--model",
+        dir.to_str().unwrap(),
+        "--target",
+        "cpu",
+        "--out",
+        o,
+        "--quant",
+        "q8_0",
+    ]);
     assert_eq!(c.code, 0, "{}", c.stderr);
-    let base: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
+    let base: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
     let q = base["weights"]
         .as_array()
         .unwrap()
