@@ -143,6 +143,7 @@ def main() -> int:
             llama = (py, gguf)
 
     ours, theirs = [], []
+    llama_env = dict(os.environ)
     for r in range(args.rounds):
         out = run([exe, "bench", "--model", model_dir, "--threads", str(args.threads), "--tokens", str(args.tokens),
                    "--prompt-tokens", str(args.prompt_tokens), "--json"])
@@ -150,15 +151,19 @@ def main() -> int:
         log(f"round {r + 1}: gemma4c decode {ours[-1]['decode_tok_s']:.2f} tok/s "
             f"({100 * ours[-1]['bandwidth_fraction']:.0f}% of {ours[-1]['measured_bandwidth_gb_s']:.1f} GB/s)")
         if llama:
+            cmd = [llama[0], os.path.join(ROOT, "bench", "llama_bench.py"), llama[1], str(args.threads),
+                   str(args.prompt_tokens), str(args.tokens)]
             try:
-                out = run([llama[0], os.path.join(ROOT, "bench", "llama_bench.py"), llama[1], str(args.threads),
-                           str(args.prompt_tokens), str(args.tokens)])
+                out = run(cmd, env=llama_env)
             except subprocess.CalledProcessError as e:
-                # A broken llama-cpp-python build (e.g. a crash in its CPU backend) must
-                # not hide gemma4c's figures.
-                log(f"llama.cpp failed ({e}); continuing without it")
-                llama = None
-                continue
+                if "GEMMA4C_LLAMA_NO_EXTRA_BUFTS" in llama_env:
+                    # A broken llama-cpp-python build must not hide gemma4c's figures.
+                    log(f"llama.cpp failed ({e}); continuing without it")
+                    llama = None
+                    continue
+                log(f"llama.cpp failed ({e}); retrying without its extra (repacked/AMX) buffer types")
+                llama_env = dict(os.environ, GEMMA4C_LLAMA_NO_EXTRA_BUFTS="1")
+                out = run(cmd, env=llama_env)
             theirs.append(json.loads(out.stdout.strip().splitlines()[-1]))
             log(f"round {r + 1}: llama.cpp decode {theirs[-1]['decode_tok_s']:.2f} tok/s, "
                 f"prefill {theirs[-1]['prefill_tok_s']:.1f} tok/s")
@@ -172,6 +177,8 @@ def main() -> int:
     if theirs:
         tb = max(theirs, key=lambda o: o["decode_tok_s"])
         fmt = "same GGUF" if args.gguf else "bf16 GGUF"
+        if "GEMMA4C_LLAMA_NO_EXTRA_BUFTS" in llama_env:
+            fmt += ", without its extra (repacked/AMX) buffer types: its default crashed here"
         print(f"llama.cpp: prefill {max(o['prefill_tok_s'] for o in theirs):8.1f} tok/s   "
               f"decode {tb['decode_tok_s']:6.2f} tok/s   (llama-cpp-python {LLAMA_VERSION}, {fmt})")
         print(f"decode ratio gemma4c / llama.cpp: {best['decode_tok_s'] / tb['decode_tok_s']:.2f}")

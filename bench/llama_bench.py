@@ -8,10 +8,27 @@ warm-up pass; decode feeds one token per call (greedy choice does not change the
 """
 
 import json
+import os
 import sys
 import time
 
-from llama_cpp import Llama
+import llama_cpp
+
+if os.environ.get("GEMMA4C_LLAMA_NO_EXTRA_BUFTS") == "1":
+    # llama.cpp's extra buffer types (weights repacked for AMX / AVX-512 kernels) crash
+    # some builds on some CPUs (a SIGSEGV in the first eval here, on a CPU reporting AMX);
+    # without them llama.cpp uses its plain CPU kernels.
+    _default_params = llama_cpp.llama_model_default_params
+
+    def _no_extra_bufts():
+        p = _default_params()
+        p.use_extra_bufts = False
+        return p
+
+    llama_cpp.llama_model_default_params = _no_extra_bufts
+    llama_cpp.llama.llama_cpp.llama_model_default_params = _no_extra_bufts
+
+from llama_cpp import Llama  # noqa: E402
 
 
 def main() -> None:
