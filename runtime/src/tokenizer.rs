@@ -14,12 +14,10 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum TokenizerError {
     /// The tokenizer file could not be read (missing, unreadable, ...).
-    #[error("cannot read tokenizer file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The reason is text, not a `#[source]`: error chains printed with `{:#}`
+    // would otherwise say it twice.
+    #[error("cannot read tokenizer file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
     /// The file was read but is not a valid Hugging Face `tokenizer.json`.
     #[error("cannot parse {path} as a Hugging Face tokenizer.json: {reason}")]
     Parse { path: PathBuf, reason: String },
@@ -58,7 +56,7 @@ impl Tokenizer {
         let json = gemma4c_ir::limits::read_text(path, gemma4c_ir::limits::MAX_JSON_BYTES).map_err(|e| {
             TokenizerError::Read {
                 path: path.to_path_buf(),
-                source: std::io::Error::other(e),
+                reason: e,
             }
         })?;
         let inner = tokenizers::Tokenizer::from_str(&json).map_err(|e| TokenizerError::Parse {

@@ -38,8 +38,10 @@ pub const MAX_THREADS: usize = 1024;
 /// Checks a thread count from a flag or GEMMA4C_THREADS.
 pub fn check_threads(what: &str, n: usize) -> Result<usize, RuntimeError> {
     if n == 0 || n > MAX_THREADS {
+        // `--threads 0`, but `GEMMA4C_THREADS=0`.
+        let sep = if what.ends_with('=') { "" } else { " " };
         return Err(request(format!(
-            "{what} {n}: expected a thread count in 1..={MAX_THREADS} (this machine has {} cores)",
+            "{what}{sep}{n}: expected a thread count in 1..={MAX_THREADS} (this machine has {} cores)",
             std::thread::available_parallelism().map_or(1, |n| n.get())
         )));
     }
