@@ -19,25 +19,23 @@ use gemma4c_backends::tt::target::Grid;
 use gemma4c_backends::tt::{weights, TtTarget};
 use gemma4c_ir::eval::eval;
 use gemma4c_ir::{Op, RopeSpec, Tensor};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng as _, SeedableRng};
 use serde_json::{json, Value};
 
-/// Deterministic normal samples (xorshift64* + Box-Muller).
-pub struct Rng(u64);
+/// Deterministic test inputs from a seeded `rand` generator (normal samples
+/// by Box-Muller over its uniform draws; no distribution crate is needed for that).
+pub struct Rng(StdRng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        Rng(StdRng::seed_from_u64(seed))
     }
 
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
+    /// Uniform in (0, 1], so `ln` below is finite.
     pub fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        1.0 - self.0.random::<f64>()
     }
 
     pub fn normal(&mut self, n: usize, std: f32) -> Vec<f32> {
@@ -51,9 +49,7 @@ impl Rng {
 
     pub fn permutation(&mut self, n: usize) -> Vec<usize> {
         let mut p: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            p.swap(i, (self.next_u64() % (i as u64 + 1)) as usize);
-        }
+        p.shuffle(&mut self.0);
         p
     }
 

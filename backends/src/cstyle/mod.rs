@@ -1,5 +1,6 @@
-//! Kernel IR → C-family source text (CUDA C today; Metal Shading Language and WGSL-like
-//! dialects tomorrow), with everything a dialect decides behind [`Dialect`].
+//! Kernel IR → C-family source text (CUDA C, Metal Shading Language and WGSL dialects; the
+//! GPU schedule's form is printed by `gpu.rs`), with everything a dialect decides behind
+//! [`Dialect`] (and [`GpuDialect`]).
 //!
 //! The printer owns the structure every C-like language shares: one function per kernel whose
 //! body runs one row of the launch grid (`row`), locals declared up front, `for` loops over

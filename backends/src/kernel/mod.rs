@@ -1,13 +1,15 @@
-//! The kernel IR: loop-level code shared by the LLVM printer (`cpu/`) and the
-//! C-style printer (`cstyle/`, whose dialects are CUDA today).
+//! The kernel IR: loop-level code shared by the LLVM printer (`cpu/`) and, through
+//! the GPU schedule (`gpu/`), the C-style printer (`cstyle/`) and its CUDA
+//! (`cuda/`), Metal (`metal/`) and WGSL (`wgsl/`) dialects.
 //!
 //! A kernel is a body that runs once per *row* of a 1-D launch grid
 //! `row in 0..rows`. Rows are independent — any split of the grid across
 //! threads, blocks or cores computes the same result — so the CPU runtime hands
-//! row ranges `[begin, end)` to a thread pool and a GPU printer maps rows to
-//! threads or blocks. Inside a row the body is sequential structured code:
-//! `for` loops, `if`, mutable scalar locals, loads and stores through the
-//! kernel's buffer parameters, and *reductions* (`Stmt::Reduce`), the one place
+//! row ranges `[begin, end)` to a thread pool and the GPU schedule maps rows to
+//! workgroups (CUDA blocks, Metal threadgroups). Inside a row the body is
+//! sequential structured code: `for` loops, `if`, mutable scalar locals, loads
+//! and stores through the kernel's buffer parameters, and *reductions*
+//! (`Stmt::Reduce`), the one place
 //! where a target may reassociate floating-point arithmetic (vector lanes,
 //! partial sums, warp shuffles).
 //!
