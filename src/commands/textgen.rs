@@ -285,10 +285,10 @@ pub fn model_executor<'m>(
     chunk: usize,
     jit: &JitOptions,
 ) -> Result<Box<dyn Executor + 'm>> {
-    // A GGUF file's block-quantized weights are dequantized while the
-    // executor binds them, which can take longer than the compile.
+    // Binding a GGUF file's weights (the reference executor dequantizes them
+    // all; the JIT those its kernels read as f32) can take longer than the compile.
     let what = match (kind, model.checkpoint.gguf().is_some()) {
-        (ExecutorKind::Jit, true) => Some("dequantizing GGUF weights and compiling CPU kernels (LLVM JIT)"),
+        (ExecutorKind::Jit, true) => Some("compiling CPU kernels (LLVM JIT) and loading GGUF weights"),
         (ExecutorKind::Jit, false) => Some("compiling CPU kernels (LLVM JIT)"),
         (ExecutorKind::Reference, true) => Some("dequantizing GGUF weights"),
         (ExecutorKind::Reference, false) => None,
