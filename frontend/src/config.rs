@@ -259,6 +259,25 @@ impl Gemma4Config {
     }
 }
 
+/// The layer whose K/V cache layer `index` attends over: itself below `first_shared`, else
+/// (a KV-sharing consumer) the last earlier non-shared layer of the same type, as transformers
+/// picks it. `None` when no earlier layer has that type.
+pub(crate) fn kv_source(index: usize, first_shared: usize, types: &[LayerType]) -> Option<usize> {
+    if index < first_shared {
+        return Some(index);
+    }
+    (0..first_shared).rev().find(|&j| types[j] == types[index])
+}
+
+/// The first KV-sharing consumer whose (head_dim, KV heads) differ from its source's: a
+/// consumer attends over its source's cache, so their geometry must agree.
+pub(crate) fn kv_geometry_mismatch(layers: &[LayerConfig]) -> Option<(&LayerConfig, &LayerConfig)> {
+    layers
+        .iter()
+        .map(|l| (l, &layers[l.kv_source]))
+        .find(|(l, src)| (l.head_dim, l.num_kv_heads) != (src.head_dim, src.num_kv_heads))
+}
+
 fn resolve(f: &Fields, multimodal_placeholder_ids: Vec<u32>) -> Result<Gemma4Config, FrontendError> {
     let vocab_size = f.usize_req("vocab_size")?;
     let hidden_size = f.usize_req("hidden_size")?;
@@ -363,22 +382,15 @@ fn resolve(f: &Fields, multimodal_placeholder_ids: Vec<u32>) -> Result<Gemma4Con
                 ),
             ));
         }
-        let kv_source = if index < first_shared {
-            index
-        } else {
-            (0..first_shared)
-                .rev()
-                .find(|&j| layer_types[j] == layer_type)
-                .ok_or_else(|| {
-                    f.err(
-                        "num_kv_shared_layers",
-                        format!(
-                            "layer {index} ({}) shares K/V but no earlier non-shared layer has that type",
-                            layer_type.hf_name()
-                        ),
-                    )
-                })?
-        };
+        let kv_source = kv_source(index, first_shared, &layer_types).ok_or_else(|| {
+            f.err(
+                "num_kv_shared_layers",
+                format!(
+                    "layer {index} ({}) shares K/V but no earlier non-shared layer has that type",
+                    layer_type.hf_name()
+                ),
+            )
+        })?;
         let consumer = kv_source != index;
         layers.push(LayerConfig {
             index,
@@ -390,18 +402,14 @@ fn resolve(f: &Fields, multimodal_placeholder_ids: Vec<u32>) -> Result<Gemma4Con
             mlp_width: intermediate_size * if use_double_wide_mlp && consumer { 2 } else { 1 },
         });
     }
-    // A consumer attends over its source's cache: geometry must agree.
-    for l in &layers {
-        let src = &layers[l.kv_source];
-        if (l.head_dim, l.num_kv_heads) != (src.head_dim, src.num_kv_heads) {
-            return Err(f.err(
-                "per_layer_config",
-                format!(
-                    "layer {} shares K/V with layer {} but their (head_dim, kv heads) differ: ({}, {}) vs ({}, {})",
-                    l.index, src.index, l.head_dim, l.num_kv_heads, src.head_dim, src.num_kv_heads
-                ),
-            ));
-        }
+    if let Some((l, src)) = kv_geometry_mismatch(&layers) {
+        return Err(f.err(
+            "per_layer_config",
+            format!(
+                "layer {} shares K/V with layer {} but their (head_dim, kv heads) differ: ({}, {}) vs ({}, {})",
+                l.index, src.index, l.head_dim, l.num_kv_heads, src.head_dim, src.num_kv_heads
+            ),
+        ));
     }
 
     let ple_hidden = f.usize_or("hidden_size_per_layer_input", 256)?;

@@ -24,7 +24,9 @@
 use gemma4c_ir::DType;
 
 use super::gemma::ArchMeta;
-use crate::config::{Family, Gemma4Config, LayerConfig, LayerType, MoeConfig, PleConfig, RopeParams};
+use crate::config::{
+    kv_geometry_mismatch, kv_source, Family, Gemma4Config, LayerConfig, LayerType, MoeConfig, PleConfig, RopeParams,
+};
 use crate::error::FrontendError;
 use crate::gguf::{GgmlType, GgufFile, MetaValue};
 
@@ -80,22 +82,15 @@ pub(crate) fn config(g: &GgufFile) -> Result<Gemma4Config, FrontendError> {
                 format!("layer {index} has {nkv} KV heads, which must divide head_count {num_attention_heads}"),
             ));
         }
-        let kv_source = if index < first_shared {
-            index
-        } else {
-            (0..first_shared)
-                .rev()
-                .find(|&j| types[j] == layer_type)
-                .ok_or_else(|| {
-                    m.bad(
-                        &m.key("attention.shared_kv_layers"),
-                        format!(
-                            "layer {index} ({}) shares K/V but no earlier non-shared layer has that type",
-                            layer_type.hf_name()
-                        ),
-                    )
-                })?
-        };
+        let kv_source = kv_source(index, first_shared, &types).ok_or_else(|| {
+            m.bad(
+                &m.key("attention.shared_kv_layers"),
+                format!(
+                    "layer {index} ({}) shares K/V but no earlier non-shared layer has that type",
+                    layer_type.hf_name()
+                ),
+            )
+        })?;
         let k_eq_v = kv_source == index && k_eq_v(&m, index, layer_type)?;
         layers.push(LayerConfig {
             index,
@@ -107,17 +102,14 @@ pub(crate) fn config(g: &GgufFile) -> Result<Gemma4Config, FrontendError> {
             mlp_width: ff[index],
         });
     }
-    for l in &layers {
-        let src = &layers[l.kv_source];
-        if (l.head_dim, l.num_kv_heads) != (src.head_dim, src.num_kv_heads) {
-            return Err(m.bad(
-                &m.key("attention.head_count_kv"),
-                format!(
-                    "layer {} shares K/V with layer {} but their KV heads differ ({} vs {})",
-                    l.index, src.index, l.num_kv_heads, src.num_kv_heads
-                ),
-            ));
-        }
+    if let Some((l, src)) = kv_geometry_mismatch(&layers) {
+        return Err(m.bad(
+            &m.key("attention.head_count_kv"),
+            format!(
+                "layer {} shares K/V with layer {} but their KV heads differ ({} vs {})",
+                l.index, src.index, l.num_kv_heads, src.num_kv_heads
+            ),
+        ));
     }
     // The double-wide MLP doubles the width of KV-sharing layers only.
     let intermediate_size = ff[0];
