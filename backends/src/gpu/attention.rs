@@ -10,7 +10,8 @@
 //! the online softmax reorders the same arithmetic, so results agree to rounding.
 
 use crate::kernel::build::{exp, max, min, KernelBuilder};
-use crate::kernel::{name_f32, Access, Elem, Expr, Kernel};
+use crate::kernel::ops::attention::first_visible;
+use crate::kernel::{name_f32, Access, Buf, Elem, Expr, Kernel, Var};
 
 /// `Attention` of `s` query tokens, `heads` heads over `kv_heads` cached heads of `d`
 /// elements, a ring buffer of `cap` positions and an optional sliding window.
@@ -40,39 +41,10 @@ pub fn attention_online(
     let kvh = b.let_i64("kvh", (&r % heads) / group);
     let qpos = b.let_i64("qpos", pos.at(0usize) + &r / heads);
     let last = pos.at(0usize) + (s as i64 - 1);
-    let mut lo = max(0i64, last - (cap as i64 - 1));
-    if let Some(w) = window {
-        lo = max(lo, Expr::Var(qpos) - (w as i64 - 1));
-    }
-    let lo = Expr::Var(b.let_i64("lo", lo));
+    let lo = Expr::Var(b.let_i64("lo", first_visible(last, qpos, cap, window)));
     let hi = Expr::Var(qpos) + 1i64;
     let qb = Expr::Var(b.let_i64("qb", &r * d));
-    b.for_range("i", 0usize, d, |b, i| b.store(out, &qb + &i, 0.0f32));
-    let m = b.let_f32("m", f32::NEG_INFINITY);
-    let l = b.let_f32("l", 0.0f32);
-    let kb = b.local("kb", crate::kernel::Scalar::I64);
-    let dot = b.local("dot", crate::kernel::Scalar::F32);
-    b.for_range("p", &lo, &hi, |b, p| {
-        b.set(kb, (Expr::Var(kvh) * cap + p % cap) * d);
-        b.set(dot, 0.0f32);
-        b.for_range("i", 0usize, d, |b, i| {
-            b.sum(dot, q.at(&qb + &i) * k.at(Expr::Var(kb) + &i))
-        });
-        let sc = b.let_f32("score", Expr::Var(dot) * scale);
-        let m_new = b.let_f32("m_new", max(Expr::Var(m), sc));
-        // exp(-inf - finite) = 0 on the first position: the zero output stays zero.
-        let corr = b.let_f32("corr", exp(Expr::Var(m) - m_new));
-        let e = b.let_f32("e", exp(Expr::Var(sc) - m_new));
-        b.set(l, Expr::Var(l) * corr + e);
-        b.set(m, m_new);
-        b.for_range("i", 0usize, d, |b, i| {
-            b.store(
-                out,
-                &qb + &i,
-                out.at(&qb + &i) * corr + Expr::Var(e) * v.at(Expr::Var(kb) + &i),
-            );
-        });
-    });
+    let (_, l) = online_softmax(&mut b, [q, k, v], kvh, &qb, (out, &qb), (&lo, &hi), cap, d, scale);
     let inv = b.let_f32("inv", Expr::F32(1.0) / l);
     b.for_range("i", 0usize, d, |b, i| b.store(out, &qb + &i, out.at(&qb + &i) * inv));
     b.finish()
@@ -117,42 +89,14 @@ pub fn attention_split(
     let h = b.let_i64("h", &r / splits);
     let kvh = b.let_i64("kvh", Expr::Var(h) / group);
     let qpos = b.let_i64("qpos", pos.at(0usize));
-    let mut lo = max(0i64, Expr::Var(qpos) - (cap as i64 - 1));
-    if let Some(w) = window {
-        lo = max(lo, Expr::Var(qpos) - (w as i64 - 1));
-    }
-    let lo = Expr::Var(b.let_i64("lo", lo));
+    let lo = Expr::Var(b.let_i64("lo", first_visible(Expr::Var(qpos), qpos, cap, window)));
     let hi = Expr::Var(b.let_i64("hi", Expr::Var(qpos) + 1i64));
     let len = Expr::Var(b.let_i64("chunk_len", (&hi - &lo + (splits as i64 - 1)) / splits));
     let first = Expr::Var(b.let_i64("chunk_lo", min(&hi, &lo + (&r % splits) * &len)));
     let last = Expr::Var(b.let_i64("chunk_hi", min(&hi, &first + &len)));
     let qb = Expr::Var(b.let_i64("qb", Expr::Var(h) * d));
     let ob = Expr::Var(b.let_i64("ob", &r * d));
-    b.for_range("i", 0usize, d, |b, i| b.store(po, &ob + &i, 0.0f32));
-    let m = b.let_f32("m", f32::NEG_INFINITY);
-    let l = b.let_f32("l", 0.0f32);
-    let kb = b.local("kb", crate::kernel::Scalar::I64);
-    let dot = b.local("dot", crate::kernel::Scalar::F32);
-    b.for_range("p", &first, &last, |b, p| {
-        b.set(kb, (Expr::Var(kvh) * cap + p % cap) * d);
-        b.set(dot, 0.0f32);
-        b.for_range("i", 0usize, d, |b, i| {
-            b.sum(dot, q.at(&qb + &i) * k.at(Expr::Var(kb) + &i))
-        });
-        let sc = b.let_f32("score", Expr::Var(dot) * scale);
-        let m_new = b.let_f32("m_new", max(Expr::Var(m), sc));
-        let corr = b.let_f32("corr", exp(Expr::Var(m) - m_new));
-        let e = b.let_f32("e", exp(Expr::Var(sc) - m_new));
-        b.set(l, Expr::Var(l) * corr + e);
-        b.set(m, m_new);
-        b.for_range("i", 0usize, d, |b, i| {
-            b.store(
-                po,
-                &ob + &i,
-                po.at(&ob + &i) * corr + Expr::Var(e) * v.at(Expr::Var(kb) + &i),
-            );
-        });
-    });
+    let (m, l) = online_softmax(&mut b, [q, k, v], kvh, &qb, (po, &ob), (&first, &last), cap, d, scale);
     b.store(pml, &r * 2usize, m);
     b.store(pml, &r * 2usize + 1i64, l);
     b.finish()
@@ -188,6 +132,51 @@ pub fn attention_merge(heads: usize, d: usize, splits: usize) -> Kernel {
         b.store(out, &r * d + &i, Expr::Var(acc) * inv);
     });
     b.finish()
+}
+
+/// The online softmax of one query row (`q` at `qb`) over the positions `range` of cached head
+/// `kvh`: zeroes the output row `out` (at its offset), accumulates into it the V rows weighted
+/// by `exp(score - m)`, rescaling when the running maximum `m` grows, and returns `(m, l)`
+/// (`l` the running sum of weights; the output is left unnormalized).
+#[allow(clippy::too_many_arguments)]
+fn online_softmax(
+    b: &mut KernelBuilder,
+    [q, k, v]: [Buf; 3],
+    kvh: Var,
+    qb: &Expr,
+    (out, ob): (Buf, &Expr),
+    (first, end): (&Expr, &Expr),
+    cap: usize,
+    d: usize,
+    scale: f32,
+) -> (Var, Var) {
+    b.for_range("i", 0usize, d, |b, i| b.store(out, ob + &i, 0.0f32));
+    let m = b.let_f32("m", f32::NEG_INFINITY);
+    let l = b.let_f32("l", 0.0f32);
+    let kb = b.local("kb", crate::kernel::Scalar::I64);
+    let dot = b.local("dot", crate::kernel::Scalar::F32);
+    b.for_range("p", first, end, |b, p| {
+        b.set(kb, (Expr::Var(kvh) * cap + p % cap) * d);
+        b.set(dot, 0.0f32);
+        b.for_range("i", 0usize, d, |b, i| {
+            b.sum(dot, q.at(qb + &i) * k.at(Expr::Var(kb) + &i))
+        });
+        let sc = b.let_f32("score", Expr::Var(dot) * scale);
+        let m_new = b.let_f32("m_new", max(Expr::Var(m), sc));
+        // exp(-inf - finite) = 0 on the first position: the zero output stays zero.
+        let corr = b.let_f32("corr", exp(Expr::Var(m) - m_new));
+        let e = b.let_f32("e", exp(Expr::Var(sc) - m_new));
+        b.set(l, Expr::Var(l) * corr + e);
+        b.set(m, m_new);
+        b.for_range("i", 0usize, d, |b, i| {
+            b.store(
+                out,
+                ob + &i,
+                out.at(ob + &i) * corr + Expr::Var(e) * v.at(Expr::Var(kb) + &i),
+            );
+        });
+    });
+    (m, l)
 }
 
 #[cfg(test)]

@@ -6,7 +6,18 @@ use gemma4c_ir::Op;
 use crate::kernel::build::{and, eq, exp, gt, max, not, KernelBuilder};
 use crate::kernel::launches::{LaunchArg, StepCx};
 use crate::kernel::ops;
-use crate::kernel::{name_f32, Access, Elem, Expr, Kernel, Scalar};
+use crate::kernel::{name_f32, Access, Elem, Expr, Kernel, Scalar, Var};
+
+/// The first position query `qpos` sees: none whose ring slot this call overwrote (`last` is the
+/// newest position the call writes, so positions `<= last - C` are gone) and, with a sliding
+/// window, none more than `w - 1` before `qpos`. The one visibility rule of every attention kernel.
+pub fn first_visible(last: Expr, qpos: Var, cap: usize, window: Option<usize>) -> Expr {
+    let mut lo = max(0i64, last - (cap as i64 - 1));
+    if let Some(w) = window {
+        lo = max(lo, Expr::Var(qpos) - (w as i64 - 1));
+    }
+    lo
+}
 
 /// `Attention`: one grid row per (query token `t`, head `h`). Query `t` sits at
 /// position `pos + t` and sees positions `lo..=pos + t`, where `lo` excludes
@@ -39,11 +50,7 @@ pub fn attention(
     let kvh = b.let_i64("kvh", (&r % heads) / group);
     let qpos = b.let_i64("qpos", pos.at(0usize) + &r / heads);
     let last = pos.at(0usize) + (s as i64 - 1);
-    let mut lo = max(0i64, last - (cap as i64 - 1));
-    if let Some(w) = window {
-        lo = max(lo, Expr::Var(qpos) - (w as i64 - 1));
-    }
-    let lo = Expr::Var(b.let_i64("lo", lo));
+    let lo = Expr::Var(b.let_i64("lo", first_visible(last, qpos, cap, window)));
     let hi = Expr::Var(qpos) + 1i64;
     let qb = Expr::Var(b.let_i64("qb", &r * d));
     let dot = b.local("dot", Scalar::F32);
