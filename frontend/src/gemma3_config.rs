@@ -107,19 +107,7 @@ fn resolve(f: &Fields) -> Result<Gemma4Config, FrontendError> {
     }
     let sliding_window = positive("sliding_window", Some(4096))?;
     let layer_types = layer_types(f, num_hidden_layers)?;
-    let layers = layer_types
-        .iter()
-        .enumerate()
-        .map(|(index, &layer_type)| LayerConfig {
-            index,
-            layer_type,
-            head_dim,
-            num_kv_heads,
-            k_eq_v: false,
-            kv_source: index,
-            mlp_width: intermediate_size,
-        })
-        .collect();
+    let layers = uniform_layers(&layer_types, head_dim, num_kv_heads, intermediate_size);
     let query_pre_attn_scalar = f.f64_or("query_pre_attn_scalar", 256.0)?;
     if !is_positive(query_pre_attn_scalar) {
         return Err(f.err("query_pre_attn_scalar", "must be positive"));
@@ -175,6 +163,28 @@ fn resolve(f: &Fields) -> Result<Gemma4Config, FrontendError> {
             None => vec![1],
         },
     })
+}
+
+/// Gemma 3's layers: one head geometry and MLP width for all, no KV sharing, K and V apart.
+pub(crate) fn uniform_layers(
+    types: &[LayerType],
+    head_dim: usize,
+    num_kv_heads: usize,
+    mlp_width: usize,
+) -> Vec<LayerConfig> {
+    types
+        .iter()
+        .enumerate()
+        .map(|(index, &layer_type)| LayerConfig {
+            index,
+            layer_type,
+            head_dim,
+            num_kv_heads,
+            k_eq_v: false,
+            kv_source: index,
+            mlp_width,
+        })
+        .collect()
 }
 
 /// `layer_types`, or every `sliding_window_pattern`-th layer full (default 6).

@@ -14,8 +14,9 @@
 use gemma4c_ir::DType;
 
 use super::gemma::ArchMeta;
-use crate::config::{Family, Gemma4Config, LayerConfig, LayerType, RopeParams};
+use crate::config::{Family, Gemma4Config, LayerType, RopeParams};
 use crate::error::FrontendError;
+use crate::gemma3_config::uniform_layers;
 use crate::gguf::GgufFile;
 
 pub(crate) fn config(g: &GgufFile) -> Result<Gemma4Config, FrontendError> {
@@ -45,19 +46,12 @@ pub(crate) fn config(g: &GgufFile) -> Result<Gemma4Config, FrontendError> {
         ));
     }
     let sliding_window = g.usize_or(&m.key("attention.sliding_window"), 4096)?.max(1);
-    let layers = layer_types(&m, num_hidden_layers)?
-        .into_iter()
-        .enumerate()
-        .map(|(index, layer_type)| LayerConfig {
-            index,
-            layer_type,
-            head_dim,
-            num_kv_heads,
-            k_eq_v: false,
-            kv_source: index,
-            mlp_width: intermediate_size,
-        })
-        .collect();
+    let layers = uniform_layers(
+        &layer_types(&m, num_hidden_layers)?,
+        head_dim,
+        num_kv_heads,
+        intermediate_size,
+    );
     let scaling = g
         .meta(&m.key("rope.scaling.type"))
         .and_then(|v| v.as_str())
@@ -116,7 +110,8 @@ pub(crate) fn config(g: &GgufFile) -> Result<Gemma4Config, FrontendError> {
         moe: None,
         rope_sliding,
         rope_full,
-        // Weights are served as f32 (quantized blocks dequantize at load).
+        // Declared dtype for config-only uses (size bounds, `inspect`, `ir`); each tensor keeps
+        // the type the file stores it in (`WeightStore::from_gguf`).
         dtype: DType::F32,
         bos_token_id: m.token_id("bos_token_id", 2)?,
         pad_token_id: m.token_id("padding_token_id", 0)?,

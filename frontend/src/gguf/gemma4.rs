@@ -155,7 +155,8 @@ pub(crate) fn config(g: &GgufFile) -> Result<Gemma4Config, FrontendError> {
         moe,
         rope_sliding,
         rope_full,
-        // Weights are served as f32 (quantized blocks dequantize at load).
+        // Declared dtype for config-only uses (size bounds, `inspect`, `ir`); each tensor keeps
+        // the type the file stores it in (`WeightStore::from_gguf`).
         dtype: DType::F32,
         bos_token_id: m.token_id("bos_token_id", 2)?,
         pad_token_id: m.token_id("padding_token_id", 0)?,
