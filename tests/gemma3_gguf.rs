@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{gemma4c, repo_root};
+use common::{gemma4c, json_ids, repo_root};
 use gemma4c_frontend::gguf::GgufFile;
 use serde_json::Value;
 
@@ -35,14 +35,6 @@ fn model() -> Option<PathBuf> {
 fn reference() -> Value {
     let path = repo_root().join("tests/fixtures/gemma3_270m/reference.json");
     serde_json::from_str(&std::fs::read_to_string(&path).expect("reference.json")).expect("valid JSON")
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 #[test]
@@ -71,7 +63,7 @@ fn greedy_text_and_first_logits_match_transformers() {
         let got: Vec<u32> = out.stdout.split_whitespace().map(|t| t.parse().unwrap()).collect();
         assert_eq!(
             got,
-            ids(&case["greedy_ids"]),
+            json_ids(&case["greedy_ids"]),
             "{prompt}: greedy ids differ from transformers"
         );
 
@@ -120,9 +112,13 @@ fn tokenizer_from_gguf_metadata_matches_transformers() {
     let tok = gemma4c_runtime::gguf_tokenizer::from_gguf(&g).unwrap();
     for case in reference()["tokenizer"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
-        assert_eq!(tok.encode(text, None).unwrap(), ids(&case["ids"]), "{text:?}");
+        assert_eq!(tok.encode(text, None).unwrap(), json_ids(&case["ids"]), "{text:?}");
         if !text.contains('<') {
-            assert_eq!(tok.decode(&ids(&case["ids"])).unwrap(), text, "decode(encode(text))");
+            assert_eq!(
+                tok.decode(&json_ids(&case["ids"])).unwrap(),
+                text,
+                "decode(encode(text))"
+            );
         }
     }
 }
@@ -201,7 +197,7 @@ fn chat_with_the_gguf_template_gives_the_transformers_tokens() {
     let want: Vec<String> = turns
         .iter()
         .map(|t| {
-            let ids: Vec<String> = ids(&t["generated"]).iter().map(u32::to_string).collect();
+            let ids: Vec<String> = json_ids(&t["generated"]).iter().map(u32::to_string).collect();
             ids.join(" ")
         })
         .collect();
@@ -233,7 +229,7 @@ fn chat_with_the_gguf_template_gives_the_transformers_tokens() {
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let got: Vec<u32> = out.stdout.split_whitespace().map(|t| t.parse().unwrap()).collect();
-    assert_eq!(got, ids(&first["generated"]));
+    assert_eq!(got, json_ids(&first["generated"]));
     assert!(
         out.stderr
             .contains(&format!("/ {:>5} tokens", first["new_ids"].as_array().unwrap().len())),

@@ -15,7 +15,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use common::{gemma4c, repo_root};
+use common::{gemma4c, json_ids, repo_root};
 use gemma4c_frontend::gguf::GgufFile;
 use serde_json::Value;
 
@@ -36,14 +36,6 @@ fn expected_files() -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
-}
-
-fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 #[test]
@@ -98,11 +90,11 @@ fn files_hold_what_the_reference_says() {
         // text with runs of spaces, tabs, newlines, byte fallback and control tokens.
         let tok = gemma4c_runtime::gguf_tokenizer::from_gguf(&g).unwrap();
         let ids = tok.encode(e["prompt"].as_str().unwrap(), Some(2)).unwrap();
-        assert_eq!(ids, u32s(&e["prompt_ids"]), "{}: prompt ids", gguf.display());
+        assert_eq!(ids, json_ids(&e["prompt_ids"]), "{}: prompt ids", gguf.display());
         for case in e["tokenizer_cases"].as_array().unwrap() {
             let text = case[0].as_str().unwrap();
             let ids = tok.encode(text, None).unwrap();
-            assert_eq!(ids, u32s(&case[1]), "{}: ids of {text:?}", gguf.display());
+            assert_eq!(ids, json_ids(&case[1]), "{}: ids of {text:?}", gguf.display());
             if !text.contains("<|turn>") {
                 assert_eq!(tok.decode(&ids).unwrap(), text, "{}: decode", gguf.display());
             }
@@ -123,7 +115,7 @@ fn greedy_ids_and_logits_match_transformers_on_dequantized_weights() {
     for path in expected_files() {
         let e: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let gguf = path.with_file_name(e["file"].as_str().unwrap());
-        let want_ids = u32s(&e["greedy_ids"]);
+        let want_ids = json_ids(&e["greedy_ids"]);
         let logits = dir.path().join("logits.npy");
         let n = want_ids.len().to_string();
         let out = gemma4c(&[

@@ -188,13 +188,7 @@ fn tt_p300_bfp8_greedy_ids_match_hf_with_the_same_rounding_in_the_simulator() {
             &std::fs::read_to_string(dir.join("reference_bfp8.json")).expect("reference_bfp8.json"),
         )
         .unwrap();
-        let ids = |k: &str| -> Vec<u32> {
-            r[k].as_array()
-                .expect("ids")
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect()
-        };
+        let ids = |k: &str| json_ids(&r[k]);
         let want = ids("generated_ids")[..8].to_vec();
         assert_eq!(
             ids("prompt_ids"),

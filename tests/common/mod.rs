@@ -110,6 +110,16 @@ impl Reference {
     }
 }
 
+/// A JSON array of token ids written by a reference script (panics on anything else: the
+/// reference files are ours).
+pub fn json_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("a JSON array of ids")
+        .iter()
+        .map(|x| u32::try_from(x.as_u64().expect("an id")).expect("an id below 2^32"))
+        .collect()
+}
+
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
