@@ -5,7 +5,7 @@
 //!   `tt-lang-sim OUT/run.py` gives Hugging Face's greedy ids;
 //! * every kernel family matches the IR's reference semantics (`ir/src/eval.rs`) on
 //!   random inputs, in the simulator's fp32 mode and in real-bf16 mode
-//!   (`--no-float32-promotion`) — see `tests/tt/cases.rs` for the cases and
+//!   (`--no-float32-promotion`) — see `tests/tt/cases/` for the cases and
 //!   `tests/tt/test_kernels.py` for the runner;
 //! * compile-time hardware limits give clear errors.
 //!
@@ -14,7 +14,7 @@
 //! except under CI (`CI` set), where that is an error.
 
 mod common;
-#[path = "tt/cases.rs"]
+#[path = "tt/cases/mod.rs"]
 mod tt_cases;
 
 use std::path::{Path, PathBuf};

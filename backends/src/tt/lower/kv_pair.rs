@@ -8,6 +8,7 @@ use gemma4c_ir::Op;
 use gemma4c_passes::plan::Program;
 
 use super::ctx::Ctx;
+use super::lookup::Lookup;
 use super::steps::head_tiles;
 use super::{Arg, Item};
 use crate::tt::kernels;
@@ -15,7 +16,8 @@ use crate::tt::layout::DevLayout;
 use crate::tt::TtError;
 
 /// Pairs keyed by the V write (where the fused launch goes), valued by the K write.
-pub(super) fn find(c: &Ctx, p: &Program, absorbed: &[bool]) -> BTreeMap<usize, usize> {
+pub(super) fn find(l: &Lookup, absorbed: &[bool]) -> BTreeMap<usize, usize> {
+    let (c, p) = (l.c, l.p);
     let mut out = BTreeMap::new();
     let geometry = |i: usize| c.state(p.steps[i].inputs[0]).map(|si| c.plan.state[si].shape.clone());
     for (j, v) in p.steps.iter().enumerate() {

@@ -8,24 +8,26 @@
 
 use std::collections::BTreeMap;
 
-use gemma4c_ir::{Op, RopeSpec};
-use gemma4c_passes::plan::BufferKind;
+use gemma4c_ir::RopeSpec;
 use gemma4c_passes::Plan;
 
-use super::kernels::{self, Kernel};
+use super::kernels::Kernel;
 use super::layout::{self, DevLayout};
 use super::target::{TtTarget, WeightFormat};
 use super::TtError;
 
 mod ctx;
+mod geglu;
 mod kv_pair;
+mod lookup;
 mod moe;
 mod ple_gate;
 mod qkv;
 mod scaled_norm;
 mod steps;
 
-use ctx::{transposed, Ctx};
+use ctx::Ctx;
+use lookup::Lookup;
 
 /// How a prepared tensor is made from the checkpoint (or from constants).
 #[derive(Debug, Clone, PartialEq)]
@@ -237,91 +239,46 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
     c.prep("kv.select".into(), 32 * 32, 32, false, Source::KvSelect)?;
     c.prep("kv.keep".into(), 32 * 32, 32, false, Source::KvKeep)?;
 
-    // Storage of a buffer (views followed; scratch buffers are their own storage).
-    let root = |mut id: usize| {
-        while let Some(BufferKind::View { of }) = p.buffers.get(id).map(|b| &b.kind) {
-            id = *of;
-        }
-        id
-    };
-    // Backend fusion: gelu_mul fed by two matmuls of the same input whose results nothing
-    // else reads becomes one geglu_matmul launch.
-    let mut uses: BTreeMap<usize, usize> = BTreeMap::new();
-    for s in &p.steps {
-        for &i in &s.inputs {
-            *uses.entry(root(i)).or_default() += 1;
-        }
-    }
-    let producer: BTreeMap<usize, usize> = p
-        .steps
-        .iter()
-        .enumerate()
-        .flat_map(|(i, s)| s.outputs.iter().map(move |&o| (o, i)))
-        .collect();
-    let is_output = |id: usize| {
-        matches!(
-            &p.buffers[root(id)].kind,
-            BufferKind::Activation { output: Some(_), .. }
-        )
-    };
+    let root = |id: usize| lookup::storage(p, id);
+    // Backend fusions, found on the whole program before any step is lowered. A step fused into
+    // another one's launch is `absorbed` (the launch is emitted at the group's key step).
     let mut absorbed = vec![false; p.steps.len()];
-    let mut geglu: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
-    for (i, s) in p.steps.iter().enumerate() {
-        if !matches!(s.op, Op::GeluMul) {
-            continue;
+    let (geglus, scaled, gates, projections, kv_pairs) = {
+        let l = Lookup::new(&c, p);
+        // gate/up matmuls + gelu_mul.
+        let geglus = geglu::find(&l);
+        for g in geglus.values() {
+            absorbed[g.gate] = true;
+            absorbed[g.up] = true;
         }
-        let (g, u) = (root(s.inputs[0]), root(s.inputs[1]));
-        let (Some(&pg), Some(&pu)) = (producer.get(&g), producer.get(&u)) else {
-            continue;
-        };
-        let (sg, su) = (&p.steps[pg], &p.steps[pu]);
-        let fusable = pg != pu
-            && matches!(sg.op, Op::MatMul)
-            && matches!(su.op, Op::MatMul)
-            && root(sg.inputs[0]) == root(su.inputs[0])
-            && uses.get(&g) == Some(&1)
-            && uses.get(&u) == Some(&1)
-            && !is_output(g)
-            && !is_output(u)
-            && c.lay(g)? == c.lay(u)?
-            && c.lay(g)? == c.lay(s.outputs[0])?
-            && c.lay(g)?.groups == 1;
-        if fusable {
-            absorbed[pg] = true;
-            absorbed[pu] = true;
-            geglu.insert(i, (pg, pu));
+        // norm_add, the layer scalar and the next input norm.
+        let scaled = scaled_norm::find(&l);
+        for g in scaled.values() {
+            absorbed[g.norm_add] = true;
+            if let Some(q) = g.next_norm {
+                absorbed[q] = true;
+            }
         }
-    }
-
-    // Backend fusion: norm_add, the layer scalar and the next input norm in one launch.
-    let scaled = scaled_norm::find(&c, p, &root, &uses, &producer, &is_output);
-    for g in scaled.values() {
-        absorbed[g.norm_add] = true;
-        if let Some(q) = g.next_norm {
-            absorbed[q] = true;
+        // The per-layer-input gate (matmul, slice, gelu_mul).
+        let gates = ple_gate::find(&l);
+        for g in gates.values() {
+            absorbed[g.matmul] = true;
+            absorbed[g.slice] = true;
         }
-    }
-
-    // Backend fusion: the per-layer-input gate (matmul, slice, gelu_mul) in one launch.
-    let gates = ple_gate::find(&c, p, &root, &uses, &producer, &is_output);
-    for g in gates.values() {
-        absorbed[g.matmul] = true;
-        absorbed[g.slice] = true;
-    }
-
-    // Backend fusion: matmuls of one input (q, k, v projections) in one launch.
-    let projections = qkv::find(&c, p, &root, &absorbed, &is_output);
-    for g in projections.values() {
-        for &i in &g[1..] {
+        // Matmuls of one input (q, k, v projections).
+        let projections = qkv::find(&l, &absorbed);
+        for g in projections.values() {
+            for &i in &g[1..] {
+                absorbed[i] = true;
+            }
+        }
+        // A layer's K and V cache writes.
+        let kv_pairs = kv_pair::find(&l, &absorbed);
+        for &i in kv_pairs.values() {
             absorbed[i] = true;
         }
-    }
-
-    // Backend fusion: a layer's K and V cache writes in one launch.
-    let kv_pairs = kv_pair::find(&c, p, &absorbed);
-    for &i in kv_pairs.values() {
-        absorbed[i] = true;
-    }
+        (geglus, scaled, gates, projections, kv_pairs)
+    };
 
     let mut items: Vec<Item> = Vec::new();
     for (i, s) in p.steps.iter().enumerate() {
@@ -344,30 +301,11 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
             scaled_norm::lower(&mut c, p, g, &mut items)?;
             continue;
         }
-        let comment = format!("{}: {}", s.name, s.op);
-        if let Some(&(pg, pu)) = geglu.get(&i) {
-            let (sg, su) = (&p.steps[pg], &p.steps[pu]);
-            let x = sg.inputs[0];
-            let (lx, lo) = (c.lay(x)?, c.lay(s.outputs[0])?);
-            let k = kernels::geglu_matmul(
-                t,
-                "gelu_mul with its gate/up matmuls",
-                lx.row_tiles(),
-                lx.col_tiles(),
-                lo.col_tiles(),
-            )?;
-            let wg = transposed(&mut c, sg, sg.inputs[1], lx, lo)?;
-            let wu = transposed(&mut c, su, su.inputs[1], lx, lo)?;
-            let k = c.weight_kernel(k, &wg)?;
-            items.push(Item::kernel(
-                format!("{} + {} + {}", sg.name, su.name, comment),
-                k,
-                vec![Arg::Buf(x), Arg::W(wg), Arg::W(wu), Arg::Buf(s.outputs[0])],
-                vec![x],
-                vec![s.outputs[0]],
-            ));
+        if let Some(&g) = geglus.get(&i) {
+            geglu::lower(&mut c, g, &mut items)?;
             continue;
         }
+        let comment = format!("{}: {}", s.name, s.op);
         steps::lower_step(&mut c, s, comment, &mut items)?;
     }
 

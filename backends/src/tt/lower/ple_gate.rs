@@ -8,6 +8,7 @@ use gemma4c_ir::Op;
 use gemma4c_passes::plan::Program;
 
 use super::ctx::{transposed, Ctx};
+use super::lookup::Lookup;
 use super::{Arg, Item, Source};
 use crate::tt::kernels::{self, gelu_expr};
 use crate::tt::TtError;
@@ -21,31 +22,24 @@ pub(super) struct Gate {
 }
 
 /// Gates keyed by their gelu_mul step.
-pub(super) fn find(
-    c: &Ctx,
-    p: &Program,
-    root: &dyn Fn(usize) -> usize,
-    uses: &BTreeMap<usize, usize>,
-    producer: &BTreeMap<usize, usize>,
-    is_output: &dyn Fn(usize) -> bool,
-) -> BTreeMap<usize, Gate> {
+pub(super) fn find(l: &Lookup) -> BTreeMap<usize, Gate> {
+    let (c, p) = (l.c, l.p);
     let mut out = BTreeMap::new();
     for (i, s) in p.steps.iter().enumerate() {
         if !matches!(s.op, Op::GeluMul) {
             continue;
         }
-        let (g, e) = (root(s.inputs[0]), root(s.inputs[1]));
-        let (Some(&pm), Some(&ps)) = (producer.get(&g), producer.get(&e)) else {
+        let (g, e) = (l.root(s.inputs[0]), l.root(s.inputs[1]));
+        let (Some(pm), Some(ps)) = (l.producer(g), l.producer(e)) else {
             continue;
         };
         let (sm, ss) = (&p.steps[pm], &p.steps[ps]);
-        let once = |b: usize| uses.get(&b) == Some(&1) && !is_output(b);
         let same = |a: usize, b: usize| matches!((c.lay(a), c.lay(b)), (Ok(x), Ok(y)) if x == y);
         let fusable = matches!(sm.op, Op::MatMul)
             && c.weight(sm.inputs[1]).is_some()
             && matches!(ss.op, Op::Slice { axis, .. } if axis > 0)
-            && once(g)
-            && once(e)
+            && l.once(g)
+            && l.once(e)
             && same(g, e)
             && same(g, s.outputs[0])
             && c.lay(g).is_ok_and(|l| l.groups == 1)

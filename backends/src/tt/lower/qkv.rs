@@ -8,29 +8,25 @@ use gemma4c_ir::Op;
 use gemma4c_passes::plan::Program;
 
 use super::ctx::{transposed_source, Ctx};
+use super::lookup::Lookup;
 use super::{Arg, Item, Source};
 use crate::tt::kernels;
 use crate::tt::TtError;
 
 /// Groups of at least two matmul steps with the same input, keyed by the first step (where the
 /// fused launch is emitted); steps already fused elsewhere (`absorbed`) are left alone.
-pub(super) fn find(
-    c: &Ctx,
-    p: &Program,
-    root: &dyn Fn(usize) -> usize,
-    absorbed: &[bool],
-    is_output: &dyn Fn(usize) -> bool,
-) -> BTreeMap<usize, Vec<usize>> {
+pub(super) fn find(l: &Lookup, absorbed: &[bool]) -> BTreeMap<usize, Vec<usize>> {
+    let (c, p) = (l.c, l.p);
     let mut by_input: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, s) in p.steps.iter().enumerate() {
         let fusable = matches!(s.op, Op::MatMul)
             && !absorbed[i]
             && c.weight(s.inputs[1]).is_some()
-            && !is_output(s.outputs[0])
+            && !l.is_output(s.outputs[0])
             && c.lay(s.inputs[0]).is_ok()
             && c.lay(s.outputs[0]).is_ok();
         if fusable {
-            by_input.entry(root(s.inputs[0])).or_default().push(i);
+            by_input.entry(l.root(s.inputs[0])).or_default().push(i);
         }
     }
     let format = |i: usize| {

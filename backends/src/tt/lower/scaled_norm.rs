@@ -9,6 +9,7 @@ use gemma4c_ir::Op;
 use gemma4c_passes::plan::{BufferKind, Program};
 
 use super::ctx::Ctx;
+use super::lookup::Lookup;
 use super::{Arg, Item, Source};
 use crate::tt::kernels::{self, NormKind};
 use crate::tt::TtError;
@@ -21,25 +22,10 @@ pub(super) struct ScaledNorm {
     pub(super) next_norm: Option<usize>,
 }
 
-/// Finds the groups, keyed by the step that emits the fused launch (the `mul`). `root` maps a
-/// buffer to its storage; `uses` counts reads per storage; `producer` maps a buffer to its step.
-pub(super) fn find(
-    c: &Ctx,
-    p: &Program,
-    root: &dyn Fn(usize) -> usize,
-    uses: &BTreeMap<usize, usize>,
-    producer: &BTreeMap<usize, usize>,
-    is_output: &dyn Fn(usize) -> bool,
-) -> BTreeMap<usize, ScaledNorm> {
+/// Finds the groups, keyed by the step that emits the fused launch (the `mul`).
+pub(super) fn find(l: &Lookup) -> BTreeMap<usize, ScaledNorm> {
+    let (c, p) = (l.c, l.p);
     let mut out = BTreeMap::new();
-    let consumers = |b: usize| -> Vec<usize> {
-        p.steps
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.inputs.iter().any(|&i| root(i) == b))
-            .map(|(i, _)| i)
-            .collect()
-    };
     for (i, s) in p.steps.iter().enumerate() {
         if !matches!(s.op, Op::Mul) || s.inputs.len() != 2 {
             continue;
@@ -50,23 +36,23 @@ pub(super) fn find(
         if wshape.iter().product::<usize>() != 1 {
             continue;
         }
-        let a = root(s.inputs[0]);
-        let Some(&pa) = producer.get(&a) else { continue };
+        let a = l.root(s.inputs[0]);
+        let Some(pa) = l.producer(a) else { continue };
         let na = &p.steps[pa];
         let Op::NormAdd { eps } = na.op else { continue };
         let (Ok(la), Ok(lo)) = (c.lay(a), c.lay(s.outputs[0])) else {
             continue;
         };
-        if uses.get(&a) != Some(&1) || is_output(a) || la != lo || la.groups != 1 || la.width % 32 != 0 {
+        if !l.once(a) || la != lo || la.groups != 1 || la.width % 32 != 0 {
             continue;
         }
         // The next rms_norm of the scaled residual, with a weight and the same eps.
-        let o = root(s.outputs[0]);
-        let next_norm = consumers(o).into_iter().find(|&q| {
+        let o = l.root(s.outputs[0]);
+        let next_norm = l.consumers(o).into_iter().find(|&q| {
             q > i
                 && matches!(p.steps[q].op, Op::RmsNorm { eps: e } if e == eps)
                 && p.steps[q].inputs.len() == 2
-                && root(p.steps[q].inputs[0]) == o
+                && l.root(p.steps[q].inputs[0]) == o
                 && c.weight(p.steps[q].inputs[1]).is_some()
                 && c.lay(p.steps[q].outputs[0]).is_ok_and(|l| l == la)
         });

@@ -1,0 +1,84 @@
+//! Backend fusion of the MLP's gate/up: `gelu_mul` fed by two matmuls of the same input whose
+//! results nothing else reads becomes one `geglu_matmul` launch (both weights streamed, the GELU
+//! product in the epilogue; neither projection is written).
+
+use std::collections::BTreeMap;
+
+use gemma4c_ir::Op;
+
+use super::ctx::{transposed, Ctx};
+use super::lookup::Lookup;
+use super::{Arg, Item};
+use crate::tt::kernels;
+use crate::tt::TtError;
+
+/// The steps of one fused MLP input: the gate and up matmuls feeding the `gelu_mul`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct GeGlu {
+    pub(super) gate: usize,
+    pub(super) up: usize,
+    pub(super) gelu_mul: usize,
+}
+
+/// Groups keyed by their gelu_mul step.
+pub(super) fn find(l: &Lookup) -> BTreeMap<usize, GeGlu> {
+    let (c, p) = (l.c, l.p);
+    let mut out = BTreeMap::new();
+    for (i, s) in p.steps.iter().enumerate() {
+        if !matches!(s.op, Op::GeluMul) {
+            continue;
+        }
+        let (g, u) = (l.root(s.inputs[0]), l.root(s.inputs[1]));
+        let (Some(pg), Some(pu)) = (l.producer(g), l.producer(u)) else {
+            continue;
+        };
+        let (sg, su) = (&p.steps[pg], &p.steps[pu]);
+        let same = |a: usize, b: usize| matches!((c.lay(a), c.lay(b)), (Ok(x), Ok(y)) if x == y);
+        let fusable = pg != pu
+            && matches!(sg.op, Op::MatMul)
+            && matches!(su.op, Op::MatMul)
+            && l.root(sg.inputs[0]) == l.root(su.inputs[0])
+            && l.once(g)
+            && l.once(u)
+            && same(g, u)
+            && same(g, s.outputs[0])
+            && c.lay(g).is_ok_and(|l| l.groups == 1);
+        if fusable {
+            out.insert(
+                i,
+                GeGlu {
+                    gate: pg,
+                    up: pu,
+                    gelu_mul: i,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// The geglu_matmul launch of `g`.
+pub(super) fn lower(c: &mut Ctx, g: GeGlu, items: &mut Vec<Item>) -> Result<(), TtError> {
+    let p = c.p;
+    let (sg, su, s) = (&p.steps[g.gate], &p.steps[g.up], &p.steps[g.gelu_mul]);
+    let x = sg.inputs[0];
+    let (lx, lo) = (c.lay(x)?, c.lay(s.outputs[0])?);
+    let k = kernels::geglu_matmul(
+        c.t,
+        "gelu_mul with its gate/up matmuls",
+        lx.row_tiles(),
+        lx.col_tiles(),
+        lo.col_tiles(),
+    )?;
+    let wg = transposed(c, sg, sg.inputs[1], lx, lo)?;
+    let wu = transposed(c, su, su.inputs[1], lx, lo)?;
+    let k = c.weight_kernel(k, &wg)?;
+    items.push(Item::kernel(
+        format!("{} + {} + {}: {}", sg.name, su.name, s.name, s.op),
+        k,
+        vec![Arg::Buf(x), Arg::W(wg), Arg::W(wu), Arg::Buf(s.outputs[0])],
+        vec![x],
+        vec![s.outputs[0]],
+    ));
+    Ok(())
+}
