@@ -6,10 +6,16 @@ bench/run.sh sets that up):
 
     python bench/compare.py [--layers 6] [--threads 2] [--tokens 32] [--prompt-tokens 64]
                             [--rounds 3] [--model-dir DIR] [--no-llama] [--gguf FILE] [--exe GEMMA4C]
+                            [--quant q8_0]
 
 With --gguf FILE (e.g. the real Gemma 3 270M Q4_K_M, tools/fetch_gemma3_270m.sh) both programs
 read that same file (gemma4c dequantizes its block formats inside its kernels) and steps 1 and 3's
 conversion are skipped. --exe uses that gemma4c binary instead of building a release one.
+With --quant q8_0 gemma4c quantizes the bf16 checkpoint at load (`bench --quant q8_0`) and llama.cpp
+runs its own Q8_0 quantization of the same bf16 GGUF (`llama_model_quantize`, as `llama-quantize`
+does; tools/llama_cpp_compat.py); gemma4c's Q8_0 blocks are byte-identical to llama.cpp's for the
+tensors both quantize (tests/gguf_fixtures.rs), but gemma4c keeps the token embedding (also the
+tied LM head) and the PLE path in bf16 where llama.cpp's Q8_0 file quantizes them too.
 
 1. Builds the model with bench/make_e2b_like.py (bf16, cached in --model-dir).
 2. Builds gemma4c (cargo build --release) and runs `gemma4c bench --json`: prefill/decode tok/s,
@@ -110,6 +116,21 @@ def convert(model_dir: str, src: str) -> str | None:
     return gguf
 
 
+def quantize(py: str, gguf: str, kind: str, threads: int) -> str | None:
+    """llama.cpp's quantization of `gguf` to `kind`, next to it (cached)."""
+    out = gguf.replace("-bf16.gguf", f"-{kind}.gguf")
+    if os.path.exists(out):
+        return out
+    log(f"quantizing the GGUF to {kind} with llama.cpp")
+    r = subprocess.run([py, os.path.join(ROOT, "tools", "llama_cpp_compat.py"), "quantize", gguf, out + ".tmp", kind,
+                        str(threads)], capture_output=True, text=True)
+    if r.returncode != 0:
+        log(f"llama.cpp's quantization failed; skipping llama.cpp:\n{r.stderr[-2000:]}")
+        return None
+    os.rename(out + ".tmp", out)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=6)
@@ -121,7 +142,11 @@ def main() -> int:
     ap.add_argument("--no-llama", action="store_true")
     ap.add_argument("--gguf", default=None, help="bench this GGUF file with both programs")
     ap.add_argument("--exe", default=None, help="gemma4c binary to use (default: cargo build --release)")
+    ap.add_argument("--quant", choices=["q8_0"], default=None,
+                    help="gemma4c --quant FORMAT against llama.cpp's FORMAT file of the same weights")
     args = ap.parse_args()
+    if args.quant and args.gguf:
+        ap.error("--quant applies to the bf16 checkpoint, not to --gguf (a GGUF file runs in its own formats)")
     if args.gguf:
         model_dir = os.path.abspath(args.gguf)
         what = f"{os.path.basename(model_dir)} (the same file for both)"
@@ -129,6 +154,8 @@ def main() -> int:
         model_dir = args.model_dir or os.path.join(CACHE, f"bench-e2b-{args.layers}l")
         build_model(model_dir, args.layers)
         what = f"{model_dir} (bf16, {args.layers} layers, E2B widths)"
+        if args.quant:
+            what += f"; gemma4c --quant {args.quant} at load vs llama.cpp's {args.quant} GGUF of it"
     exe = args.exe or gemma4c_binary()
 
     llama = None
@@ -139,14 +166,17 @@ def main() -> int:
         else:
             src = llama_source(py) if py else None
             gguf = convert(model_dir, src) if src else None
+            if gguf and args.quant:
+                gguf = quantize(py, gguf, args.quant, args.threads)
         if py and gguf:
             llama = (py, gguf)
 
     ours, theirs = [], []
     llama_env = dict(os.environ)
     for r in range(args.rounds):
+        quant = ["--quant", args.quant] if args.quant else []
         out = run([exe, "bench", "--model", model_dir, "--threads", str(args.threads), "--tokens", str(args.tokens),
-                   "--prompt-tokens", str(args.prompt_tokens), "--json"])
+                   "--prompt-tokens", str(args.prompt_tokens), "--json"] + quant)
         ours.append(json.loads(out.stdout))
         log(f"round {r + 1}: gemma4c decode {ours[-1]['decode_tok_s']:.2f} tok/s "
             f"({100 * ours[-1]['bandwidth_fraction']:.0f}% of {ours[-1]['measured_bandwidth_gb_s']:.1f} GB/s)")
@@ -176,7 +206,7 @@ def main() -> int:
           f"{best['measured_bandwidth_gb_s']:.1f} GB/s measured in that run")
     if theirs:
         tb = max(theirs, key=lambda o: o["decode_tok_s"])
-        fmt = "same GGUF" if args.gguf else "bf16 GGUF"
+        fmt = "same GGUF" if args.gguf else f"{args.quant or 'bf16'} GGUF"
         if "GEMMA4C_LLAMA_NO_EXTRA_BUFTS" in llama_env:
             fmt += ", without its extra (repacked/AMX) buffer types: its default crashed here"
         print(f"llama.cpp: prefill {max(o['prefill_tok_s'] for o in theirs):8.1f} tok/s   "

@@ -12,23 +12,12 @@ import os
 import sys
 import time
 
-import llama_cpp
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+import llama_cpp_compat  # noqa: E402
+from llama_cpp import Llama  # noqa: E402
 
 if os.environ.get("GEMMA4C_LLAMA_NO_EXTRA_BUFTS") == "1":
-    # llama.cpp's extra buffer types (weights repacked for AMX / AVX-512 kernels) crash
-    # some builds on some CPUs (a SIGSEGV in the first eval here, on a CPU reporting AMX);
-    # without them llama.cpp uses its plain CPU kernels.
-    _default_params = llama_cpp.llama_model_default_params
-
-    def _no_extra_bufts():
-        p = _default_params()
-        p.use_extra_bufts = False
-        return p
-
-    llama_cpp.llama_model_default_params = _no_extra_bufts
-    llama_cpp.llama.llama_cpp.llama_model_default_params = _no_extra_bufts
-
-from llama_cpp import Llama  # noqa: E402
+    llama_cpp_compat.without_extra_bufts()
 
 
 def main() -> None:

@@ -159,3 +159,54 @@ fn greedy_ids_and_logits_match_transformers_on_dequantized_weights() {
         );
     }
 }
+
+/// gemma4c's quantizers rebuild llama.cpp's quantized fixtures byte for byte:
+/// every Q8_0, Q4_0, Q4_K and Q6_K tensor of a Q8_0 or Q4_K_M file equals
+/// gemma4c's quantization (`QuantFormat::quantize`, what `--quant` runs) of the
+/// same tensor of the f16 file it was made from (llama.cpp's quantize widens
+/// f16 to f32 and runs ggml's reference quantizers: no importance matrix). So
+/// `--quant q4_k` on these weights holds exactly what these files hold, and
+/// runs to the ids and logits the test above checks against transformers.
+#[test]
+fn gemma4c_quantizers_rebuild_llama_cpp_quantized_files() {
+    let mut checked = BTreeMap::new();
+    for path in expected_files() {
+        let e: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let file = e["file"].as_str().unwrap();
+        let Some(stem) = file
+            .strip_suffix(".q4_k_m.gguf")
+            .or_else(|| file.strip_suffix(".q8_0.gguf"))
+        else {
+            continue;
+        };
+        let quantized = GgufFile::open(&path.with_file_name(file)).unwrap();
+        let Ok(source) = GgufFile::open(&path.with_file_name(format!("{stem}.f16.gguf"))) else {
+            continue;
+        };
+        for t in &quantized.header.tensors {
+            let gemma4c_frontend::gguf::GgmlType::Quant(q) = t.ggml_type else {
+                continue;
+            };
+            if !gemma4c_ir::quantize::QUANTIZERS.contains(&q) {
+                continue; // Q5_0: no quantizer in gemma4c
+            }
+            let values = source.dequantize(source.tensor(&t.name).unwrap()).unwrap();
+            let ours = q.quantize(&values).unwrap();
+            let theirs = quantized.bytes(t);
+            let first = (0..ours.len()).find(|&i| ours.get(i) != theirs.get(i));
+            assert!(
+                ours.len() == theirs.len() && first.is_none(),
+                "{file} `{}` ({q}): gemma4c's bytes differ from llama.cpp's at byte {first:?} of {}",
+                t.name,
+                theirs.len()
+            );
+            *checked.entry(q.name()).or_insert(0) += 1;
+        }
+    }
+    eprintln!("tensors quantized byte-identically to llama.cpp: {checked:?}");
+    if other_dir().is_none() {
+        for q in ["q8_0", "q4_K", "q6_K"] {
+            assert!(checked.contains_key(q), "no {q} tensor checked: {checked:?}");
+        }
+    }
+}

@@ -2,7 +2,11 @@
 //! inside its kernels) against the reference executor on the same quantized
 //! weights (dequantized by `gemma4c_ir::quant`, bit-exact with gguf-py; the
 //! kernels' dequantization is bit-exact with it too: runtime/tests/quant_kernels.rs).
-//! The quantizers themselves match gguf-py byte for byte (ir/tests/quant_gguf_py.rs).
+//! The quantizers themselves match gguf-py (q8_0, q4_0) and llama.cpp (q4_K,
+//! q6_K) byte for byte (ir/tests/quant_gguf_py.rs). The tiny fixtures' rows
+//! are 128 or 256 wide, so q4_k/q6_k quantize only the 256-wide ones (the MLP
+//! down projections) and keep the rest, saying so. tiny_moe's expert weights
+//! are quantized too and dequantized inside the MoE expert kernels.
 
 mod common;
 
@@ -24,15 +28,34 @@ fn ids_and_logits(source: &[&str], prompt: &[u32], extra: &[&str], npy: &Path) -
 #[test]
 fn quantized_jit_matches_the_reference_on_the_same_quantized_weights() {
     let tmp = tempfile::tempdir().unwrap();
-    for name in ["tiny_ple", "tiny_gemma3"] {
+    // tiny_moe's expert rows are 32 and 128 wide: whole Q8_0/Q4_0 blocks,
+    // not K-quant super-blocks of 256.
+    let all = ["q8_0", "q4_0", "q4_k", "q6_k"];
+    for (name, formats) in [
+        ("tiny_ple", &all[..]),
+        ("tiny_gemma3", &all[..]),
+        ("tiny_moe", &all[..2]),
+    ] {
         let dir = fixture(name);
         let d = dir.to_str().unwrap();
         let prompt = Reference::load(&dir).prompt();
         let (plain_ids, plain, _) = ids_and_logits(&["--model", d], &prompt, &[], &tmp.path().join("plain.npy"));
-        for q in ["q8_0", "q4_0"] {
+        for &q in formats {
             let npy = |e: &str| tmp.path().join(format!("{name}_{q}_{e}.npy"));
             let (jit_ids, jit, stderr) = ids_and_logits(&["--model", d], &prompt, &["--quant", q], &npy("jit"));
             assert!(stderr.contains("matmul weights quantized at load"), "{stderr}");
+            if name == "tiny_moe" {
+                // The experts are quantized (and dequantized inside the MoE kernels); the router is kept.
+                let inspect = gemma4c(&["inspect", "--model", d, "--quant", q]);
+                assert_eq!(inspect.code, 0, "{}", inspect.stderr);
+                for line in [
+                    format!("{q}  layers.0.experts.gate_up_proj"),
+                    format!("{q}  layers.0.experts.down_proj"),
+                ] {
+                    assert!(inspect.stdout.contains(&line), "{}", inspect.stdout);
+                }
+                assert!(stderr.contains("MoE router x"), "{stderr}");
+            }
             let (ref_ids, reference, _) = ids_and_logits(
                 &["--model", d],
                 &prompt,
@@ -88,9 +111,14 @@ fn compiled_quantized_plans_run_and_other_targets_refuse_them() {
     assert_ne!(gpu.code, 0);
     assert!(gpu.stderr.contains("run only on --target cpu"), "{}", gpu.stderr);
 
-    let k = gemma4c(&["run", "--model", d, "--prompt-ids", "2", "--quant", "q4_k"]);
+    let k = gemma4c(&["run", "--model", d, "--prompt-ids", "2", "--quant", "q5_k"]);
     assert_ne!(k.code, 0);
-    assert!(k.stderr.contains("gguf-py has no Q4_K quantizer"), "{}", k.stderr);
+    assert!(
+        k.stderr
+            .contains("--quant `q5_k` is not supported; expected one of q8_0, q4_0, q4_k, q6_k"),
+        "{}",
+        k.stderr
+    );
 }
 
 /// The plan checker recomputes a block-quantized weight's size as

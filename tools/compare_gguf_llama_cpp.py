@@ -36,18 +36,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def llama(path: str):
     import llama_cpp
-    import llama_cpp.llama_cpp as capi
+    import llama_cpp_compat
 
     # llama.cpp's extra CPU buffer types (weight repacking, AMX) crash (SIGSEGV) on these tiny
     # quantized tensors on this CPU; the plain CPU buffers run them.
-    default_params = capi.llama_model_default_params
-
-    def params():
-        p = default_params()
-        p.use_extra_bufts = False
-        return p
-
-    capi.llama_model_default_params = params
+    llama_cpp_compat.without_extra_bufts()
     return llama_cpp.Llama(model_path=path, n_ctx=64, n_batch=64, n_threads=1, logits_all=True,
                            verbose=False, seed=0)
 

@@ -179,18 +179,10 @@ def convert(model_dir: str, out: str) -> None:
          "--outtype", "f16", "--outfile", out], env=env)
 
 
-QUANTIZE = """
-import ctypes, sys, llama_cpp
-p = llama_cpp.llama_model_quantize_default_params()
-p.ftype = int(sys.argv[3])
-p.nthread = 1
-rc = llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p))
-sys.exit(rc)
-"""
-
-
-def quantize(src: str, dst: str, ftype: int) -> None:
-    run([LLAMA_PY, "-c", QUANTIZE, src, dst, str(ftype)])
+def quantize(src: str, dst: str, kind: str) -> None:
+    """llama.cpp's quantizer, one thread, in llama-cpp-python's venv (tools/llama_cpp_compat.py)."""
+    run([LLAMA_PY, os.path.join(os.path.dirname(os.path.abspath(__file__)), "llama_cpp_compat.py"), "quantize",
+         src, dst, kind, "1"])
 
 
 def dequantized_state_dict(path: str, model, family: str) -> tuple[dict, list[str]]:
@@ -256,9 +248,9 @@ def fixture(name: str, family: str, ckpt: str, cls, quants: dict[str, int], out_
     """NAME.{f16,QUANT}.gguf from the checkpoint, each with NAME.KIND.expected.json."""
     files = {"f16": os.path.join(out_dir, f"{name}.f16.gguf")}
     convert(ckpt, files["f16"])
-    for q, ftype in quants.items():
+    for q in quants:
         files[q] = os.path.join(out_dir, f"{name}.{q}.gguf")
-        quantize(files["f16"], files[q], ftype)
+        quantize(files["f16"], files[q], q)
     original = cls.from_pretrained(ckpt, dtype=torch.float32, attn_implementation="eager").eval()
     if family == "gemma4":
         tok = AutoTokenizer.from_pretrained(ckpt)

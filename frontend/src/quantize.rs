@@ -1,13 +1,16 @@
 //! `--quant FORMAT`: a Hugging Face checkpoint's matmul weights quantized at
-//! load (gguf-py-compatible quantizers, `gemma4c_ir::quantize`), then read by
-//! the kernels as if they came from a GGUF file.
+//! load (`gemma4c_ir::quantize`: gguf-py's quantizers for q8_0/q4_0,
+//! llama.cpp's reference quantizers for q4_K/q6_K), then read by the kernels
+//! as if they came from a GGUF file.
 //!
 //! Which weights: those the model multiplies activations by (`MatMul`'s right
-//! operand in the decode graph, plus an untied LM head), except the token
-//! embedding (also the tied LM head) and everything of the per-layer inputs
-//! (PLE table, its projection and gate): users of other Gemma 4 ports found
-//! that quantizing PLE badly hurts quality. Norm weights are vectors and stay
-//! as stored too. A matrix whose rows are not whole blocks stays as stored.
+//! operand in the decode graph, plus an untied LM head, and the MoE expert
+//! weights), except the token embedding (also the tied LM head), everything
+//! of the per-layer inputs (PLE table, its projection and gate: users of other
+//! Gemma 4 ports found that quantizing PLE badly hurts quality) and the MoE
+//! router (small, and its scores pick the experts; llama.cpp keeps it in f32
+//! too). Norm weights are vectors and stay as stored too. A weight whose rows
+//! are not whole blocks stays as stored.
 
 use std::collections::BTreeSet;
 
@@ -27,19 +30,16 @@ pub struct QuantReport {
     pub kept: Vec<(String, String)>,
 }
 
-/// The `--quant` spellings: `q8_0`, `q4_0`.
+/// The `--quant` spellings: `q8_0`, `q4_0`, `q4_k`, `q6_k` (any case).
 pub fn parse_quant(s: &str) -> Result<QuantFormat, String> {
     gemma4c_ir::quantize::QUANTIZERS
         .into_iter()
         .find(|q| q.name().eq_ignore_ascii_case(s))
         .ok_or_else(|| {
-            let names = gemma4c_ir::quantize::QUANTIZERS.map(|q| q.name()).join(", ");
-            let why = if s.eq_ignore_ascii_case("q4_k") {
-                " (gguf-py has no Q4_K quantizer to be compatible with; use q4_0, or a Q4_K GGUF from llama.cpp)"
-            } else {
-                ""
-            };
-            format!("--quant `{s}` is not supported{why}; expected one of {names}")
+            let names = gemma4c_ir::quantize::QUANTIZERS
+                .map(|q| q.name().to_ascii_lowercase())
+                .join(", ");
+            format!("--quant `{s}` is not supported; expected one of {names}")
         })
 }
 
@@ -64,6 +64,7 @@ impl Model {
             };
             match node.op {
                 Op::MatMul => matmul.extend(key_of(1)),
+                Op::MoeExperts => matmul.extend(key_of(3).into_iter().chain(key_of(4))),
                 Op::Embedding => tables.extend(key_of(0)),
                 _ => {}
             }
@@ -78,7 +79,11 @@ impl Model {
                 Some("embedding table (tied LM head)".to_string())
             } else if key.contains("per_layer") {
                 Some("per-layer input (PLE)".to_string())
-            } else if info.shape.len() != 2 || !info.shape[1].is_multiple_of(q.block_elems()) {
+            } else if key.contains(".router.") {
+                Some("MoE router".to_string())
+            } else if !crate::store::reads_blocks(&key, info.shape.len())
+                || !info.shape.last().is_some_and(|c| c.is_multiple_of(q.block_elems()))
+            {
                 Some(format!(
                     "rows of {} are not whole {q} blocks",
                     info.shape.last().unwrap_or(&0)

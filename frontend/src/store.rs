@@ -5,9 +5,9 @@
 //! and GGUF f32/f16/bf16 and block formats (dtype `Block`, dequantized inside
 //! the kernels that read them; `load_f32` dequantizes as gguf-py does).
 //! Converted once, on first use: Gemma 3's Hugging Face norm weights (to
-//! `1 + w` in f32), `--quant` weights (to their block format) and GGUF
-//! block-quantized MoE router and expert tensors (to f32: the MoE kernels do
-//! not dequantize).
+//! `1 + w` in f32), `--quant` weights (to their block format) and a GGUF
+//! block-quantized MoE router (to f32: the router kernel does not dequantize;
+//! llama.cpp keeps routers in f32, so this is rare).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -38,7 +38,7 @@ enum Location {
     /// first use.
     Quantized(QuantFormat, OnceLock<Vec<u8>>),
     /// A GGUF block-quantized tensor the kernels cannot read in its format
-    /// (the MoE router and experts): dequantized to f32 on first use.
+    /// (the MoE router, or a vector): dequantized to f32 on first use.
     Dequantized(usize, OnceLock<Vec<f32>>),
 }
 
@@ -91,10 +91,9 @@ impl WeightStore {
                 GgmlType::F16 => (DType::F16, Location::GgufMapped(i)),
                 GgmlType::BF16 => (DType::BF16, Location::GgufMapped(i)),
                 // Matrices are read in their block format by the matmul and
-                // embedding kernels; the MoE kernels do not dequantize (yet).
-                GgmlType::Quant(q) if t.shape().len() == 2 && !key.contains("router") => {
-                    (DType::Block(q), Location::GgufMapped(i))
-                }
+                // embedding kernels, [E, rows, cols] expert weights by the MoE
+                // expert kernels; the router kernel does not dequantize.
+                GgmlType::Quant(q) if reads_blocks(&key, t.shape().len()) => (DType::Block(q), Location::GgufMapped(i)),
                 GgmlType::Quant(_) => (DType::F32, Location::Dequantized(i, OnceLock::new())),
                 other => {
                     return Err(FrontendError::Gguf {
@@ -257,6 +256,16 @@ impl WeightStore {
             found: "i32".into(),
             expected: "a float tensor".into(),
         })
+    }
+}
+
+/// Whether the kernels read the tensor under `key` of this rank in its block
+/// format: matrices other than the MoE router, and MoE expert weights.
+pub(crate) fn reads_blocks(key: &str, rank: usize) -> bool {
+    match rank {
+        2 => !key.contains(".router."),
+        3 => key.contains(".experts."),
+        _ => false,
     }
 }
 

@@ -70,7 +70,7 @@ pub fn render(cfg: &Gemma4Config) -> Result<String, FrontendError> {
             "family gemma3  attention scale {}  RMSNorm scale 1 + w{}",
             cfg.attention_scale,
             if cfg.path.extension().is_some_and(|e| e == "gguf") {
-                "  (GGUF: stored as 1 + w; quantized weights dequantize to f32 at load)"
+                "  (GGUF: stored as 1 + w)"
             } else {
                 ""
             }

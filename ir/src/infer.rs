@@ -6,24 +6,30 @@ use crate::dtype::{DType, TensorType};
 use crate::op::Op;
 
 /// Block-quantized weights are read only where a kernel dequantizes them:
-/// the table of `Embedding`, the weight of `MatMul` and the LM-head table of
-/// `LogitsHead`, and only in whole blocks per row.
+/// the table of `Embedding`, the weight of `MatMul`, the LM-head table of
+/// `LogitsHead` (matrices) and the expert weights of `MoeExperts` (`[E, rows,
+/// cols]`), and only in whole blocks per row.
 fn block_operands(op: &Op, operands: &[&TensorType]) -> Result<(), String> {
     for (i, t) in operands.iter().enumerate() {
         let Some(q) = t.dtype.block() else { continue };
-        let allowed = matches!(
-            (op, i),
-            (Op::Embedding, 0) | (Op::MatMul, 1) | (Op::LogitsHead { .. }, 2)
-        );
-        if !allowed {
+        let rank = match (op, i) {
+            (Op::Embedding, 0) | (Op::MatMul, 1) | (Op::LogitsHead { .. }, 2) => 2,
+            (Op::MoeExperts, 3 | 4) => 3,
+            _ => {
+                return Err(format!(
+                    "operand {i} of {} is block-quantized ({t}); only embedding tables, matmul weights, the LM head and MoE expert weights may be",
+                    op.mnemonic()
+                ))
+            }
+        };
+        if t.rank() != rank || !t.last_dim().is_multiple_of(q.block_elems()) {
+            let what = if rank == 2 {
+                "a matrix"
+            } else {
+                "an [experts, rows, cols] tensor"
+            };
             return Err(format!(
-                "operand {i} of {} is block-quantized ({t}); only embedding tables, matmul weights and the LM head may be",
-                op.mnemonic()
-            ));
-        }
-        if t.rank() != 2 || !t.last_dim().is_multiple_of(q.block_elems()) {
-            return Err(format!(
-                "operand {i} of {} is {t}: a {q} tensor must be a matrix whose rows are whole blocks of {}",
+                "operand {i} of {} is {t}: a {q} tensor must be {what} whose rows are whole blocks of {}",
                 op.mnemonic(),
                 q.block_elems()
             ));

@@ -12,6 +12,7 @@ pub mod eval;
 pub mod graph;
 pub mod infer;
 pub mod interpret;
+mod kquantize;
 pub mod limits;
 pub mod math;
 pub mod op;

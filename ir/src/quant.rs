@@ -163,7 +163,7 @@ fn q8_0(b: &[u8], out: &mut [f32]) {
 }
 
 /// The eight 6-bit (scale, min) pairs of a Q4_K/Q5_K super-block, packed in 12 bytes.
-fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+pub(crate) fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
     for j in 0..4 {
         sc[j] = s[j] & 0x3f;

@@ -1,14 +1,14 @@
-//! Quantizers for the block formats `gemma4c compile/run --quant` writes,
-//! bit-compatible with gguf-py's `gguf.quants.quantize` (which gguf-py says is
-//! bit-exact with ggml's reference quantizers): f32 arithmetic in gguf-py's
-//! order, `np_roundf` (round half away from zero) and f16 scales rounded to
-//! nearest even. gguf-py implements Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1; the
-//! k-quants it only dequantizes, so they are not offered here.
+//! Quantizers for the block formats `gemma4c compile/run --quant` writes.
+//! Q8_0 and Q4_0 are bit-compatible with gguf-py's `gguf.quants.quantize`
+//! (which gguf-py says is bit-exact with ggml's reference quantizers): f32
+//! arithmetic in gguf-py's order, `np_roundf` (round half away from zero) and
+//! f16 scales rounded to nearest even. gguf-py only dequantizes the k-quants;
+//! Q4_K and Q6_K follow llama.cpp's own reference quantizers (`kquantize`).
 
 use crate::quant::QuantFormat;
 
 /// Formats `quantize` can write.
-pub const QUANTIZERS: [QuantFormat; 2] = [QuantFormat::Q8_0, QuantFormat::Q4_0];
+pub const QUANTIZERS: [QuantFormat; 4] = [QuantFormat::Q8_0, QuantFormat::Q4_0, QuantFormat::Q4K, QuantFormat::Q6K];
 
 impl QuantFormat {
     /// `values` (whole blocks) in this format, as gguf-py would write them;
@@ -23,6 +23,8 @@ impl QuantFormat {
             match self {
                 QuantFormat::Q8_0 => q8_0(block, &mut out),
                 QuantFormat::Q4_0 => q4_0(block, &mut out),
+                QuantFormat::Q4K => crate::kquantize::q4_k(block, &mut out),
+                QuantFormat::Q6K => crate::kquantize::q6_k(block, &mut out),
                 other => {
                     return Err(format!(
                         "no quantizer for {other} (supported: {})",
@@ -71,11 +73,12 @@ mod tests {
 
     #[test]
     fn quantize_then_dequantize_is_close() {
-        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 31.5) / 10.0).collect();
         for q in QUANTIZERS {
+            let n = 2 * q.block_elems();
+            let x: Vec<f32> = (0..n).map(|i| ((i * 37 % 64) as f32 - 31.5) / 10.0).collect();
             let bytes = q.quantize(&x).unwrap();
             assert_eq!(bytes.len(), 2 * q.block_bytes());
-            let mut back = vec![0f32; 64];
+            let mut back = vec![0f32; n];
             q.dequantize(&bytes, &mut back).unwrap();
             let step = if q == QuantFormat::Q8_0 { 3.2 / 127.0 } else { 3.2 / 8.0 };
             for (a, b) in x.iter().zip(&back) {
@@ -88,8 +91,8 @@ mod tests {
     fn zero_blocks_and_unsupported_formats() {
         let bytes = QuantFormat::Q8_0.quantize(&[0.0; 32]).unwrap();
         assert!(bytes.iter().all(|&b| b == 0));
-        let err = QuantFormat::Q4K.quantize(&[0.0; 256]).unwrap_err();
-        assert!(err.contains("no quantizer for q4_K"), "{err}");
+        let err = QuantFormat::Q5K.quantize(&[0.0; 256]).unwrap_err();
+        assert!(err.contains("no quantizer for q5_K"), "{err}");
         assert!(QuantFormat::Q8_0.quantize(&[0.0; 31]).is_err());
     }
 }

@@ -1,6 +1,8 @@
 //! Dequantization of every GGUF block format against gguf-py's
 //! `gguf.quants.dequantize` (fixtures from tools/make_quant_fixtures.py):
-//! bit-exact, compared as f32 bit patterns.
+//! bit-exact, compared as f32 bit patterns. The `--quant` quantizers against
+//! gguf-py's `quantize` (q8_0, q4_0) and llama.cpp's own reference quantizers
+//! (q4_K, q6_K: tools/make_kquant_reference.py), byte for byte.
 
 use std::path::PathBuf;
 
@@ -41,11 +43,13 @@ fn every_format_matches_gguf_py_bit_for_bit() {
     }
 }
 
-/// `--quant`'s quantizers against gguf-py's `quantize` on the same f32 values
-/// (random rows, a zero block, ties for the largest magnitude, values on
-/// rounding ties, scales that underflow f16): byte for byte.
+/// `--quant`'s quantizers against gguf-py's `quantize` (q8_0, q4_0) and
+/// llama.cpp's `ggml_quantize_chunk` (q4_K, q6_K) on the same f32 values
+/// (random rows at several scales, zero and constant blocks, ties for the
+/// largest magnitude, values on rounding ties, scales that underflow f16,
+/// one-sided rows, outliers): byte for byte.
 #[test]
-fn quantizers_match_gguf_py_byte_for_byte() {
+fn quantizers_match_reference_byte_for_byte() {
     for q in gemma4c_ir::quantize::QUANTIZERS {
         let input: Vec<f32> = fixture(&format!("{}.input.f32", q.name()))
             .chunks_exact(4)
@@ -55,6 +59,10 @@ fn quantizers_match_gguf_py_byte_for_byte() {
         let got = q.quantize(&input).unwrap();
         assert_eq!(got.len(), expected.len(), "{q}");
         let bad: Vec<usize> = (0..got.len()).filter(|&i| got[i] != expected[i]).take(8).collect();
-        assert!(bad.is_empty(), "{q}: bytes differ at {bad:?}");
+        assert!(
+            bad.is_empty(),
+            "{q}: bytes differ at {bad:?} (block {})",
+            bad.first().map_or(0, |b| b / q.block_bytes())
+        );
     }
 }

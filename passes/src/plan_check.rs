@@ -51,9 +51,10 @@ pub fn check(plan: &Plan) -> Result<(), String> {
                     plan.target
                 ));
             }
-            if w.shape.len() != 2 {
+            // Matrices, or [experts, rows, cols] expert weights.
+            if !(2..=3).contains(&w.shape.len()) {
                 return Err(format!(
-                    "{what}: a {q} weight must be a matrix, got shape {:?}",
+                    "{what}: a {q} weight must be a matrix or [experts, rows, cols], got shape {:?}",
                     w.shape
                 ));
             }

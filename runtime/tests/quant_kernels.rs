@@ -108,3 +108,90 @@ fn matmul_kernels_match_dequantized_dot_products() {
         }
     }
 }
+
+/// Calls a kernel of `N` buffer parameters over grid rows `0..rows`.
+fn call_n<const N: usize>(jit: &JitModule, name: &str, args: [*mut u8; N], rows: usize) {
+    let f = jit.kernel(name, N).unwrap();
+    let (b, e) = (0i64, rows as i64);
+    // SAFETY: `kernel` checked the signature (N buffers, begin, end) and the
+    // buffers are sized for `rows` grid rows by the caller.
+    unsafe {
+        match N {
+            4 => std::mem::transmute::<usize, extern "C" fn(*mut u8, *mut u8, *mut u8, *mut u8, i64, i64)>(f)(
+                args[0], args[1], args[2], args[3], b, e,
+            ),
+            5 => std::mem::transmute::<usize, extern "C" fn(*mut u8, *mut u8, *mut u8, *mut u8, *mut u8, i64, i64)>(f)(
+                args[0], args[1], args[2], args[3], args[4], b, e,
+            ),
+            _ => unreachable!("no test kernel takes {N} buffers"),
+        }
+    }
+}
+
+/// The routed-expert kernels on block-quantized expert weights against the
+/// same kernels on those weights dequantized to f32 (`ir::quant`): the
+/// dequantized values are bit-exact (embedding test above), so only the f32
+/// summation order differs.
+#[test]
+fn moe_expert_kernels_match_their_f32_kernels_on_dequantized_weights() {
+    use gemma4c_backends::kernel::Elem;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let ptr = |v: &[f32]| v.as_ptr() as *mut u8;
+    for q in QuantFormat::ALL {
+        // 2 tokens, top-2 of 3 experts; H and I one or two blocks.
+        let (s, topk, e, h, i) = (2, 2, 3, 2 * q.block_elems(), q.block_elems());
+        let gate_up = random_blocks(q, e * 2 * i * h / q.block_elems(), &mut rng);
+        let down = random_blocks(q, e * h * i / q.block_elems(), &mut rng);
+        let (mut gate_up_f, mut down_f) = (vec![0f32; e * 2 * i * h], vec![0f32; e * h * i]);
+        q.dequantize(&gate_up, &mut gate_up_f).unwrap();
+        q.dequantize(&down, &mut down_f).unwrap();
+        let x: Vec<f32> = (0..s * h).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let experts: Vec<i32> = vec![2, 0, 1, 2];
+        let weights: Vec<f32> = vec![0.7, 0.3, 0.4, 0.6];
+        let kernels = [
+            ops::moe_gate_up(s, topk, i, h, Elem::Block(q)),
+            ops::moe_gate_up(s, topk, i, h, Elem::F32),
+            ops::moe_down(s, topk, i, h, Elem::Block(q)),
+            ops::moe_down(s, topk, i, h, Elem::F32),
+        ];
+        let jit = JitModule::compile(&print_module("test", kernels.iter()), None, 1).unwrap();
+        let mut acts = [vec![0f32; s * topk * i], vec![0f32; s * topk * i]];
+        for (act, (k, w)) in acts
+            .iter_mut()
+            .zip([(&kernels[0], gate_up.as_ptr()), (&kernels[1], ptr(&gate_up_f))])
+        {
+            let ids = experts.as_ptr() as *mut u8;
+            call_n(
+                &jit,
+                &k.name,
+                [ptr(&x), ids, w as *mut u8, act.as_mut_ptr().cast()],
+                s * topk * i,
+            );
+        }
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
+            for (j, (g, w)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-5 * scale,
+                    "{q} {what}[{j}]: {g} vs {w} (f32 kernel)"
+                );
+            }
+        };
+        close(&acts[0], &acts[1], "act");
+        assert!(acts[1].iter().any(|&v| v != 0.0), "{q}: degenerate activations");
+        let mut outs = [vec![0f32; s * h], vec![0f32; s * h]];
+        for (out, (k, w)) in outs
+            .iter_mut()
+            .zip([(&kernels[2], down.as_ptr()), (&kernels[3], ptr(&down_f))])
+        {
+            let ids = experts.as_ptr() as *mut u8;
+            call_n(
+                &jit,
+                &k.name,
+                [ptr(&weights), ids, w as *mut u8, ptr(&acts[1]), out.as_mut_ptr().cast()],
+                s * h,
+            );
+        }
+        close(&outs[0], &outs[1], "out");
+    }
+}

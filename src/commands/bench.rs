@@ -9,8 +9,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 #[cfg(feature = "jit")]
-use gemma4c_frontend::Model;
-#[cfg(feature = "jit")]
 use gemma4c_runtime::jit::{measure_bandwidth, JitSession};
 #[cfg(feature = "jit")]
 use gemma4c_runtime::Executor;
@@ -40,6 +38,9 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Quantize the checkpoint's matmul weights at load, as `run --quant` does (CPU JIT only).
+    #[arg(long, value_name = "FORMAT", value_parser = super::parse_quant, conflicts_with = "plan")]
+    quant: Option<gemma4c_ir::QuantFormat>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -62,7 +63,7 @@ fn cpu(args: Args) -> Result<()> {
     let Some(model_dir) = &args.model else {
         bail!("give --model DIR (or --plan OUT for a GPU plan)");
     };
-    let model = Model::open(model_dir)?;
+    let model = super::open_model(model_dir, args.quant)?;
     let cfg = &model.config;
     let ctx = args.prompt_tokens.saturating_add(args.tokens).saturating_add(1);
     if ctx > cfg.max_position_embeddings {
@@ -138,6 +139,7 @@ fn cpu(args: Args) -> Result<()> {
         let v = json!({
             "model": model_dir.display().to_string(),
             "dtype": dtype.to_string(),
+            "quant": args.quant.map(|q| q.name()),
             "layers": cfg.num_hidden_layers,
             "hidden_size": cfg.hidden_size,
             "vocab_size": cfg.vocab_size,
@@ -159,8 +161,9 @@ fn cpu(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "model: {} ({dtype}, {} layers, hidden {}, vocab {})",
+            "model: {} ({dtype}{}, {} layers, hidden {}, vocab {})",
             model_dir.display(),
+            args.quant.map_or(String::new(), |q| format!(", --quant {q}")),
             cfg.num_hidden_layers,
             cfg.hidden_size,
             cfg.vocab_size

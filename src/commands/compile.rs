@@ -43,7 +43,7 @@ pub struct Args {
     /// floats; embeddings, the per-layer-input path, norms and the MoE router stay bf16).
     #[arg(long, value_parser = ["bf16", "bfp8"])]
     weights: Option<String>,
-    /// Quantize the checkpoint's matmul weights at load: q8_0 or q4_0 (embeddings,
+    /// Quantize the checkpoint's matmul weights at load: q8_0, q4_0, q4_k or q6_k (embeddings,
     /// per-layer inputs and norms stay as stored; cpu target only).
     #[arg(long, value_name = "FORMAT", value_parser = super::parse_quant, requires = "model")]
     quant: Option<gemma4c_ir::QuantFormat>,

@@ -34,7 +34,7 @@ pub struct Args {
     /// With --plan: the checkpoint to bind (default: the one the plan was compiled from).
     #[arg(long, required_unless_present = "plan")]
     model: Option<PathBuf>,
-    /// Quantize the checkpoint's matmul weights at load: q8_0 or q4_0 (embeddings,
+    /// Quantize the checkpoint's matmul weights at load: q8_0, q4_0, q4_k or q6_k (embeddings,
     /// per-layer inputs and norms stay as stored). With --plan, the plan's formats apply.
     #[arg(long, value_name = "FORMAT", value_parser = super::parse_quant)]
     quant: Option<gemma4c_ir::QuantFormat>,

@@ -100,6 +100,9 @@ pub fn matmul_blocked(m: usize, n: usize, k: usize, w: Elem, cap: Option<f32>, r
 /// intermediate feature `j`, `act = gelu(gate_e[j] · x_t) * (up_e[j] · x_t)`.
 /// Grid rows: `t, s, j`. Params: `x [S,H], experts i32 [S,K], gate_up [E,2I,H], act [S,K,I]`.
 pub fn moe_gate_up(s: usize, k: usize, i: usize, h: usize, w: Elem) -> Kernel {
+    if let Elem::Block(q) = w {
+        return ops::moe_gate_up_quant(s, k, i, h, q);
+    }
     let mut b = KernelBuilder::new(format!("moe_gate_up_{}_s{s}_k{k}_i{i}_h{h}", w.name()), s * k * i);
     let x = b.param("x", Elem::F32, Access::Read);
     let experts = b.param("experts", Elem::I32, Access::Read);
@@ -126,6 +129,9 @@ pub fn moe_gate_up(s: usize, k: usize, i: usize, h: usize, w: Elem) -> Kernel {
 /// Second half of `MoeExperts`: `out[t, c] = sum_s weights[t,s] * (down_e[c] · act[t,s])`,
 /// slots in order. Grid rows: `t, c`. Params: `weights [S,K], experts [S,K], down [E,H,I], act, out [S,H]`.
 pub fn moe_down(s: usize, k: usize, i: usize, h: usize, w: Elem) -> Kernel {
+    if let Elem::Block(q) = w {
+        return ops::moe_down_quant(s, k, i, h, q);
+    }
     let mut b = KernelBuilder::new(format!("moe_down_{}_s{s}_k{k}_i{i}_h{h}", w.name()), s * h);
     let weights = b.param("weights", Elem::F32, Access::Read);
     let experts = b.param("experts", Elem::I32, Access::Read);
@@ -171,7 +177,10 @@ pub(crate) fn launches(cx: &mut StepCx, op: &Op) -> Result<(), String> {
             let i = i2 / 2;
             let out = cx.step.outputs[0];
             let act = cx.scratch(s * topk * i * 4);
-            let wsize = cx.dtype(gate_up).size_bytes();
+            // Bytes of the expert rows one call reads (block formats: whole rows).
+            let rows_bytes = |w: usize, rows: usize, cols: usize| cx.dtype(w).bytes_for(&[rows, cols]);
+            let gate_up_bytes = rows_bytes(gate_up, s * topk * i2, h);
+            let down_bytes = rows_bytes(down, s * topk * h, i);
             let gu = ops::moe_gate_up(s, topk, i, h, cx.elem(gate_up));
             let args = vec![
                 LaunchArg::Buffer(x),
@@ -179,7 +188,7 @@ pub(crate) fn launches(cx: &mut StepCx, op: &Op) -> Result<(), String> {
                 LaunchArg::Buffer(gate_up),
                 act,
             ];
-            cx.launch(gu, args, Some(s * topk * i2 * h * wsize))?;
+            cx.launch(gu, args, gate_up_bytes)?;
             let dn = ops::moe_down(s, topk, i, h, cx.elem(down));
             let args = vec![
                 LaunchArg::Buffer(weights),
@@ -188,8 +197,7 @@ pub(crate) fn launches(cx: &mut StepCx, op: &Op) -> Result<(), String> {
                 act,
                 LaunchArg::Buffer(out),
             ];
-            let dsize = cx.dtype(down).size_bytes();
-            cx.launch(dn, args, Some(s * topk * h * i * dsize))
+            cx.launch(dn, args, down_bytes)
         }
         Op::LogitsHead { eps, cap } => {
             let (x, w, table) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
