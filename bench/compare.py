@@ -6,7 +6,7 @@ bench/run.sh sets that up):
 
     python bench/compare.py [--layers 6] [--threads 2] [--tokens 32] [--prompt-tokens 64]
                             [--rounds 3] [--model-dir DIR] [--no-llama] [--gguf FILE] [--exe GEMMA4C]
-                            [--quant q8_0]
+                            [--quant q8_0 [--quant-embedding]]
 
 With --gguf FILE (e.g. the real Gemma 3 270M Q4_K_M, tools/fetch_gemma3_270m.sh) both programs
 read that same file (gemma4c dequantizes its block formats inside its kernels) and steps 1 and 3's
@@ -15,7 +15,9 @@ With --quant q8_0 gemma4c quantizes the bf16 checkpoint at load (`bench --quant 
 runs its own Q8_0 quantization of the same bf16 GGUF (`llama_model_quantize`, as `llama-quantize`
 does; tools/llama_cpp_compat.py); gemma4c's Q8_0 blocks are byte-identical to llama.cpp's for the
 tensors both quantize (tests/gguf_fixtures.rs), but gemma4c keeps the token embedding (also the
-tied LM head) and the PLE path in bf16 where llama.cpp's Q8_0 file quantizes them too.
+tied LM head, the largest matrix read per token) and the PLE path in bf16 where llama.cpp's Q8_0 file
+quantizes them too; --quant-embedding quantizes gemma4c's token embedding as well (the PLE path
+stays bf16), the closer comparison.
 
 1. Builds the model with bench/make_e2b_like.py (bf16, cached in --model-dir).
 2. Builds gemma4c (cargo build --release) and runs `gemma4c bench --json`: prefill/decode tok/s,
@@ -144,6 +146,7 @@ def main() -> int:
     ap.add_argument("--exe", default=None, help="gemma4c binary to use (default: cargo build --release)")
     ap.add_argument("--quant", choices=["q8_0"], default=None,
                     help="gemma4c --quant FORMAT against llama.cpp's FORMAT file of the same weights")
+    ap.add_argument("--quant-embedding", action="store_true", help="gemma4c quantizes the token embedding too")
     args = ap.parse_args()
     if args.quant and args.gguf:
         ap.error("--quant applies to the bf16 checkpoint, not to --gguf (a GGUF file runs in its own formats)")
@@ -155,7 +158,8 @@ def main() -> int:
         build_model(model_dir, args.layers)
         what = f"{model_dir} (bf16, {args.layers} layers, E2B widths)"
         if args.quant:
-            what += f"; gemma4c --quant {args.quant} at load vs llama.cpp's {args.quant} GGUF of it"
+            emb = " --quant-embedding" if args.quant_embedding else ""
+            what += f"; gemma4c --quant {args.quant}{emb} at load vs llama.cpp's {args.quant} GGUF of it"
     exe = args.exe or gemma4c_binary()
 
     llama = None
@@ -175,6 +179,7 @@ def main() -> int:
     llama_env = dict(os.environ)
     for r in range(args.rounds):
         quant = ["--quant", args.quant] if args.quant else []
+        quant += ["--quant-embedding"] if args.quant and args.quant_embedding else []
         out = run([exe, "bench", "--model", model_dir, "--threads", str(args.threads), "--tokens", str(args.tokens),
                    "--prompt-tokens", str(args.prompt_tokens), "--json"] + quant)
         ours.append(json.loads(out.stdout))

@@ -165,3 +165,33 @@ fn quantized_plan_edits_are_refused_by_the_checker() {
     let e = check(&|v| v["target"] = serde_json::json!("cuda-sm90"));
     assert!(e.contains("run only on the cpu target"), "{e}");
 }
+
+/// `--quant-embedding` quantizes the token embedding too (the gather and the
+/// tied LM head then dequantize it in their kernels); the PLE table stays.
+#[test]
+fn quant_embedding_quantizes_the_tied_table() {
+    let dir = fixture("tiny_ple");
+    let d = dir.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let prompt = Reference::load(&dir).prompt();
+    let flags = ["--quant", "q8_0", "--quant-embedding"];
+    let (jit_ids, jit, stderr) = ids_and_logits(&["--model", d], &prompt, &flags, &tmp.path().join("jit.npy"));
+    assert!(!stderr.contains("embedding table"), "{stderr}");
+    let mut reference_flags = flags.to_vec();
+    reference_flags.extend(["--executor", "reference"]);
+    let (ref_ids, reference, _) =
+        ids_and_logits(&["--model", d], &prompt, &reference_flags, &tmp.path().join("ref.npy"));
+    assert_eq!(jit_ids, ref_ids, "greedy ids");
+    let worst = max_abs_diff(&jit, &reference);
+    assert!(worst <= 2.5e-3, "JIT vs reference max |Δlogit| = {worst}");
+    let inspect = gemma4c(&["inspect", "--model", d, "--quant", "q8_0", "--quant-embedding"]);
+    assert_eq!(inspect.code, 0, "{}", inspect.stderr);
+    assert!(
+        inspect.stdout.contains("q8_0  embed_tokens.weight"),
+        "{}",
+        inspect.stdout
+    );
+    assert!(inspect.stdout.contains("per_layer"), "{}", inspect.stdout);
+    let alone = gemma4c(&["inspect", "--model", d, "--quant-embedding"]);
+    assert_ne!(alone.code, 0, "--quant-embedding without --quant is refused");
+}

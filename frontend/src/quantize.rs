@@ -20,6 +20,14 @@ use crate::error::FrontendError;
 use crate::gemma4::BuildOptions;
 use crate::model::Model;
 
+/// What `--quant` asks for: the format, and whether the token embedding (also
+/// the tied LM head) is quantized too (`--quant-embedding`; kept by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuantSpec {
+    pub format: QuantFormat,
+    pub embedding: bool,
+}
+
 /// What `quantize` did, for `inspect` and logs.
 #[derive(Debug, Default)]
 pub struct QuantReport {
@@ -46,7 +54,8 @@ pub fn parse_quant(s: &str) -> Result<QuantFormat, String> {
 impl Model {
     /// Quantizes this checkpoint's matmul weights to `q` (see the module docs).
     /// Only Hugging Face checkpoints: a GGUF file is already in its formats.
-    pub fn quantize(&mut self, q: QuantFormat) -> Result<QuantReport, FrontendError> {
+    pub fn quantize(&mut self, spec: QuantSpec) -> Result<QuantReport, FrontendError> {
+        let q = spec.format;
         if self.checkpoint.gguf().is_some() {
             return Err(FrontendError::Gguf {
                 path: self.dir.clone(),
@@ -73,9 +82,13 @@ impl Model {
             format: Some(q),
             ..QuantReport::default()
         };
+        if spec.embedding {
+            // An untied model's embedding is no matmul weight; the PLE table is kept below.
+            matmul.extend(tables.iter().cloned());
+        }
         for key in matmul {
             let info = self.checkpoint.require(&key)?.clone();
-            let why = if tables.contains(&key) {
+            let why = if tables.contains(&key) && !spec.embedding {
                 Some("embedding table (tied LM head)".to_string())
             } else if key.contains("per_layer") {
                 Some("per-layer input (PLE)".to_string())

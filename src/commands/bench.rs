@@ -41,6 +41,10 @@ pub struct Args {
     /// Quantize the checkpoint's matmul weights at load, as `run --quant` does (CPU JIT only).
     #[arg(long, value_name = "FORMAT", value_parser = super::parse_quant, conflicts_with = "plan")]
     quant: Option<gemma4c_ir::QuantFormat>,
+    /// With --quant, also quantize the token embedding (and so a tied LM head), as llama.cpp's
+    /// files do; by default it stays as stored. The PLE table always stays.
+    #[arg(long, requires = "quant")]
+    quant_embedding: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -63,7 +67,7 @@ fn cpu(args: Args) -> Result<()> {
     let Some(model_dir) = &args.model else {
         bail!("give --model DIR (or --plan OUT for a GPU plan)");
     };
-    let model = super::open_model(model_dir, args.quant)?;
+    let model = super::open_model(model_dir, super::quant_spec(args.quant, args.quant_embedding))?;
     let cfg = &model.config;
     let ctx = args.prompt_tokens.saturating_add(args.tokens).saturating_add(1);
     if ctx > cfg.max_position_embeddings {
@@ -140,6 +144,7 @@ fn cpu(args: Args) -> Result<()> {
             "model": model_dir.display().to_string(),
             "dtype": dtype.to_string(),
             "quant": args.quant.map(|q| q.name()),
+            "quant_embedding": args.quant_embedding,
             "layers": cfg.num_hidden_layers,
             "hidden_size": cfg.hidden_size,
             "vocab_size": cfg.vocab_size,

@@ -47,6 +47,10 @@ pub struct Args {
     /// per-layer inputs and norms stay as stored; cpu target only).
     #[arg(long, value_name = "FORMAT", value_parser = super::parse_quant, requires = "model")]
     quant: Option<gemma4c_ir::QuantFormat>,
+    /// With --quant, also quantize the token embedding (and so a tied LM head), as llama.cpp's
+    /// files do; by default it stays as stored. The PLE table always stays.
+    #[arg(long, requires = "quant")]
+    quant_embedding: bool,
 }
 
 /// Builds the decode and prefill graphs and runs the middle of the compiler.
@@ -118,7 +122,10 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let model = match &args.model {
-        Some(dir) => Some(super::open_model(dir, args.quant)?),
+        Some(dir) => Some(super::open_model(
+            dir,
+            super::quant_spec(args.quant, args.quant_embedding),
+        )?),
         None => None,
     };
     let cfg = match (&model, &args.config) {

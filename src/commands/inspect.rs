@@ -7,13 +7,17 @@ pub struct Args {
     /// Show the weight formats as `run/compile --quant FORMAT` would load them.
     #[arg(long, value_name = "FORMAT", value_parser = super::parse_quant, requires = "model")]
     quant: Option<gemma4c_ir::QuantFormat>,
+    /// With --quant, also quantize the token embedding (and so a tied LM head), as llama.cpp's
+    /// files do; by default it stays as stored. The PLE table always stays.
+    #[arg(long, requires = "quant")]
+    quant_embedding: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let cfg = args.source.load_config()?;
     print!("{}", gemma4c_frontend::summary::render(&cfg)?);
     if let Some(path) = &args.source.model {
-        let model = super::open_model(path, args.quant)?;
+        let model = super::open_model(path, super::quant_spec(args.quant, args.quant_embedding))?;
         print!("{}", weight_formats(&model));
     }
     Ok(())

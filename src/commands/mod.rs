@@ -49,11 +49,23 @@ pub fn parse_quant(s: &str) -> std::result::Result<gemma4c_ir::QuantFormat, Stri
     gemma4c_frontend::quantize::parse_quant(s)
 }
 
+/// `--quant FORMAT [--quant-embedding]` as one value.
+pub fn quant_spec(
+    format: Option<gemma4c_ir::QuantFormat>,
+    embedding: bool,
+) -> Option<gemma4c_frontend::quantize::QuantSpec> {
+    format.map(|format| gemma4c_frontend::quantize::QuantSpec { format, embedding })
+}
+
 /// Opens a model and applies `--quant`, saying on stderr what was quantized.
-pub fn open_model(path: &std::path::Path, quant: Option<gemma4c_ir::QuantFormat>) -> Result<gemma4c_frontend::Model> {
+pub fn open_model(
+    path: &std::path::Path,
+    quant: Option<gemma4c_frontend::quantize::QuantSpec>,
+) -> Result<gemma4c_frontend::Model> {
     let mut model = gemma4c_frontend::Model::open(path)?;
-    if let Some(q) = quant {
-        let report = model.quantize(q)?;
+    if let Some(spec) = quant {
+        let q = spec.format;
+        let report = model.quantize(spec)?;
         eprintln!(
             "gemma4c: --quant {q}: {} matmul weights quantized at load; kept as stored: {}",
             report.quantized.len(),

@@ -38,6 +38,10 @@ pub struct Args {
     /// per-layer inputs and norms stay as stored). With --plan, the plan's formats apply.
     #[arg(long, value_name = "FORMAT", value_parser = super::parse_quant)]
     quant: Option<gemma4c_ir::QuantFormat>,
+    /// With --quant, also quantize the token embedding (and so a tied LM head), as llama.cpp's
+    /// files do; by default it stays as stored. The PLE table always stays.
+    #[arg(long, requires = "quant")]
+    quant_embedding: bool,
     /// A compiled artifact directory (from `gemma4c compile`).
     #[arg(long)]
     plan: Option<PathBuf>,
@@ -100,11 +104,17 @@ pub fn run(args: Args) -> Result<()> {
     if (args.template.system.is_some() || args.template.think) && !args.chat {
         bail!("--system and --think need --chat");
     }
-    // A plan compiled with --quant names its formats: quantize the same way.
-    let quant = args.quant.or_else(|| {
+    // A plan compiled with --quant names its formats (the token embedding's
+    // too, with --quant-embedding): quantize the same way.
+    let quant = super::quant_spec(args.quant, args.quant_embedding).or_else(|| {
         let p = plan.as_ref()?;
         let gguf = model_dir.is_file() && gemma4c_frontend::gguf::GgufFile::sniff(&model_dir);
-        p.weights.iter().find_map(|w| w.dtype.block()).filter(|_| !gguf)
+        let format = p.weights.iter().find_map(|w| w.dtype.block()).filter(|_| !gguf)?;
+        let embedding = p
+            .weights
+            .iter()
+            .any(|w| w.key.contains("embed_tokens") && w.dtype.block().is_some());
+        super::quant_spec(Some(format), embedding)
     });
     let model = super::open_model(&model_dir, quant)?;
     let cfg = &model.config;
