@@ -395,8 +395,9 @@ fn tt_kernel_grids_are_cols_by_rows_within_the_blackhole_grid() {
     assert!(dram["total_bytes"].as_u64().unwrap() < dram["available_bytes"].as_u64().unwrap());
 }
 
-/// Gemma 4 31B and 26B-A4B in bf16 do not fit one Blackhole chip's 32 GB (the generated program
-/// runs on one chip of a p300): compile refuses them with the figures and a hint.
+/// Gemma 4 31B and 26B-A4B in bf16 do not fit one Blackhole chip's 32 GB, nor a p300's two with
+/// the MLP weights sharded (the rest is replicated on each chip): compile refuses them with the
+/// per-chip figures and a hint.
 #[test]
 fn tt_models_larger_than_the_device_dram_are_refused_with_the_figures() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -423,17 +424,20 @@ fn tt_models_larger_than_the_device_dram_are_refused_with_the_figures() {
                 .and_then(|s| s.split(' ').next())
                 .and_then(|n| n.parse().ok())
                 .unwrap_or_else(|| panic!("no byte count in: {e}"));
+            // A p300 chip holds half of the MLP weights: 31B needs 42.7 GB per chip there.
+            let min_gb = if target == "tt-p300" { min_gb.min(40) } else { min_gb };
             assert!(needed > min_gb * 1_000_000_000, "{cfg}: {needed}");
             if target == "tt-p300" {
-                assert!(e.contains("1 of the board's 2 chips"), "{e}");
+                assert!(e.contains("per chip") && e.contains("2 chips"), "{e}");
             }
         }
     }
 }
 
 /// `--weights bfp8`: E4B's matmul weights take 1088 of bf16's 2048 bytes per tile in the DRAM
-/// check and the performance model; 26B-A4B then fits one Blackhole chip, 31B still does not
-/// (refused with the bfp8 figures), and non-TT targets refuse the option.
+/// check and the performance model; 26B-A4B then fits one Blackhole chip, 31B fits a p300 with
+/// its MLP sharded over the two chips (tests/tt_mesh.rs: refused on one chip with the bfp8
+/// figures), and non-TT targets refuse the option.
 #[test]
 fn tt_bfp8_weights_shrink_dram_and_the_modelled_time() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -477,8 +481,10 @@ fn tt_bfp8_weights_shrink_dram_and_the_modelled_time() {
         .iter()
         .any(|(k, v)| v["family"] == "matmul" && !k.ends_with("_bfp8")));
     assert!(stats("gemma-4-26b-a4b", "bfp8").is_ok(), "26B-A4B in bfp8 fits 32 GB");
-    let e = stats("gemma-4-31b", "bfp8").unwrap_err();
-    assert!(e.contains("bfp8 already") && e.contains("of device DRAM"), "{e}");
+    assert!(
+        stats("gemma-4-31b", "bfp8").is_ok(),
+        "31B in bfp8 fits a p300's two chips"
+    );
     let r = gemma4c(&[
         "compile",
         "--model",
@@ -520,7 +526,11 @@ fn tt_decode_step_is_launches_only_and_replayed_from_a_trace_on_hardware() {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('"') && !l.starts_with("captures)") && !l.starts_with('#'))
         .collect();
-    let launches = body.iter().filter(|l| l.starts_with("K.")).count();
+    // Kernel launches, per-chip kernel launches on the mesh and the all-reduces.
+    let launches = body
+        .iter()
+        .filter(|l| l.starts_with("K.") || l.starts_with("m.each(K.") || l.starts_with("m.all_reduce("))
+        .count();
     assert_eq!(launches + 1, body.len(), "non-launch lines in Model.step: {body:?}");
     let stats: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(tmp.path().join("stats.json")).unwrap()).unwrap();
@@ -604,8 +614,13 @@ fn tt_perf_model_is_calibrated_to_tt_metal() {
     let e2b_traced = e2b["performance"]["modelled_tok_s_traced"].as_f64().unwrap();
     eprintln!("E2B on p150: modelled {e2b_traced} tok/s traced, tt-metal 22.8");
     assert!((e2b_traced / 22.8 - 1.0).abs() < 0.2, "E2B model {e2b_traced} vs 22.8");
-    // The generated program dispatches every launch untraced (0.23 ms each): far slower.
-    let untraced = e4b["performance"]["modelled_tok_s"].as_f64().unwrap();
+    // How run.py runs on hardware (the decode step replayed from a trace).
+    assert_eq!(
+        e4b["performance"]["modelled_tok_s"],
+        e4b["performance"]["modelled_tok_s_traced"]
+    );
+    // `--no-trace` dispatches every launch (0.23 ms each): far slower.
+    let untraced = e4b["performance"]["modelled_tok_s_untraced"].as_f64().unwrap();
     assert!(untraced < traced / 2.0, "{untraced} vs {traced}");
     let lpl = e4b["launches_per_layer"].as_f64().unwrap();
     assert_eq!(e4b["layers"], 42);
@@ -626,7 +641,7 @@ fn tt_perf_model_is_calibrated_to_tt_metal() {
         let s = stats("gemma-4-e4b", target);
         eprintln!(
             "E4B on {target}: {} tok/s untraced, {} traced",
-            s["performance"]["modelled_tok_s"], s["performance"]["modelled_tok_s_traced"]
+            s["performance"]["modelled_tok_s_untraced"], s["performance"]["modelled_tok_s_traced"]
         );
         assert!(s["performance"]["modelled_tok_s"].as_f64().unwrap() > 0.0);
     }

@@ -145,7 +145,8 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
         .map(|p| {
             // Run-time indices stay float32 on the device: exact integers past bf16's 256.
             let index = matches!(p.source, lower::Source::Index { .. });
-            json!({"name": p.name, "dtype": if index { "float32" } else { p.format(target).ttnn() }})
+            let shard = low.shards.get(&p.name).map(|d| d.dim());
+            json!({"name": p.name, "dtype": if index { "float32" } else { p.format(target).ttnn() }, "shard": shard})
         })
         .collect();
     let host_tables: Vec<Value> = low
@@ -157,7 +158,9 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
     let ctx = json!({
         "target": target.name,
         "model": model,
-        "launches": low.launches.iter().filter(|l| l.kernel.is_some()).count(),
+        "launches": low.launches.iter().filter(|l| l.device).count(),
+        "mesh": [target.mesh.0, target.mesh.1],
+        "chips": target.chips(),
         "max_context": low.max_context,
         "vocab": plan.model.vocab_size,
         "bos": plan.model.bos_token_id,
@@ -172,11 +175,11 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
         "caps": low.caps.iter().enumerate().map(|(i, c)| json!({"capacity": c, "col": 32 * (i + 1)})).collect::<Vec<_>>(),
         "pos_cols": 32 * (1 + low.caps.len()),
         "states": low.states.iter().map(|s| json!({"rows": s.rows, "cols": s.cols, "name": s.comment})).collect::<Vec<_>>(),
-        "slots": low.slots.iter().map(|s| json!({"rows": s.rows, "cols": s.cols, "comment": s.comment})).collect::<Vec<_>>(),
+        "slots": low.slots.iter().map(|s| json!({"rows": s.rows, "cols": s.cols, "comment": s.comment, "per_chip": s.per_chip})).collect::<Vec<_>>(),
         "logits_slot": low.logits_slot,
         "default_new_tokens": 16,
-        "host_steps": low.launches.iter().filter(|l| l.kernel.is_none()).map(|l| json!({"code": l.code, "comment": l.comment})).collect::<Vec<_>>(),
-        "steps": low.launches.iter().filter(|l| l.kernel.is_some()).map(|l| json!({"code": l.code, "comment": l.comment})).collect::<Vec<_>>(),
+        "host_steps": low.launches.iter().filter(|l| !l.device).map(|l| json!({"code": l.code, "comment": l.comment})).collect::<Vec<_>>(),
+        "steps": low.launches.iter().filter(|l| l.device).map(|l| json!({"code": l.code, "comment": l.comment})).collect::<Vec<_>>(),
     });
     let mut files = BTreeMap::new();
     files.insert("kernels.py".to_string(), kernels_py);
@@ -195,7 +198,7 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
     let per_kernel_uses: Vec<usize> = (0..low.kernels.len())
         .map(|i| uses.get(&i).copied().unwrap_or(0))
         .collect();
-    let (perf_per_kernel, perf_total) = perf::model(target, &low.kernels, &per_kernel_uses);
+    let (perf_per_kernel, perf_total) = perf::model(target, &low.kernels, &per_kernel_uses, &low.all_reduce_bytes);
     let kernels: serde_json::Map<String, Value> = low
         .kernels
         .iter()
@@ -211,7 +214,8 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
             (k.name.clone(), perf)
         })
         .collect();
-    let launches: usize = per_kernel_uses.iter().sum();
+    // Launches per token: kernels and the all-reduces (each one TT-NN operation to dispatch).
+    let launches: usize = per_kernel_uses.iter().sum::<usize>() + low.all_reduce_bytes.len();
     let layers = decode_layers(plan);
     let dram = dram_use(&low, target);
     target.check_dram(
@@ -221,8 +225,10 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
     let stats = json!({
         "device": target.name,
         "grid": {"cols": target.grid.cols, "rows": target.grid.rows},
-        "chips": target.chips,
-        "chips_used": target.chips_used,
+        "mesh": [target.mesh.0, target.mesh.1],
+        "chips": target.chips(),
+        "sharded_weights": low.shards.len(),
+        "all_reduces_per_token": low.all_reduce_bytes.len(),
         "weights": target.weights.name(),
         "l1_bytes_per_core": target.l1_bytes,
         "l1_total_bytes_per_core": target.l1_total,
@@ -231,6 +237,7 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
             "kv_cache_bytes": dram.kv,
             "activation_bytes": dram.activations,
             "total_bytes": dram.total(),
+            "counted_per_chip": true,
             "available_bytes": target.dram_available(),
             "host_table_bytes": dram.host_tables,
         },
@@ -265,8 +272,9 @@ fn decode_layers(plan: &Plan) -> usize {
     })
 }
 
-/// Device DRAM of the generated program: every device tensor is bf16 (`Model.up`), except the
-/// bfloat8_b matmul weights of `--weights bfp8`.
+/// Device DRAM of one chip of the generated program: every device tensor is bf16 (`Model.up`),
+/// except the bfloat8_b matmul weights of `--weights bfp8`; weights sharded over the mesh count
+/// their share (one chip's tiles), everything else is on every chip.
 pub struct DramUse {
     pub weights: u64,
     pub kv: u64,
@@ -289,7 +297,10 @@ fn dram_use(low: &lower::Lowered, t: &TtTarget) -> DramUse {
             .prepared
             .iter()
             .filter(|p| !p.host)
-            .map(|p| tiles(p) * p.format(t).tile_bytes() as u64)
+            .map(|p| {
+                let share = if low.shards.contains_key(&p.name) { t.chips() } else { 1 };
+                tiles(p) / share as u64 * p.format(t).tile_bytes() as u64
+            })
             .sum(),
         kv: low.states.iter().map(|s| bytes(s.rows, s.cols)).sum(),
         activations: low.slots.iter().map(|s| bytes(s.rows, s.cols)).sum(),

@@ -1,6 +1,9 @@
 //! Performance model of the generated decode step: per launch, the time to stream its DRAM
 //! bytes or to compute its FLOPs on the cores it uses (whichever is longer), plus the dispatch
-//! cost; summed over the launches of one token.
+//! cost; summed over the launches of one token. On a mesh every chip runs every launch at the
+//! same time on its own share (the kernels are compiled for one chip's share, so their bytes
+//! and FLOPs are already per chip), and each all-reduce adds `TtTarget::all_reduce_s` plus its
+//! bytes over `TtTarget::link_bw` (both on paper, see target.rs) and one dispatch.
 //!
 //! Only on paper: nothing here was measured on hardware. The one free parameter,
 //! `BW_EFFICIENCY` (the fraction of peak DRAM bandwidth a launch achieves), is calibrated so
@@ -29,11 +32,17 @@ pub fn launch_seconds(t: &TtTarget, k: &Kernel) -> f64 {
     memory.max(compute)
 }
 
+/// Seconds of one all-reduce of `bytes` over the board's chips, without dispatch.
+pub fn all_reduce_seconds(t: &TtTarget, bytes: usize) -> f64 {
+    t.all_reduce_s + bytes as f64 / t.link_bw
+}
+
 /// Per-kernel entries and the modelled decode speed, for stats.json. `uses[i]`: launches of
-/// kernel `i` per token.
-pub fn model(t: &TtTarget, kernels: &[Kernel], uses: &[usize]) -> (Vec<Value>, Value) {
-    let mut work = 0.0;
-    let mut launches = 0usize;
+/// kernel `i` per token; `all_reduces`: the bytes of each all-reduce of one token.
+pub fn model(t: &TtTarget, kernels: &[Kernel], uses: &[usize], all_reduces: &[usize]) -> (Vec<Value>, Value) {
+    let collectives = all_reduces.iter().fold(0.0, |a, &b| a + all_reduce_seconds(t, b));
+    let mut work = collectives;
+    let mut launches = all_reduces.len();
     let per_kernel = kernels
         .iter()
         .zip(uses)
@@ -53,17 +62,24 @@ pub fn model(t: &TtTarget, kernels: &[Kernel], uses: &[usize]) -> (Vec<Value>, V
     let untraced = work + launches as f64 * t.dispatch_untraced_s;
     let traced = work + launches as f64 * t.dispatch_traced_s;
     let total = json!({
-        "modelled_tok_s": round(1.0 / untraced),
+        // How run.py runs the program on hardware: the decode step replayed from a trace
+        // (`--no-trace` dispatches every launch: `modelled_tok_s_untraced`).
+        "modelled_tok_s": round(1.0 / traced),
         "modelled_tok_s_traced": round(1.0 / traced),
+        "modelled_tok_s_untraced": round(1.0 / untraced),
         "modelled_ms_per_token": round(untraced * 1e3),
         "modelled_ms_per_token_traced": round(traced * 1e3),
         "modelled_device_work_ms": round(work * 1e3),
+        "modelled_all_reduce_ms": round(collectives * 1e3),
         "model": {
             "bw_efficiency": BW_EFFICIENCY,
             "per_core_bw_gbs": PER_CORE_BW / 1e9,
             "dram_bw_gbs": t.dram_bw / 1e9,
             "dispatch_untraced_us": t.dispatch_untraced_s * 1e6,
             "dispatch_traced_us": t.dispatch_traced_s * 1e6,
+            "mesh": [t.mesh.0, t.mesh.1],
+            "all_reduce_fixed_us": t.all_reduce_s * 1e6,
+            "link_bw_gbs": t.link_bw / 1e9,
             "calibration": "BW_EFFICIENCY makes the traced E4B model on tt-p150 give tt-metal's published 14.0 tok/s",
         },
     });

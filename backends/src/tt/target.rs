@@ -29,6 +29,15 @@ pub const TILE_BYTES: usize = 32 * 32 * 2;
 const KIB: usize = 1024;
 const GB: u64 = 1_000_000_000;
 
+/// Chip-to-chip bandwidth of an all-reduce: two 400 Gb/s Ethernet links between adjacent
+/// Blackhole chips (tt-metal's Gemma 4 `ccl.py` uses 2 links on Blackhole), 50 GB/s each.
+/// On paper: not measured.
+pub const LINK_BW: f64 = 2.0 * 50e9;
+/// Fixed cost of one decode-sized all-reduce (a few tiles): an assumption of 20 us (fabric
+/// round trip, the CCL op's own dispatch and synchronisation); no published per-op figure for
+/// Blackhole was found, so this is the number to measure first on a p300.
+pub const ALL_REDUCE_S: f64 = 20e-6;
+
 /// L1 reserved below the worker area (firmware, kernel config, dispatch): Blackhole's
 /// 1536 KiB minus tt-metal's `worker_l1_size` of ~1.36 MB.
 pub const L1_RESERVED: usize = 176 * KIB;
@@ -112,10 +121,13 @@ pub struct TtTarget {
     pub max_dfbs: usize,
     /// DRAM bytes per chip.
     pub dram_per_chip: u64,
-    /// Chips on the board.
-    pub chips: usize,
-    /// Chips the generated program uses (today: one; the p300's second chip is idle).
-    pub chips_used: usize,
+    /// The board's chips as a TT-NN mesh `(rows, cols)`; the program shards the large matmul
+    /// weights over all of them (`lower/mesh.rs`) and replicates the rest.
+    pub mesh: (usize, usize),
+    /// Chip-to-chip (Ethernet) bandwidth one all-reduce can use, bytes/s.
+    pub link_bw: f64,
+    /// Fixed cost of one all-reduce of a small (decode-sized) tensor across the mesh, seconds.
+    pub all_reduce_s: f64,
     /// DRAM bandwidth per chip, bytes/s.
     pub dram_bw: f64,
     /// Sustained bf16 matmul throughput per core, FLOP/s (approximate: about 195 TFLOP/s over
@@ -130,8 +142,8 @@ pub struct TtTarget {
     pub weights: WeightFormat,
 }
 
-/// One Blackhole chip's figures; `chips` is the board's count.
-const fn blackhole(name: &'static str, chips: usize) -> TtTarget {
+/// Blackhole chips; `mesh` is the board's chip grid.
+const fn blackhole(name: &'static str, mesh: (usize, usize)) -> TtTarget {
     TtTarget {
         name,
         grid: Grid { cols: 13, rows: 10 },
@@ -139,8 +151,9 @@ const fn blackhole(name: &'static str, chips: usize) -> TtTarget {
         l1_bytes: 1536 * KIB - L1_RESERVED - L1_HEADROOM,
         max_dfbs: 32,
         dram_per_chip: 32 * GB,
-        chips,
-        chips_used: 1,
+        mesh,
+        link_bw: LINK_BW,
+        all_reduce_s: ALL_REDUCE_S,
         dram_bw: 512e9,
         flops_per_core: 1.5e12,
         dispatch_untraced_s: 230e-6,
@@ -150,10 +163,10 @@ const fn blackhole(name: &'static str, chips: usize) -> TtTarget {
 }
 
 impl TtTarget {
-    /// Blackhole p300: two chips; the generated program drives one of them.
-    pub const P300: TtTarget = blackhole("tt-p300", 2);
+    /// Blackhole p300: two chips, a (1, 2) mesh.
+    pub const P300: TtTarget = blackhole("tt-p300", (1, 2));
     /// Blackhole p150: one chip.
-    pub const P150: TtTarget = blackhole("tt-p150", 1);
+    pub const P150: TtTarget = blackhole("tt-p150", (1, 1));
     /// Wormhole n150: one chip, 8 x 8 workers with 1464 KiB of L1 each, 12 GB of DRAM.
     pub const N150: TtTarget = TtTarget {
         name: "tt-n150",
@@ -162,8 +175,9 @@ impl TtTarget {
         l1_bytes: 1464 * KIB - L1_RESERVED - L1_HEADROOM,
         max_dfbs: 32,
         dram_per_chip: 12 * GB,
-        chips: 1,
-        chips_used: 1,
+        mesh: (1, 1),
+        link_bw: LINK_BW,
+        all_reduce_s: ALL_REDUCE_S,
         dram_bw: 288e9,
         flops_per_core: 1.0e12,
         dispatch_untraced_s: 230e-6,
@@ -191,9 +205,14 @@ impl TtTarget {
         self.grid.cores()
     }
 
-    /// DRAM the generated program can use: the chips it runs on.
+    /// Chips on the board (all of them run the program).
+    pub fn chips(&self) -> usize {
+        self.mesh.0 * self.mesh.1
+    }
+
+    /// DRAM of one chip: every chip holds the replicated tensors and its share of the sharded ones.
     pub fn dram_available(&self) -> u64 {
-        self.dram_per_chip * self.chips_used as u64
+        self.dram_per_chip
     }
 
     /// Grid for `n_blocks` equal blocks: `(grid, per_node)`. Nodes take contiguous ranges of
@@ -217,23 +236,24 @@ impl TtTarget {
         }
     }
 
-    /// Refuses a program whose device tensors do not fit the DRAM of the chips it runs on.
+    /// Refuses a program whose device tensors do not fit one chip's DRAM (`needed`: the bytes on
+    /// each chip, sharded weights counted by their share).
     pub fn check_dram(&self, needed: u64, what: &str) -> Result<(), TtError> {
         let avail = self.dram_available();
         if needed <= avail {
             return Ok(());
         }
         let gb = |b: u64| b as f64 / GB as f64;
-        let board = if self.chips > self.chips_used {
+        let board = if self.chips() > 1 {
             format!(
-                " (the generated program runs on {} of the board's {} chips; weights are not sharded across chips yet)",
-                self.chips_used, self.chips
+                " per chip (the large matmul weights are sharded over the board's {} chips, the rest is replicated)",
+                self.chips()
             )
         } else {
             String::new()
         };
         Err(TtError::new(format!(
-            "{what} needs {needed} bytes ({:.1} GB) of device DRAM; {} has {avail} bytes ({:.1} GB) for it{board}. \
+            "{what} needs {needed} bytes ({:.1} GB) of device DRAM{board}; one chip of {} has {avail} bytes ({:.1} GB). \
              {}, or lower --max-context if the KV caches dominate",
             gb(needed),
             self.name,
@@ -263,8 +283,15 @@ mod tests {
         }
         let n150 = TtTarget::N150;
         assert_eq!(n150.grid, Grid { cols: 8, rows: 8 });
-        assert_eq!(TtTarget::P300.chips, 2);
-        assert_eq!(TtTarget::P150.chips, 1);
+    }
+
+    #[test]
+    fn the_mesh_is_a_property_of_the_board() {
+        assert_eq!(TtTarget::P300.mesh, (1, 2));
+        assert_eq!(TtTarget::P300.chips(), 2);
+        assert_eq!(TtTarget::P150.mesh, (1, 1));
+        assert_eq!(TtTarget::N150.mesh, (1, 1));
+        assert_eq!(TtTarget::named("tt-p300").unwrap().mesh, (1, 2));
     }
 
     #[test]
@@ -294,7 +321,7 @@ mod tests {
             "{e}"
         );
         assert!(
-            e.0.contains("--weights bfp8") && e.0.contains("1 of the board's 2 chips"),
+            e.0.contains("--weights bfp8") && e.0.contains("per chip") && e.0.contains("2 chips"),
             "{e}"
         );
     }

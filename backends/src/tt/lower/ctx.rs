@@ -1,12 +1,13 @@
 //! Lowering state: the plan being lowered, device layouts, registered kernels, prepared tensors,
 //! RoPE tables, masks and ring capacities, with the helpers every step uses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use gemma4c_ir::RopeSpec;
 use gemma4c_passes::plan::{BufferKind, Program, Step};
 use gemma4c_passes::Plan;
 
+use super::mesh::ShardDim;
 use super::{MaskUse, Prepared, Source};
 use crate::tt::kernels::Kernel;
 use crate::tt::layout::DevLayout;
@@ -25,6 +26,10 @@ pub(super) struct Ctx<'a> {
     pub(super) caps: Vec<usize>,
     /// Scratch buffers (ids after the plan's buffers).
     pub(super) scratch: usize,
+    /// Activations whose values differ per chip (a sharded MLP's intermediate, partial sums).
+    pub(super) per_chip: BTreeSet<usize>,
+    /// Prepared weights split over the chips, and along which axis (`mesh.rs`).
+    pub(super) shards: BTreeMap<String, ShardDim>,
 }
 
 impl Ctx<'_> {

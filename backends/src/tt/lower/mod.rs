@@ -20,6 +20,7 @@ mod ctx;
 mod geglu;
 mod kv_pair;
 mod lookup;
+pub mod mesh;
 mod moe;
 mod ple_gate;
 mod qkv;
@@ -154,6 +155,11 @@ enum Call {
     Host {
         code: String,
     },
+    /// TT-NN all-reduce over the chips: `dst` = the sum of every chip's `src` (`mesh.rs`).
+    AllReduce {
+        src: usize,
+        dst: usize,
+    },
 }
 
 struct Item {
@@ -180,6 +186,8 @@ pub struct Slot {
     pub rows: usize,
     pub cols: usize,
     pub comment: String,
+    /// Holds a different value on each chip (emulated as one tensor per chip in the simulator).
+    pub per_chip: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,8 +202,10 @@ pub struct MaskUse {
 pub struct Launch {
     pub code: String,
     pub comment: String,
-    /// Index into `Lowered::kernels` (None for host row fetches).
+    /// Index into `Lowered::kernels` (None for host row fetches and collectives).
     pub kernel: Option<usize>,
+    /// A device operation of the decode step (a kernel or a collective), not host work.
+    pub device: bool,
 }
 
 /// Everything the host program and kernels.py are rendered from.
@@ -209,6 +219,10 @@ pub struct Lowered {
     pub launches: Vec<Launch>,
     pub logits_slot: usize,
     pub max_context: usize,
+    /// Prepared weights split over the chips (name -> axis); the rest are replicated.
+    pub shards: BTreeMap<String, mesh::ShardDim>,
+    /// Bytes of the tensor of each all-reduce of the decode step, in launch order.
+    pub all_reduce_bytes: Vec<usize>,
 }
 
 /// Lowers the plan's decode program for target `t`.
@@ -234,6 +248,8 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
         masks: Vec::new(),
         caps: Vec::new(),
         scratch: 0,
+        per_chip: Default::default(),
+        shards: BTreeMap::new(),
     };
     // Constant tables every program reads.
     c.prep("kv.select".into(), 32 * 32, 32, false, Source::KvSelect)?;
@@ -243,7 +259,7 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
     // Backend fusions, found on the whole program before any step is lowered. A step fused into
     // another one's launch is `absorbed` (the launch is emitted at the group's key step).
     let mut absorbed = vec![false; p.steps.len()];
-    let (geglus, scaled, gates, projections, kv_pairs) = {
+    let (geglus, sharded_mlps, scaled, gates, projections, kv_pairs) = {
         let l = Lookup::new(&c, p);
         // gate/up matmuls + gelu_mul.
         let geglus = geglu::find(&l);
@@ -251,6 +267,8 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
             absorbed[g.gate] = true;
             absorbed[g.up] = true;
         }
+        // Tensor parallelism: the MLPs split over the chips (none on a one-chip board).
+        let sharded_mlps = mesh::find(&l, &geglus);
         // norm_add, the layer scalar and the next input norm.
         let scaled = scaled_norm::find(&l);
         for g in scaled.values() {
@@ -266,7 +284,11 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
             absorbed[g.slice] = true;
         }
         // Matmuls of one input (q, k, v projections).
-        let projections = qkv::find(&l, &absorbed);
+        let mut not_fused = absorbed.clone();
+        for m in sharded_mlps.values() {
+            not_fused[m.down] = true;
+        }
+        let projections = qkv::find(&l, &not_fused);
         for g in projections.values() {
             for &i in &g[1..] {
                 absorbed[i] = true;
@@ -277,8 +299,9 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
         for &i in kv_pairs.values() {
             absorbed[i] = true;
         }
-        (geglus, scaled, gates, projections, kv_pairs)
+        (geglus, sharded_mlps, scaled, gates, projections, kv_pairs)
     };
+    let sharded_down: BTreeMap<usize, usize> = sharded_mlps.iter().map(|(&g, m)| (m.down, g)).collect();
 
     let mut items: Vec<Item> = Vec::new();
     for (i, s) in p.steps.iter().enumerate() {
@@ -301,6 +324,14 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
             scaled_norm::lower(&mut c, p, g, &mut items)?;
             continue;
         }
+        if let Some(g) = sharded_down.get(&i) {
+            mesh::lower_down(&mut c, &sharded_mlps[g], s, &mut items)?;
+            continue;
+        }
+        if let (Some(m), Some(&g)) = (sharded_mlps.get(&i), geglus.get(&i)) {
+            mesh::lower_gate_up(&mut c, m, g, &mut items)?;
+            continue;
+        }
         if let Some(&g) = geglus.get(&i) {
             geglu::lower(&mut c, g, &mut items)?;
             continue;
@@ -314,7 +345,7 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
     // themselves, and the kernels' order, is unchanged).
     let (host, device): (Vec<Item>, Vec<Item>) = items
         .into_iter()
-        .partition(|it| !matches!(it.call, Call::Kernel { .. }));
+        .partition(|it| !matches!(it.call, Call::Kernel { .. } | Call::AllReduce { .. }));
     let items: Vec<Item> = host.into_iter().chain(device).collect();
 
     // ---- device tensors: activations share a tensor when their lifetimes are disjoint
@@ -358,6 +389,7 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
                 continue;
             }
             let [rows, cols] = c.lay(r)?.dev_shape();
+            let per_chip = c.per_chip.contains(&r);
             let name = if r < p.buffers.len() {
                 p.steps
                     .iter()
@@ -368,7 +400,7 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
             };
             let s = match free
                 .iter()
-                .position(|&s| slots[s].rows == rows && slots[s].cols == cols)
+                .position(|&s| slots[s].rows == rows && slots[s].cols == cols && slots[s].per_chip == per_chip)
             {
                 Some(k) => {
                     let s = free.remove(k);
@@ -381,6 +413,7 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
                         rows,
                         cols,
                         comment: name.to_string(),
+                        per_chip,
                     });
                     slots.len() - 1
                 }
@@ -398,6 +431,7 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
                 rows: kv * cap.div_ceil(32) * 32,
                 cols: d.div_ceil(32) * 32,
                 comment: s.name.clone(),
+                per_chip: false,
             }
         })
         .collect();
@@ -415,25 +449,55 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
         .iter()
         .map(|it| match &it.call {
             Call::Kernel { kernel, args } => {
+                // A launch that touches a per-chip tensor runs on each chip's own values (on
+                // hardware every launch does; the simulator's mesh needs to be told).
+                let sharded = args.iter().any(|a| match a {
+                    Arg::Buf(id) => c.per_chip.contains(&root(*id)),
+                    Arg::W(n) => c.shards.contains_key(n),
+                    _ => false,
+                });
                 let args: Vec<String> = args.iter().map(arg).collect();
                 let name = &c.kernels[*kernel].name;
-                let code = format!("K.{name}({})", args.join(", "));
+                let code = if sharded {
+                    format!("m.each(K.{name}, {})", args.join(", "))
+                } else {
+                    format!("K.{name}({})", args.join(", "))
+                };
                 Launch {
                     code,
                     comment: it.comment.clone(),
                     kernel: Some(*kernel),
+                    device: true,
                 }
             }
+            Call::AllReduce { src, dst } => Launch {
+                code: format!("m.all_reduce({}, {})", arg(&Arg::Buf(*src)), arg(&Arg::Buf(*dst))),
+                comment: it.comment.clone(),
+                kernel: None,
+                device: true,
+            },
             Call::Gather { table, out } => Launch {
                 code: format!("self.write(b[{}], self.row(\"{table}\", token))", slot_of[&root(*out)]),
                 comment: it.comment.clone(),
                 kernel: None,
+                device: false,
             },
             Call::Host { code } => Launch {
                 code: code.clone(),
                 comment: it.comment.clone(),
                 kernel: None,
+                device: false,
             },
+        })
+        .collect();
+    let all_reduce_bytes = items
+        .iter()
+        .filter_map(|it| match it.call {
+            Call::AllReduce { dst, .. } => {
+                let s = &slots[slot_of[&root(dst)]];
+                Some(s.rows * s.cols * 2)
+            }
+            _ => None,
         })
         .collect();
     Ok(Lowered {
@@ -446,5 +510,7 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
         slots,
         launches,
         max_context: plan.model.max_context,
+        shards: c.shards,
+        all_reduce_bytes,
     })
 }
