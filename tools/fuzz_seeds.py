@@ -3,7 +3,9 @@
 
 checkpoint: small valid safetensors files (a few tensors of each fixture, re-packed)
             and a shard index; config: every fixture and released config.json;
-            plan: plan.json files compiled from the fixtures (by scripts/fuzz.sh).
+            gguf: a minimal header and the GGUF fixtures; gguf_model: the GGUF fixtures
+            up to 400 000 bytes (the fuzzer's -max_len);
+            plan, plan_quant: plan.json files compiled from the fixtures (by scripts/fuzz.sh).
 Usage: tools/fuzz_seeds.py OUT_DIR
 """
 import json
@@ -13,7 +15,7 @@ import sys
 
 root = pathlib.Path(__file__).resolve().parent.parent
 out = pathlib.Path(sys.argv[1])
-for target in ("checkpoint", "config", "plan", "gguf"):
+for target in ("checkpoint", "config", "plan", "gguf", "gguf_model", "plan_quant"):
     (out / target).mkdir(parents=True, exist_ok=True)
 
 fixtures = sorted(p for p in (root / "tests/fixtures").iterdir() if (p / "config.json").exists())
@@ -61,3 +63,6 @@ kv += gguf_str("gemma3.block_count") + struct.pack("<I", 4) + struct.pack("<I", 
 for g in sorted((root / "tests").rglob("*.gguf")):
     if g.stat().st_size <= 1 << 20:
         (out / "gguf" / g.name).write_bytes(g.read_bytes())
+for g in sorted((root / "tests/fixtures/gguf").glob("*.gguf")):
+    if g.stat().st_size <= 400_000:
+        (out / "gguf_model" / g.name).write_bytes(g.read_bytes())
