@@ -19,4 +19,4 @@ pub use config::{Family, Gemma4Config, LayerConfig, LayerType};
 pub use error::FrontendError;
 pub use gemma4::{build, BuildOptions, LogitRows};
 pub use model::Model;
-pub use store::{StoredTensor, WeightStore};
+pub use store::{Conversion, StoredTensor, WeightStore};

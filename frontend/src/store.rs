@@ -269,6 +269,47 @@ pub(crate) fn reads_blocks(key: &str, rank: usize) -> bool {
     }
 }
 
+/// What `WeightStore::convert` does to a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversion {
+    /// `--quant`: a Hugging Face tensor quantized to this block format.
+    Quantize(QuantFormat),
+    /// A GGUF block-quantized tensor the kernels read as f32 (an MoE router).
+    Dequantize,
+    /// Gemma 3's Hugging Face norm weight, served as `1 + w`.
+    PlusOne,
+}
+
+impl WeightStore {
+    /// The tensors served through a conversion that has not run yet, in key
+    /// order, with the stored bytes each reads: what `convert` will do (so a
+    /// caller can show progress; otherwise each converts on first use).
+    pub fn unconverted(&self) -> Vec<(&str, usize, Conversion)> {
+        self.tensors
+            .iter()
+            .filter_map(|(key, e)| {
+                let (conversion, done) = match &e.loc {
+                    Location::Quantized(q, cell) => (Conversion::Quantize(*q), cell.get().is_some()),
+                    Location::Dequantized(_, cell) => (Conversion::Dequantize, cell.get().is_some()),
+                    Location::PlusOne(cell) => (Conversion::PlusOne, cell.get().is_some()),
+                    Location::Safetensors | Location::GgufMapped(_) => return None,
+                };
+                let stored = match (&e.loc, &self.source) {
+                    (Location::Dequantized(i, _), Source::Gguf(g)) => g.header.tensors[*i].len,
+                    (_, Source::Safetensors(c)) => c.bytes(key).map_or(0, <[u8]>::len),
+                    _ => 0,
+                };
+                (!done).then_some((key.as_str(), stored, conversion))
+            })
+            .collect()
+    }
+
+    /// Converts `key` now if it is served through a conversion (see `unconverted`).
+    pub fn convert(&self, key: &str) -> Result<(), FrontendError> {
+        self.bytes(key).map(|_| ())
+    }
+}
+
 /// The bytes of f32 values. gemma4c reads tensors as little-endian, which is
 /// the host order on every target it runs on (x86-64, aarch64).
 fn f32_bytes(v: &[f32]) -> &[u8] {

@@ -190,6 +190,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut sampler = args.sampling.sampler()?;
     let eos = textgen::stop_ids(&cfg.eos_token_ids, template.as_ref(), tokenizer.as_ref());
+    // --quant quantization (and other conversions) count as loading, with a progress bar.
+    textgen::convert_weights(&model)?;
     setup.load = load_start.elapsed();
     let kernels_file = gemma4c_backends::cpu::KERNELS_FILE;
     let wgsl_file = gemma4c_backends::wgsl::KERNELS_FILE;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use gemma4c_frontend::Model;
+use gemma4c_frontend::{Conversion, Model};
 use gemma4c_runtime::chat_template::{gguf_special_tokens, ChatTemplate, SpecialTokens};
 use gemma4c_runtime::sampler::{Sampler, SamplingParams};
 use gemma4c_runtime::stop::StopStrings;
@@ -276,6 +276,28 @@ impl Drop for Spinner {
     }
 }
 
+/// Runs the weight conversions a model is served through (`--quant` quantization,
+/// GGUF MoE dequantization, Gemma 3's `1 + w` norms) now, with a byte-counted
+/// progress bar on a terminal, instead of silently inside the first forward call.
+pub fn convert_weights(model: &Model) -> Result<()> {
+    let pending = model.checkpoint.unconverted();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let total: usize = pending.iter().map(|(_, n, _)| n).sum();
+    let bar = progress_bar(total as u64, Unit::Bytes, "converting weights");
+    for (key, bytes, conversion) in pending {
+        bar.set_message(&match conversion {
+            Conversion::Quantize(q) => format!("quantizing weights to {q}"),
+            Conversion::Dequantize => "dequantizing GGUF weights to f32".to_string(),
+            Conversion::PlusOne => "converting norm weights".to_string(),
+        });
+        model.checkpoint.convert(key)?;
+        bar.inc(bytes as u64);
+    }
+    Ok(())
+}
+
 /// An executor for a checkpoint (no plan): the reference interpreter, or
 /// kernels generated for the CPU and JIT-compiled in memory.
 pub fn model_executor<'m>(
@@ -293,6 +315,7 @@ pub fn model_executor<'m>(
         (ExecutorKind::Reference, true) => Some("dequantizing GGUF weights"),
         (ExecutorKind::Reference, false) => None,
     };
+    convert_weights(model)?;
     let _spinner = what.map(spinner);
     Ok(match kind {
         ExecutorKind::Reference => Box::new(ReferenceSession::new(model, max_context, chunk)?),
