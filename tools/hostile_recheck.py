@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Re-checks the numbered items of the reliability issue (hostile plans, kernels, flags,
-configs, special files, thread counts, concurrent compiles, many layers) against a gemma4c
-binary on the tiny fixtures, in a scratch directory, under `ulimit -v 2 GB`.
+configs, special files, thread counts, concurrent compiles, many layers; GGUF files edited at
+the offsets their header gives: truncated, huge counts and lengths, bad offsets, unknown types,
+odd metadata; --quant flags and edited quantized plans) against a gemma4c binary on the tiny fixtures, in a scratch directory, under `ulimit -v 2 GB`.
 
 Usage: python3 tools/hostile_recheck.py [GEMMA4C_BINARY]   (default target/release/gemma4c)
 
@@ -15,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -138,6 +140,93 @@ m = json.load(open(f"{T}/same/manifest.json"))
 ok = m["sha256"]["plan.json"] == hashlib.sha256(open(f"{T}/same/plan.json","rb").read()).hexdigest() and m["sha256"]["kernels.ll"] == hashlib.sha256(open(f"{T}/same/kernels.ll","rb").read()).hexdigest()
 results.append(("ok" if ok else "FAIL", "5 concurrent compile --out same: consistent directory", outs, 0, ""))
 run("run the concurrently written plan", ["run", "--plan", f"{T}/same", "--prompt-ids", "2,17", "--max-new-tokens", "2", "--output", "ids"], expect_ok=True)
+# GGUF files and --quant: the Q8_0 tiny Gemma 4, edited at the byte offsets its header gives.
+G = f"{ROOT}/tests/fixtures/gguf/tiny_gemma4.q8_0.gguf"
+graw = open(G, "rb").read()
+def gguf_layout(b):
+    """Offsets of the count fields, each metadata entry (key, type, value) and each tensor info."""
+    pos = 24; kvs = {}; tensors = []
+    def string(p): n = struct.unpack_from("<Q", b, p)[0]; return b[p + 8 : p + 8 + n].decode(), p + 8 + n
+    sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+    def skip(t, p):
+        if t == 8: return string(p)[1]
+        if t == 9:
+            et, n = struct.unpack_from("<IQ", b, p); p += 12
+            for _ in range(n): p = skip(et, p)
+            return p
+        return p + sizes[t]
+    for _ in range(struct.unpack_from("<Q", b, 16)[0]):
+        key, p = string(pos); t = struct.unpack_from("<I", b, p)[0]
+        kvs[key] = (pos, p, t, p + 4); pos = skip(t, p + 4)
+    for _ in range(struct.unpack_from("<Q", b, 8)[0]):
+        name, p = string(pos); nd = struct.unpack_from("<I", b, p)[0]
+        tensors.append({"name": name, "ndims": p, "dims": p + 4, "type": p + 4 + 8 * nd, "offset": p + 12 + 8 * nd})
+        pos = p + 20 + 8 * nd
+    return kvs, tensors, pos
+gkv, gt, gend = gguf_layout(graw)
+def gguf_case(name, data, args=None, expect_ok=False):
+    path = f"{T}/{name.replace(' ', '_')}.gguf"; open(path, "wb").write(data)
+    run(f"gguf {name}", (args or ["run", "--model", path, "--prompt-ids", "2,17", "--max-new-tokens", "2", "--output", "ids"]), expect_ok=expect_ok)
+    run(f"gguf {name} (inspect)", ["inspect", "--model", path], expect_ok=expect_ok)
+def patch(b, off, fmt, *vals):
+    b = bytearray(b); struct.pack_into(fmt, b, off, *vals); return bytes(b)
+gguf_case("unchanged", graw, expect_ok=True)
+for cut in [3, 20, 100, gend - 5, gend + 100, len(graw) // 2, len(graw) - 1]:
+    gguf_case(f"truncated at {cut}", graw[:cut])
+gguf_case("tensor count 2^63", patch(graw, 8, "<Q", 2**63))
+gguf_case("tensor count +1", patch(graw, 8, "<Q", len(gt) + 1))
+gguf_case("metadata count 2^40", patch(graw, 16, "<Q", 2**40))
+gguf_case("version 7", patch(graw, 4, "<I", 7))
+arr = next(v for v in gkv.values() if v[2] == 9)
+gguf_case("array length 2^60", patch(graw, arr[3] + 4, "<Q", 2**60))
+gguf_case("array element type 99", patch(graw, arr[3], "<I", 99))
+gguf_case("string length 2^62", patch(graw, gkv["general.architecture"][3], "<Q", 2**62))
+gguf_case("key length 2^62", patch(graw, gkv["general.architecture"][0], "<Q", 2**62))
+gguf_case("metadata type 99", patch(graw, gkv["general.architecture"][1], "<I", 99))
+a = gkv["general.architecture"][3] + 8
+gguf_case("architecture llama", graw[:a] + b"llama\0" + graw[a + 6 :])
+for key, v in [("gemma4.block_count", 2**31), ("gemma4.block_count", 0), ("gemma4.embedding_length", 0),
+               ("gemma4.attention.head_count", 0), ("gemma4.context_length", 0), ("gemma4.attention.sliding_window", 0),
+               ("gemma4.embedding_length", 2**31)]:
+    if key in gkv and gkv[key][2] in (4, 5):
+        gguf_case(f"{key} = {v}", patch(graw, gkv[key][3], "<I", v))
+t0 = gt[-1]
+gguf_case("tensor offset past the end", patch(graw, t0["offset"], "<Q", 2**40))
+gguf_case("tensor offset misaligned", patch(graw, t0["offset"], "<Q", struct.unpack_from("<Q", graw, t0["offset"])[0] + 1))
+gguf_case("tensor type 99", patch(graw, t0["type"], "<I", 99))
+gguf_case("tensor type i32", patch(graw, t0["type"], "<I", 26))
+gguf_case("tensor dims 2^62", patch(graw, t0["dims"], "<Q", 2**62))
+gguf_case("tensor n_dims 100", patch(graw, t0["ndims"], "<I", 100))
+gguf_case("tensor renamed", graw.replace(t0["name"].encode(), b"x" * len(t0["name"]), 1))
+run("gguf --quant q8_0", ["run", "--model", G, "--quant", "q8_0", "--prompt-ids", "2,17", "--max-new-tokens", "2"])
+os.mkfifo(f"{T}/fifo.gguf")
+run("gguf FIFO", ["run", "--model", f"{T}/fifo.gguf", "--prompt-ids", "2", "--max-new-tokens", "1"])
+os.symlink("/dev/zero", f"{T}/zero.gguf")
+run("gguf /dev/zero", ["run", "--model", f"{T}/zero.gguf", "--prompt-ids", "2", "--max-new-tokens", "1"])
+# --quant flags and quantized plans.
+run("--quant q4_k", RUNM + ["--quant", "q4_k", "--max-new-tokens", "1"])
+run("--quant bogus", RUNM + ["--quant", "bogus", "--max-new-tokens", "1"])
+run("compile --quant q8_0 --target wgpu", ["compile", "--model", FIX, "--quant", "q8_0", "--target", "wgpu", "--out", f"{T}/qw"])
+run("compile --quant q8_0 --config", ["compile", "--config", f"{FIX}/config.json", "--quant", "q8_0", "--target", "cpu", "--out", f"{T}/qc"])
+run("run --quant q8_0", RUNM + ["--quant", "q8_0", "--max-new-tokens", "2"], expect_ok=True)
+for src, extra in [(G, []), (FIX, ["--quant", "q8_0"])]:
+    qp = f"{T}/qplan"; shutil.rmtree(qp, ignore_errors=True)
+    subprocess.run([B, "compile", "--model", src, "--target", "cpu", "--out", qp] + extra, check=True, capture_output=True)
+    tag = "gguf" if src == G else "--quant"
+    RUNQ = lambda d: ["run", "--plan", d, "--model", src, "--prompt-ids", "2,17", "--max-new-tokens", "2", "--output", "ids"]
+    run(f"{tag} plan unchanged", RUNQ(qp), expect_ok=True)
+    def first_q(p): return next(w for w in p["weights"] if w["dtype"].startswith("q"))
+    def first_qbuf(p): return next(b for b in p["programs"][0]["buffers"] if b["dtype"].startswith("q"))
+    def q4k(p): first_q(p)["dtype"] = "q4_K"; first_qbuf(p)["dtype"] = "q4_K"
+    def q40(p): first_q(p)["dtype"] = "q4_0"; first_qbuf(p)["dtype"] = "q4_0"
+    def cols(p): w = first_q(p); w["shape"][-1] -= 1; b = first_qbuf(p); b["shape"][-1] -= 1
+    def qbytes(p): first_qbuf(p)["bytes"] //= 2
+    def unknown(p): first_q(p)["dtype"] = "q3_K"
+    for f in [q4k, q40, cols, qbytes, unknown]:
+        shutil.rmtree(f"{T}/plan", ignore_errors=True); shutil.copytree(qp, f"{T}/plan")
+        d = plan_copy(f, f"q_{f.__name__}")
+        run(f"{tag} plan {f.__name__} jit", RUNQ(d))
+        run(f"{tag} plan {f.__name__} reference", RUNQ(d) + ["--executor", "reference"])
 shutil.rmtree(T, ignore_errors=True)
 for r in results:
     print(*r, sep=" | ")
