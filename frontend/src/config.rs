@@ -5,16 +5,19 @@
 use std::path::{Path, PathBuf};
 
 use gemma4c_ir::{DType, RopeSpec};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::FrontendError;
-use crate::fields::{read_json, Fields};
+use crate::fields::{read_json, size, yes, At, Size, TokenIds};
 
-/// Attention type of a layer (`layer_types` entries).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Attention type of a layer (`layer_types` entries; serialized, for the
+/// fingerprint, under the Rust names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LayerType {
+    #[serde(rename(deserialize = "sliding_attention"))]
     Sliding,
+    #[serde(rename(deserialize = "full_attention"))]
     Full,
 }
 
@@ -171,17 +174,21 @@ impl Gemma4Config {
     /// Reads `config.json` and, if present next to it, `generation_config.json`
     /// (for extra EOS ids).
     pub fn from_file(path: &Path) -> Result<Gemma4Config, FrontendError> {
-        let root = read_json(path)?;
-        let mut cfg = Self::from_json(&root, path)?;
+        let mut cfg = Self::from_json(&read_json(path)?, path)?;
         let gen_path = path.with_file_name("generation_config.json");
         if gen_path.exists() {
-            let gen = read_json(&gen_path)?;
-            if let Some(v) = gen.get("eos_token_id") {
-                let f = Fields::new(&gen_path, "", gen.as_object().unwrap_or(&Map::new()).clone());
-                for id in f.token_ids("eos_token_id", v)? {
-                    if !cfg.eos_token_ids.contains(&id) {
-                        cfg.eos_token_ids.push(id);
-                    }
+            #[derive(Deserialize)]
+            struct Generation {
+                eos_token_id: Option<TokenIds>,
+            }
+            let at = At {
+                path: &gen_path,
+                prefix: "",
+            };
+            let gen: Generation = at.parse(&read_json(&gen_path)?)?;
+            for id in gen.eos_token_id.unwrap_or_default().0 {
+                if !cfg.eos_token_ids.contains(&id) {
+                    cfg.eos_token_ids.push(id);
                 }
             }
         }
@@ -190,72 +197,83 @@ impl Gemma4Config {
 
     /// Parses an already-loaded `config.json`; `path` is used in messages.
     pub fn from_json(root: &Value, path: &Path) -> Result<Gemma4Config, FrontendError> {
-        let top = root.as_object().ok_or_else(|| FrontendError::Config {
-            path: path.to_path_buf(),
-            field: "(root)".into(),
-            message: "expected a JSON object".into(),
-        })?;
+        let outer = At { path, prefix: "" };
+        let top = root
+            .as_object()
+            .ok_or_else(|| outer.err("(root)", "expected a JSON object"))?;
         let model_type = top.get("model_type").and_then(Value::as_str).unwrap_or("");
-        if model_type.starts_with("gemma3") {
-            return crate::gemma3_config::from_json(top, path);
-        }
-        let outer = Fields::new(path, "", top.clone());
-        let (text, prefix, placeholders) = match model_type {
-            "gemma4_text" => (top.clone(), "", Vec::new()),
-            "gemma4" => match top.get("text_config") {
-                Some(Value::Object(t)) => {
-                    // Special ids may live on the outer config only.
-                    let mut t = t.clone();
-                    for key in ["bos_token_id", "eos_token_id", "pad_token_id", "dtype", "torch_dtype"] {
-                        if let (None, Some(v)) = (t.get(key), top.get(key)) {
-                            t.insert(key.to_string(), v.clone());
-                        }
-                    }
-                    // `Gemma4ForConditionalGeneration` ties its LM head by the outer flag.
-                    t.insert(
-                        "tie_word_embeddings".into(),
-                        Value::Bool(outer.bool_or("tie_word_embeddings", true)?),
-                    );
-                    // Its text path replaces image/video/audio placeholder ids by pad
-                    // before the embedding lookups (transformers' defaults when absent).
-                    let mut ids = Vec::new();
-                    for (key, default) in [
-                        ("image_token_id", 258_880u32),
-                        ("video_token_id", 258_884),
-                        ("audio_token_id", 258_881),
-                    ] {
-                        match outer.get(key) {
-                            Some(v) => ids.extend(outer.token_ids(key, v)?),
-                            None if top.contains_key(key) => {} // explicit null: no placeholder
-                            None => ids.push(default),
-                        }
-                    }
-                    (t, "text_config.", ids)
-                }
-                _ => {
-                    return Err(FrontendError::Config {
-                        path: path.to_path_buf(),
-                        field: "text_config".into(),
-                        message: "a `gemma4` config must contain a `text_config` object".into(),
-                    })
-                }
-            },
-            other => {
-                return Err(FrontendError::UnknownModelType {
-                    path: path.to_path_buf(),
-                    found: other.to_string(),
-                })
-            }
+        let unknown = |found: &str| FrontendError::UnknownModelType {
+            path: path.to_path_buf(),
+            found: found.to_string(),
         };
-        if let Some(t) = text.get("model_type").and_then(Value::as_str) {
-            if t != "gemma4_text" {
-                return Err(FrontendError::UnknownModelType {
-                    path: path.to_path_buf(),
-                    found: t.to_string(),
-                });
+        let (family, multimodal) = match model_type {
+            "gemma4_text" => (Family::Gemma4, false),
+            "gemma4" => (Family::Gemma4, true),
+            "gemma3_text" => (Family::Gemma3, false),
+            "gemma3" => (Family::Gemma3, true),
+            other => return Err(unknown(other)),
+        };
+        if !multimodal {
+            return resolve_text(family, root, outer, Vec::new());
+        }
+        let Some(Value::Object(text)) = top.get("text_config") else {
+            return Err(outer.err(
+                "text_config",
+                format!("a `{model_type}` config must contain a `text_config` object"),
+            ));
+        };
+        // Special ids may live on the outer config only.
+        let mut text = text.clone();
+        for key in ["bos_token_id", "eos_token_id", "pad_token_id", "dtype", "torch_dtype"] {
+            if let (None, Some(v)) = (text.get(key), top.get(key)) {
+                text.insert(key.to_string(), v.clone());
             }
         }
-        resolve(&Fields::new(path, prefix, text), placeholders)
+        #[derive(Deserialize)]
+        struct Outer {
+            #[serde(default = "yes")]
+            tie_word_embeddings: bool,
+            image_token_id: Option<TokenIds>,
+            video_token_id: Option<TokenIds>,
+            audio_token_id: Option<TokenIds>,
+        }
+        let o: Outer = outer.parse(root)?;
+        // `Gemma{3,4}ForConditionalGeneration` ties its LM head by the outer flag.
+        text.insert("tie_word_embeddings".into(), Value::Bool(o.tie_word_embeddings));
+        // Gemma 4's text path replaces image/video/audio placeholder ids by pad before the
+        // embedding lookups (transformers' defaults when absent; an explicit null: none).
+        let mut placeholders = Vec::new();
+        if family == Family::Gemma4 {
+            for (key, ids, default) in [
+                ("image_token_id", o.image_token_id, 258_880u32),
+                ("video_token_id", o.video_token_id, 258_884),
+                ("audio_token_id", o.audio_token_id, 258_881),
+            ] {
+                match ids {
+                    Some(ids) => placeholders.extend(ids.0),
+                    None if top.contains_key(key) => {}
+                    None => placeholders.push(default),
+                }
+            }
+        }
+        if let Some(t) = text.get("model_type").and_then(Value::as_str) {
+            if family == Family::Gemma4 && t != "gemma4_text" {
+                return Err(unknown(t));
+            }
+        }
+        let at = At {
+            path,
+            prefix: "text_config.",
+        };
+        resolve_text(family, &Value::Object(text), at, placeholders)
+    }
+}
+
+fn resolve_text(family: Family, text: &Value, at: At, placeholders: Vec<u32>) -> Result<Gemma4Config, FrontendError> {
+    let common: Common = at.parse(text)?;
+    match family {
+        Family::Gemma4 => crate::gemma4_config::resolve(at.parse(text)?, common, at, placeholders),
+        Family::Gemma3 => crate::gemma3_config::resolve(at.parse(text)?, common, at),
     }
 }
 
@@ -278,381 +296,124 @@ pub(crate) fn kv_geometry_mismatch(layers: &[LayerConfig]) -> Option<(&LayerConf
         .find(|(l, src)| (l.head_dim, l.num_kv_heads) != (src.head_dim, src.num_kv_heads))
 }
 
-fn resolve(f: &Fields, multimodal_placeholder_ids: Vec<u32>) -> Result<Gemma4Config, FrontendError> {
-    let vocab_size = f.usize_req("vocab_size")?;
-    let hidden_size = f.usize_req("hidden_size")?;
-    let num_hidden_layers = f.usize_req("num_hidden_layers")?;
-    let num_attention_heads = f.usize_req("num_attention_heads")?;
-    let num_key_value_heads = f.usize_req("num_key_value_heads")?;
-    let head_dim = f.usize_req("head_dim")?;
-    let intermediate_size = f.usize_req("intermediate_size")?;
-    if num_hidden_layers > crate::bounds::MAX_LAYERS {
-        return Err(f.err(
-            "num_hidden_layers",
-            format!(
-                "{num_hidden_layers} is more than the {} layers gemma4c accepts",
-                crate::bounds::MAX_LAYERS
-            ),
-        ));
-    }
-    for (key, v) in [
-        ("vocab_size", vocab_size),
-        ("hidden_size", hidden_size),
-        ("num_hidden_layers", num_hidden_layers),
-        ("num_attention_heads", num_attention_heads),
-        ("num_key_value_heads", num_key_value_heads),
-        ("head_dim", head_dim),
-        ("intermediate_size", intermediate_size),
-    ] {
-        if v == 0 {
-            return Err(f.err(key, "must be positive"));
+/// Text config keys Gemma 3 and Gemma 4 share, with transformers' defaults.
+#[derive(Deserialize)]
+pub(crate) struct Common {
+    #[serde(default = "gelu")]
+    pub hidden_activation: String,
+    #[serde(default)]
+    pub attention_bias: bool,
+    pub layer_types: Option<Vec<LayerType>>,
+    dtype: Option<String>,
+    torch_dtype: Option<String>,
+    pub final_logit_softcapping: Option<f64>,
+    eos_token_id: Option<TokenIds>,
+    bos_token_id: Option<TokenIds>,
+    pad_token_id: Option<TokenIds>,
+    #[serde(default = "size::<131_072>")]
+    pub max_position_embeddings: Size,
+    #[serde(default = "eps")]
+    rms_norm_eps: f64,
+    #[serde(default = "yes")]
+    pub tie_word_embeddings: bool,
+}
+
+fn gelu() -> String {
+    "gelu_pytorch_tanh".into()
+}
+
+fn eps() -> f64 {
+    1e-6
+}
+
+impl Common {
+    /// Checks what neither family supports; `model` names it in messages.
+    pub(crate) fn check(&self, at: At, model: &str) -> Result<(), FrontendError> {
+        if self.hidden_activation != "gelu_pytorch_tanh" {
+            return Err(at.err(
+                "hidden_activation",
+                format!(
+                    "`{}` is not supported; {model} uses `gelu_pytorch_tanh`",
+                    self.hidden_activation
+                ),
+            ));
         }
+        if self.attention_bias {
+            return Err(at.err(
+                "attention_bias",
+                format!("must be false: {model} has no attention biases"),
+            ));
+        }
+        Ok(())
     }
 
-    let activation = f
-        .get("hidden_activation")
-        .and_then(Value::as_str)
-        .unwrap_or("gelu_pytorch_tanh");
-    if activation != "gelu_pytorch_tanh" {
-        return Err(f.err(
-            "hidden_activation",
-            format!("`{activation}` is not supported; Gemma 4 uses `gelu_pytorch_tanh`"),
-        ));
-    }
-    if f.bool_or("attention_bias", false)? {
-        return Err(f.err("attention_bias", "must be false: Gemma 4 has no attention biases"));
-    }
-    if f.get("use_bidirectional_attention").and_then(Value::as_str) == Some("all") {
-        return Err(f.err(
-            "use_bidirectional_attention",
-            "`all` (non-causal text attention) is not supported",
-        ));
-    }
-
-    let layer_types = parse_layer_types(f, num_hidden_layers)?;
-    let sliding_window = f.usize_or("sliding_window", 512)?;
-    if sliding_window == 0 {
-        return Err(f.err("sliding_window", "must be positive"));
-    }
-
-    // Per-layer geometry: hub-style keys, then transformers-5.23 `per_layer_config` overrides.
-    let attention_k_eq_v = f.bool_or("attention_k_eq_v", false)?;
-    let global_head_dim = f.usize_or("global_head_dim", 512)?;
-    let num_global_kv = f.usize_opt("num_global_key_value_heads")?;
-    let overrides = parse_per_layer_config(f, num_hidden_layers)?;
-    let num_kv_shared_layers = f.usize_or("num_kv_shared_layers", 0)?;
-    if num_kv_shared_layers >= num_hidden_layers && num_kv_shared_layers > 0 {
-        return Err(f.err(
-            "num_kv_shared_layers",
-            format!("{num_kv_shared_layers} leaves no layer to produce K/V (num_hidden_layers is {num_hidden_layers})"),
-        ));
-    }
-    let first_shared = num_hidden_layers - num_kv_shared_layers;
-    let use_double_wide_mlp = f.bool_or("use_double_wide_mlp", false)?;
-
-    let mut layers = Vec::with_capacity(num_hidden_layers);
-    for (index, &layer_type) in layer_types.iter().enumerate() {
-        let (mut hd, mut nkv) = match (layer_type, &overrides) {
-            (LayerType::Sliding, _) => (head_dim, num_key_value_heads),
-            // With per_layer_config present, the hub keys are ignored (as in transformers).
-            (LayerType::Full, Some(_)) => (head_dim, num_key_value_heads),
-            (LayerType::Full, None) => (
-                global_head_dim,
-                match (attention_k_eq_v, num_global_kv) {
-                    (true, Some(n)) => n,
-                    _ => num_key_value_heads,
-                },
-            ),
+    /// `dtype` (or the older `torch_dtype`); bf16 when absent, as released.
+    pub(crate) fn dtype(&self, at: At) -> Result<DType, FrontendError> {
+        let (key, name) = match (&self.dtype, &self.torch_dtype) {
+            (Some(d), _) => ("dtype", d),
+            (None, Some(d)) => ("torch_dtype", d),
+            (None, None) => return Ok(DType::BF16),
         };
-        if let Some(ov) = overrides.as_ref().and_then(|o| o[index]) {
-            hd = ov.0.unwrap_or(hd);
-            nkv = ov.1.unwrap_or(nkv);
-        }
-        if hd == 0 || hd % 2 != 0 {
-            return Err(f.err(
-                "head_dim",
-                format!("layer {index} has head_dim {hd}; expected a positive even number"),
-            ));
-        }
-        if nkv == 0 || num_attention_heads % nkv != 0 {
-            return Err(f.err(
-                "num_key_value_heads",
-                format!(
-                    "layer {index} has {nkv} kv heads, which must divide num_attention_heads = {num_attention_heads}"
-                ),
-            ));
-        }
-        let kv_source = kv_source(index, first_shared, &layer_types).ok_or_else(|| {
-            f.err(
-                "num_kv_shared_layers",
-                format!(
-                    "layer {index} ({}) shares K/V but no earlier non-shared layer has that type",
-                    layer_type.hf_name()
-                ),
-            )
-        })?;
-        let consumer = kv_source != index;
-        layers.push(LayerConfig {
-            index,
-            layer_type,
-            head_dim: hd,
-            num_kv_heads: nkv,
-            k_eq_v: attention_k_eq_v && layer_type == LayerType::Full,
-            kv_source,
-            mlp_width: intermediate_size * if use_double_wide_mlp && consumer { 2 } else { 1 },
-        });
-    }
-    if let Some((l, src)) = kv_geometry_mismatch(&layers) {
-        return Err(f.err(
-            "per_layer_config",
-            format!(
-                "layer {} shares K/V with layer {} but their (head_dim, kv heads) differ: ({}, {}) vs ({}, {})",
-                l.index, src.index, l.head_dim, l.num_kv_heads, src.head_dim, src.num_kv_heads
-            ),
-        ));
-    }
-
-    let ple_hidden = f.usize_or("hidden_size_per_layer_input", 256)?;
-    let ple = if ple_hidden > 0 {
-        Some(PleConfig {
-            hidden: ple_hidden,
-            vocab: f.usize_or("vocab_size_per_layer_input", 262_144)?,
-        })
-    } else {
-        None
-    };
-
-    let moe = if f.bool_or("enable_moe_block", false)? {
-        let num_experts = f.usize_req("num_experts")?;
-        let top_k = f.usize_req("top_k_experts")?;
-        let intermediate = f.usize_req("moe_intermediate_size")?;
-        if top_k == 0 || top_k > num_experts {
-            return Err(f.err(
-                "top_k_experts",
-                format!("{top_k} must be in 1..={num_experts} (num_experts)"),
-            ));
-        }
-        if intermediate == 0 {
-            return Err(f.err("moe_intermediate_size", "must be positive"));
-        }
-        Some(MoeConfig {
-            num_experts,
-            top_k,
-            intermediate_size: intermediate,
-        })
-    } else {
-        None
-    };
-
-    let (rope_sliding, rope_full) = parse_rope(f)?;
-    let dtype = match f.get("dtype").or_else(|| f.get("torch_dtype")) {
-        None => DType::BF16,
-        Some(v) => v
-            .as_str()
-            .and_then(DType::parse)
+        DType::parse(name)
             .filter(|d| d.is_float())
-            .ok_or_else(|| f.err("dtype", format!("expected float32, bfloat16 or float16, got {v}")))?,
-    };
-    // transformers computes tanh(x / c) * c whenever the field is not null;
-    // tanh is odd, so a negative c equals |c|. Zero would divide by zero.
-    let softcap = match f.get("final_logit_softcapping") {
-        None | Some(Value::Null) => None,
-        Some(_) => {
-            let c = f.f64_or("final_logit_softcapping", 0.0)?;
-            if c == 0.0 || !c.is_finite() {
-                return Err(f.err(
-                    "final_logit_softcapping",
-                    format!("{c} is not a usable cap (tanh(x / c) * c); use null for no soft-capping"),
-                ));
-            }
-            Some(c.abs() as f32)
-        }
-    };
-    let eos = match f.get("eos_token_id") {
-        Some(v) => f.token_ids("eos_token_id", v)?,
-        None => vec![1],
-    };
-    let token = |key: &str, default: u32| -> Result<u32, FrontendError> {
-        Ok(match f.get(key) {
-            Some(v) => f.token_ids(key, v)?.first().copied().unwrap_or(default),
-            None => default,
-        })
-    };
-    let max_position_embeddings = f.usize_or("max_position_embeddings", 131_072)?;
-    let rms_norm_eps = f.f64_or("rms_norm_eps", 1e-6)? as f32;
-    if !is_positive(rms_norm_eps as f64) {
-        return Err(f.err("rms_norm_eps", "must be a positive number"));
+            .ok_or_else(|| at.err(key, format!("expected float32, bfloat16 or float16, got \"{name}\"")))
     }
-    let cfg = Gemma4Config {
-        path: f.path.to_path_buf(),
-        family: Family::Gemma4,
-        attention_scale: 1.0,
-        vocab_size,
-        hidden_size,
-        num_hidden_layers,
-        num_attention_heads,
-        intermediate_size,
-        layers,
-        sliding_window,
-        rms_norm_eps,
-        final_logit_softcapping: softcap,
-        max_position_embeddings,
-        tie_word_embeddings: f.bool_or("tie_word_embeddings", true)?,
-        multimodal_placeholder_ids,
-        num_kv_shared_layers,
-        use_double_wide_mlp,
-        ple,
-        moe,
-        rope_sliding,
-        rope_full,
-        dtype,
-        bos_token_id: token("bos_token_id", 2)?,
-        pad_token_id: token("pad_token_id", 0)?,
-        eos_token_ids: eos,
-    };
-    crate::bounds::check_sizes(&cfg)?;
-    Ok(cfg)
-}
 
-pub(crate) fn parse_layer_types(f: &Fields, n: usize) -> Result<Vec<LayerType>, FrontendError> {
-    let mut types = match f.get("layer_types") {
-        // transformers' default: every 6th layer is full attention.
-        None => (0..n)
-            .map(|i| {
-                if (i + 1) % 6 == 0 {
-                    LayerType::Full
-                } else {
-                    LayerType::Sliding
-                }
-            })
-            .collect(),
-        Some(Value::Array(items)) => {
-            if items.len() != n {
-                return Err(f.err(
-                    "layer_types",
-                    format!("has {} entries but num_hidden_layers is {n}", items.len()),
-                ));
-            }
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| match v.as_str() {
-                    Some("sliding_attention") => Ok(LayerType::Sliding),
-                    Some("full_attention") => Ok(LayerType::Full),
-                    _ => Err(f.err(
-                        "layer_types",
-                        format!("entry {i} is {v}; expected \"sliding_attention\" or \"full_attention\""),
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()?
+    pub(crate) fn rms_norm_eps(&self, at: At) -> Result<f32, FrontendError> {
+        let eps = self.rms_norm_eps as f32;
+        if !is_positive(eps as f64) {
+            return Err(at.err("rms_norm_eps", "must be a positive number"));
         }
-        Some(v) => return Err(f.err("layer_types", format!("expected a list, got {v}"))),
-    };
-    // transformers forces the last layer to full attention.
-    if let Some(last) = types.last_mut() {
-        *last = LayerType::Full;
+        Ok(eps)
     }
-    Ok(types)
-}
 
-/// Sparse `(head_dim, num_key_value_heads)` overrides keyed by layer index.
-type Overrides = Vec<Option<(Option<usize>, Option<usize>)>>;
-
-fn parse_per_layer_config(f: &Fields, n: usize) -> Result<Option<Overrides>, FrontendError> {
-    let Some(v) = f.get("per_layer_config") else {
-        return Ok(None);
-    };
-    let obj = v.as_object().ok_or_else(|| {
-        f.err(
-            "per_layer_config",
-            format!("expected an object keyed by layer index, got {v}"),
+    /// (bos, pad, eos) with transformers' Gemma defaults (2, 0, [1]).
+    pub(crate) fn token_ids(&self) -> (u32, u32, Vec<u32>) {
+        let eos = self.eos_token_id.clone().map_or(vec![1], |t| t.0);
+        (
+            TokenIds::first_or(self.bos_token_id.clone(), 2),
+            TokenIds::first_or(self.pad_token_id.clone(), 0),
+            eos,
         )
-    })?;
-    let mut out: Overrides = vec![None; n];
-    for (key, entry) in obj {
-        let field = format!("per_layer_config.{key}");
-        let idx: usize = key.parse().map_err(|_| f.err(&field, "key must be a layer index"))?;
-        if idx >= n {
-            return Err(f.err(&field, format!("layer {idx} does not exist (num_hidden_layers is {n})")));
-        }
-        let e = entry
-            .as_object()
-            .ok_or_else(|| f.err(&field, format!("expected an object, got {entry}")))?;
-        let sub = Fields::new(f.path, "", e.clone());
-        let hd = sub
-            .usize_opt("head_dim")
-            .map_err(|_| f.err(&field, "head_dim must be an integer"))?;
-        let kv = sub
-            .usize_opt("num_key_value_heads")
-            .map_err(|_| f.err(&field, "num_key_value_heads must be an integer"))?;
-        out[idx] = Some((hd, kv));
     }
-    Ok(Some(out))
 }
 
-fn parse_rope(f: &Fields) -> Result<(RopeParams, RopeParams), FrontendError> {
-    let default_for = |t: LayerType| match t {
-        LayerType::Sliding => RopeParams {
-            rope_type: "default".into(),
-            theta: 10_000.0,
-            partial_rotary_factor: 1.0,
-            factor: 1.0,
-        },
-        LayerType::Full => RopeParams {
-            rope_type: "proportional".into(),
-            theta: 1_000_000.0,
-            partial_rotary_factor: 0.25,
-            factor: 1.0,
-        },
-    };
-    let Some(all) = f.get("rope_parameters") else {
-        return Ok((default_for(LayerType::Sliding), default_for(LayerType::Full)));
-    };
-    let all = all
-        .as_object()
-        .ok_or_else(|| f.err("rope_parameters", "expected an object keyed by layer type"))?;
-    let one = |t: LayerType| -> Result<RopeParams, FrontendError> {
-        let field = format!("rope_parameters.{}", t.hf_name());
-        let Some(p) = all.get(t.hf_name()) else {
-            return Ok(default_for(t));
-        };
-        let p = p.as_object().ok_or_else(|| f.err(&field, "expected an object"))?;
-        let sub = Fields::new(f.path, "", p.clone());
-        // `type` is the legacy spelling transformers still accepts.
-        let rope_type = sub
-            .get("rope_type")
-            .or_else(|| sub.get("type"))
-            .and_then(Value::as_str)
+/// `rope_parameters`: one entry per layer type.
+#[derive(Deserialize)]
+#[serde(expecting = "an object keyed by layer type")]
+pub(crate) struct RopeTable {
+    pub sliding_attention: Option<RopeEntry>,
+    pub full_attention: Option<RopeEntry>,
+}
+
+impl RopeTable {
+    pub(crate) fn get(&self, t: LayerType) -> Option<&RopeEntry> {
+        match t {
+            LayerType::Sliding => self.sliding_attention.as_ref(),
+            LayerType::Full => self.full_attention.as_ref(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(expecting = "an object")]
+pub(crate) struct RopeEntry {
+    rope_type: Option<String>,
+    /// The legacy spelling transformers still accepts.
+    #[serde(rename = "type")]
+    legacy_type: Option<String>,
+    pub rope_theta: Option<f64>,
+    pub partial_rotary_factor: Option<f64>,
+    pub factor: Option<f64>,
+}
+
+impl RopeEntry {
+    pub(crate) fn rope_type(&self) -> &str {
+        self.rope_type
+            .as_deref()
+            .or(self.legacy_type.as_deref())
             .unwrap_or("default")
-            .to_string();
-        if !["default", "linear", "proportional"].contains(&rope_type.as_str()) {
-            return Err(f.err(
-                &format!("{field}.rope_type"),
-                format!("`{rope_type}` is not supported (expected `default`, `linear` or `proportional`)"),
-            ));
-        }
-        let num = |k: &str, d: f64| {
-            sub.f64_or(k, d)
-                .map_err(|_| f.err(&format!("{field}.{k}"), "expected a number"))
-        };
-        let params = RopeParams {
-            theta: num("rope_theta", 10_000.0)?,
-            partial_rotary_factor: num("partial_rotary_factor", 1.0)?,
-            factor: num("factor", 1.0)?,
-            rope_type,
-        };
-        if !is_positive(params.theta)
-            || !is_positive(params.factor)
-            || !(0.0..=1.0).contains(&params.partial_rotary_factor)
-        {
-            return Err(f.err(
-                &field,
-                "rope_theta and factor must be positive and partial_rotary_factor in [0, 1]",
-            ));
-        }
-        Ok(params)
-    };
-    Ok((one(LayerType::Sliding)?, one(LayerType::Full)?))
+    }
 }
 
 /// True for finite-or-infinite positive numbers; false for zero, negatives and NaN.

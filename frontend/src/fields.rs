@@ -1,9 +1,16 @@
-//! Typed, error-naming access to the fields of a JSON config object.
+//! Config JSON read with serde: field types with the checks every config field
+//! needs (sizes bounded, token ids in either spelling), defaults for absent
+//! fields, and errors that name the file and the field's path
+//! (`serde_path_to_error`), e.g. `text_config.rope_parameters.full_attention.factor`.
 
+use std::fmt;
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use serde::de::{self, DeserializeOwned, Deserializer, SeqAccess, Unexpected, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
 
+use crate::bounds::MAX_FIELD;
 use crate::error::FrontendError;
 
 pub(crate) fn read_json(path: &Path) -> Result<Value, FrontendError> {
@@ -18,18 +25,15 @@ pub(crate) fn read_json(path: &Path) -> Result<Value, FrontendError> {
     })
 }
 
-/// Typed access to config fields with errors that name the field.
-pub(crate) struct Fields<'a> {
-    pub(crate) path: &'a Path,
-    prefix: &'a str,
-    obj: Map<String, Value>,
+/// Where fields are read from: the file, and the prefix of their path in it
+/// (`text_config.` inside a multimodal config).
+#[derive(Clone, Copy)]
+pub(crate) struct At<'a> {
+    pub path: &'a Path,
+    pub prefix: &'a str,
 }
 
-impl<'a> Fields<'a> {
-    pub(crate) fn new(path: &'a Path, prefix: &'a str, obj: Map<String, Value>) -> Self {
-        Fields { path, prefix, obj }
-    }
-
+impl At<'_> {
     pub(crate) fn err(&self, field: &str, message: impl Into<String>) -> FrontendError {
         FrontendError::Config {
             path: self.path.to_path_buf(),
@@ -38,71 +42,128 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// The value of a field; JSON `null` counts as absent.
-    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
-        self.obj.get(key).filter(|v| !v.is_null())
+    /// Deserializes `T` from `v`. JSON `null` counts as absent (the field's
+    /// default); an error names the field's path and what was expected.
+    pub(crate) fn parse<T: DeserializeOwned>(&self, v: &Value) -> Result<T, FrontendError> {
+        serde_path_to_error::deserialize(without_nulls(v)).map_err(|e| {
+            let at = e.path().to_string();
+            let message = e.inner().to_string();
+            // serde reports a missing field at its parent: name the field itself.
+            if let Some(name) = message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.strip_suffix('`'))
+            {
+                let parent = if at == "." { String::new() } else { format!("{at}.") };
+                return self.err(&format!("{parent}{name}"), "is missing");
+            }
+            self.err(if at == "." { "(root)" } else { &at }, message)
+        })
     }
+}
 
-    pub(crate) fn usize_req(&self, key: &str) -> Result<usize, FrontendError> {
-        match self.get(key) {
-            None => Err(self.err(key, "is missing (expected a non-negative integer)")),
-            Some(v) => self.as_usize(key, v),
+/// `v` with every `null` member of an object removed, at any depth.
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k.clone(), without_nulls(x)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
+        x => x.clone(),
+    }
+}
+
+/// A size field: a non-negative integer of at most `MAX_FIELD` (so products
+/// of two sizes cannot overflow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Size(pub usize);
+
+/// `#[serde(default = "size::<N>")]`.
+pub(crate) fn size<const N: usize>() -> Size {
+    Size(N)
+}
+
+pub(crate) fn yes() -> bool {
+    true
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a non-negative integer")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Size, E> {
+                if n > MAX_FIELD as u64 {
+                    return Err(E::custom(format!(
+                        "{n} is larger than any Gemma 4 size (at most {MAX_FIELD})"
+                    )));
+                }
+                Ok(Size(n as usize))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Size, E> {
+                u64::try_from(n)
+                    .map_err(|_| E::invalid_value(Unexpected::Signed(n), &self))
+                    .and_then(|n| self.visit_u64(n))
+            }
         }
+        d.deserialize_u64(V)
     }
+}
 
-    pub(crate) fn usize_or(&self, key: &str, default: usize) -> Result<usize, FrontendError> {
-        self.get(key).map_or(Ok(default), |v| self.as_usize(key, v))
+/// Token ids: one id or a list of them (`eos_token_id: 1` or `[1, 106]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TokenIds(pub Vec<u32>);
+
+impl TokenIds {
+    /// The first id (`bos_token_id`, `pad_token_id`), or `default` for an empty list.
+    pub(crate) fn first_or(ids: Option<TokenIds>, default: u32) -> u32 {
+        ids.and_then(|t| t.0.first().copied()).unwrap_or(default)
     }
+}
 
-    pub(crate) fn usize_opt(&self, key: &str) -> Result<Option<usize>, FrontendError> {
-        self.get(key).map(|v| self.as_usize(key, v)).transpose()
-    }
-
-    pub(crate) fn as_usize(&self, key: &str, v: &Value) -> Result<usize, FrontendError> {
-        let n = v
-            .as_u64()
-            .ok_or_else(|| self.err(key, format!("expected a non-negative integer, got {v}")))?;
-        if n > crate::bounds::MAX_FIELD as u64 {
-            return Err(self.err(
-                key,
-                format!(
-                    "{n} is larger than any Gemma 4 size (at most {})",
-                    crate::bounds::MAX_FIELD
-                ),
-            ));
+impl<'de> Deserialize<'de> for TokenIds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TokenIds, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TokenIds;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a token id or a list of them")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<TokenIds, E> {
+                let id = u32::try_from(n).map_err(|_| E::invalid_value(Unexpected::Unsigned(n), &self))?;
+                Ok(TokenIds(vec![id]))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<TokenIds, E> {
+                Err(E::invalid_value(Unexpected::Signed(n), &self))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<TokenIds, E> {
+                Ok(TokenIds::default())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TokenIds, A::Error> {
+                let mut ids = Vec::new();
+                while let Some(TokenId(id)) = seq.next_element()? {
+                    ids.push(id);
+                }
+                Ok(TokenIds(ids))
+            }
         }
-        Ok(n as usize)
+        d.deserialize_any(V)
     }
+}
 
-    pub(crate) fn f64_or(&self, key: &str, default: f64) -> Result<f64, FrontendError> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| self.err(key, format!("expected a number, got {v}"))),
-        }
-    }
+/// One entry of a token id list.
+struct TokenId(u32);
 
-    pub(crate) fn bool_or(&self, key: &str, default: bool) -> Result<bool, FrontendError> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| self.err(key, format!("expected true or false, got {v}"))),
-        }
-    }
-
-    pub(crate) fn token_ids(&self, key: &str, v: &Value) -> Result<Vec<u32>, FrontendError> {
-        let one = |x: &Value| {
-            x.as_u64()
-                .filter(|n| *n <= u32::MAX as u64)
-                .map(|n| n as u32)
-                .ok_or_else(|| self.err(key, format!("expected a token id or a list of them, got {v}")))
-        };
-        match v {
-            Value::Array(items) => items.iter().map(one).collect(),
-            Value::Null => Ok(Vec::new()),
-            x => Ok(vec![one(x)?]),
-        }
+impl<'de> Deserialize<'de> for TokenId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TokenId, D::Error> {
+        let n = u64::deserialize(d)?;
+        u32::try_from(n)
+            .map(TokenId)
+            .map_err(|_| de::Error::invalid_value(Unexpected::Unsigned(n), &"a token id (at most 2^32 - 1)"))
     }
 }

@@ -8,6 +8,7 @@ mod fields;
 pub mod gemma3;
 mod gemma3_config;
 pub mod gemma4;
+mod gemma4_config;
 pub mod gguf;
 pub mod model;
 pub mod quantize;
