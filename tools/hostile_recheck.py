@@ -204,7 +204,7 @@ run("gguf FIFO", ["run", "--model", f"{T}/fifo.gguf", "--prompt-ids", "2", "--ma
 os.symlink("/dev/zero", f"{T}/zero.gguf")
 run("gguf /dev/zero", ["run", "--model", f"{T}/zero.gguf", "--prompt-ids", "2", "--max-new-tokens", "1"])
 # --quant flags and quantized plans.
-run("--quant q4_k", RUNM + ["--quant", "q4_k", "--max-new-tokens", "1"])
+run("--quant q5_k (no quantizer)", RUNM + ["--quant", "q5_k", "--max-new-tokens", "1"])
 run("--quant bogus", RUNM + ["--quant", "bogus", "--max-new-tokens", "1"])
 run("compile --quant q8_0 --target wgpu", ["compile", "--model", FIX, "--quant", "q8_0", "--target", "wgpu", "--out", f"{T}/qw"])
 run("compile --quant q8_0 --config", ["compile", "--config", f"{FIX}/config.json", "--quant", "q8_0", "--target", "cpu", "--out", f"{T}/qc"])
