@@ -91,3 +91,39 @@ fn an_edited_kernels_wgsl_is_refused_by_the_plan_checker() {
     assert!(out.stderr.contains("kernels.wgsl"), "{}", out.stderr);
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 }
+
+/// A `--target metal` plan runs through the same wgpu runtime: on a Mac kernels.metal is
+/// passed through to Metal; on any other adapter (here: lavapipe) the same GPU plan printed as
+/// WGSL runs, so everything but the shader text is the path checked above. One fixture with
+/// PLE, KV sharing and the tiled prefill: HF's 12 greedy ids.
+#[test]
+fn a_metal_plan_runs_through_the_wgpu_runtime() {
+    let dir = fixture("tiny_ple");
+    let r = Reference::load(&dir);
+    let want = &r.generated()[..TOKENS];
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let plan = tmp.path().to_str().expect("utf-8 path");
+    let c = gemma4c(&[
+        "compile",
+        "--model",
+        dir.to_str().unwrap(),
+        "--target",
+        "metal",
+        "--out",
+        plan,
+    ]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    assert!(tmp.path().join("kernels.metal").exists());
+    let out = run_ids(&["--plan", plan], &r.prompt(), TOKENS, &[]);
+    if out.code != 0 && out.stderr.contains("no GPU adapter") {
+        eprintln!("SKIPPED: {}", out.stderr.trim());
+        return;
+    }
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Only a Metal adapter can take MSL; whether it offers passthrough is wgpu's to say.
+    let as_wgsl = out.stderr.contains("Metal plan run as WGSL");
+    let passthrough = out.stderr.contains("kernels.metal (MSL passthrough)");
+    assert!(as_wgsl || (passthrough && cfg!(target_os = "macos")), "{}", out.stderr);
+    let got: Vec<u32> = out.stdout.split_whitespace().map(|t| t.parse().expect("id")).collect();
+    assert_eq!(got, want, "metal plan: greedy ids differ from HF");
+}

@@ -8,6 +8,7 @@ pub mod cuda_exec;
 pub mod error;
 pub mod generate;
 pub mod gguf_tokenizer;
+pub mod gpu_executor;
 pub mod gpu_launch;
 #[cfg(feature = "jit")]
 pub mod jit;

@@ -2,7 +2,7 @@
 //! `--prompt-tokens`, then `--tokens` greedy decode steps with the id picked on the device
 //! (one id crosses to the host per token; the CUDA decode step is a replayed graph), weight
 //! bytes per token, effective GB/s, and the fraction of the device-to-device copy bandwidth
-//! measured in the same run (CUDA; wgpu has no timed copy here).
+//! measured in the same run (a device-to-device buffer copy, timed by each runtime).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -35,16 +35,20 @@ pub fn run(args: &Args) -> Result<()> {
     let vocab = plan.model.vocab_size;
     let target = plan.target.clone();
     let (wgsl, ptx) = (gemma4c_backends::wgsl::KERNELS_FILE, gemma4c_backends::cuda::PTX_FILE);
+    let metal = gemma4c_backends::metal::KERNELS_FILE;
     let start = Instant::now();
     let mut gpu = if artifact.has(wgsl) {
         let text = artifact.read_text(wgsl, MAX_KERNELS_BYTES)?;
-        executors::wgpu_plan(plan, &model, &text, true)?
+        executors::wgpu_plan(plan, &model, text, false, true)?
+    } else if artifact.has(metal) {
+        let text = artifact.read_text(metal, MAX_KERNELS_BYTES)?;
+        executors::wgpu_plan(plan, &model, text, true, true)?
     } else if artifact.has(ptx) {
         let text = artifact.read_text(ptx, MAX_KERNELS_BYTES)?;
         executors::cuda_plan(plan, &model, &text, true)?
     } else {
         bail!(
-            "{}: a `--target {target}` plan has neither {wgsl} nor {ptx}: bench --plan times GPU plans",
+            "{}: a `--target {target}` plan has none of {wgsl}, {metal}, {ptx}: bench --plan times GPU plans",
             dir.display()
         );
     };

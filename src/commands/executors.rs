@@ -54,19 +54,37 @@ pub struct Gpu<'m> {
     pub copy_gb_s: Option<f64>,
 }
 
+/// A wgpu session on a plan's kernels: kernels.wgsl, or kernels.metal (`metal`: passed through
+/// to Metal on a Mac, the same plan's WGSL elsewhere).
 #[cfg(feature = "wgpu")]
-pub fn wgpu_plan<'m>(plan: Plan, model: &'m Model, wgsl: &str, _measure_copy: bool) -> Result<Gpu<'m>> {
-    let session = gemma4c_runtime::wgpu_exec::WgpuSession::new(plan, model, wgsl)?;
+pub fn wgpu_plan<'m>(plan: Plan, model: &'m Model, text: String, metal: bool, measure_copy: bool) -> Result<Gpu<'m>> {
+    use gemma4c_runtime::wgpu_exec::{KernelSource, WgpuSession};
+    let source = if metal {
+        KernelSource::Metal(text)
+    } else {
+        KernelSource::Wgsl(text)
+    };
+    let session = WgpuSession::new(plan, model, source)?;
+    let copy_gb_s = if measure_copy {
+        Some(session.copy_bandwidth(WGPU_COPY_BYTES, 10)?)
+    } else {
+        None
+    };
     Ok(Gpu {
-        device: session.adapter().to_string(),
+        device: format!("{}, {}", session.adapter(), session.shader_path().describe()),
         decode_weight_bytes: session.weight_bytes("decode"),
-        copy_gb_s: None,
+        copy_gb_s,
         exec: Box::new(session),
     })
 }
 
+/// Bytes of each buffer of the copy `bench` times on wgpu (capped at the adapter's buffer
+/// limit: 256 MiB on lavapipe).
+#[cfg(feature = "wgpu")]
+const WGPU_COPY_BYTES: usize = 1 << 30;
+
 #[cfg(not(feature = "wgpu"))]
-pub fn wgpu_plan<'m>(_: Plan, _: &'m Model, _: &str, _: bool) -> Result<Gpu<'m>> {
+pub fn wgpu_plan<'m>(_: Plan, _: &'m Model, _: String, _: bool, _: bool) -> Result<Gpu<'m>> {
     anyhow::bail!("this gemma4c was built without the wgpu runtime (cargo feature `wgpu`)")
 }
 

@@ -195,6 +195,7 @@ pub fn run(args: Args) -> Result<()> {
     setup.load = load_start.elapsed();
     let kernels_file = gemma4c_backends::cpu::KERNELS_FILE;
     let wgsl_file = gemma4c_backends::wgsl::KERNELS_FILE;
+    let metal_file = gemma4c_backends::metal::KERNELS_FILE;
     let ptx_file = gemma4c_backends::cuda::PTX_FILE;
     // A plan compiled for another target, or whose kernels file was removed,
     // runs on the reference executor by default.
@@ -204,10 +205,12 @@ pub fn run(args: Args) -> Result<()> {
             .is_some_and(|a| a.has(f) && a.dir.join(f).symlink_metadata().is_ok())
     };
     let (has_kernels, has_wgsl, has_ptx) = (present(kernels_file), present(wgsl_file), present(ptx_file));
+    let has_metal = present(metal_file);
     let cuda_target = plan.as_ref().is_some_and(|p| p.target.starts_with("cuda"));
-    // A `--target wgpu` plan runs its kernels.wgsl on the wgpu executor, a `--target cuda-*`
-    // plan its kernels.ptx on the CUDA executor, unless an executor is named.
-    let gpu_plan = args.executor.is_none() && plan.is_some() && (has_wgsl || cuda_target);
+    // A `--target wgpu` plan runs its kernels.wgsl on the wgpu executor (a `--target metal`
+    // plan its kernels.metal, through the same executor), a `--target cuda-*` plan its
+    // kernels.ptx on the CUDA executor, unless an executor is named.
+    let gpu_plan = args.executor.is_none() && plan.is_some() && (has_wgsl || has_metal || cuda_target);
     let executor = args.executor.unwrap_or(if plan.is_some() && !has_kernels {
         ExecutorKind::Reference
     } else {
@@ -223,9 +226,10 @@ pub fn run(args: Args) -> Result<()> {
             } else {
                 "logits read back every step"
             };
-            let gpu = if has_wgsl {
-                let wgsl = artifact.read_text(wgsl_file, MAX_KERNELS_BYTES)?;
-                executors::wgpu_plan(plan, &model, &wgsl, false)?
+            let gpu = if has_wgsl || has_metal {
+                let file = if has_wgsl { wgsl_file } else { metal_file };
+                let text = artifact.read_text(file, MAX_KERNELS_BYTES)?;
+                executors::wgpu_plan(plan, &model, text, !has_wgsl, false)?
             } else {
                 if !has_ptx {
                     bail!(
@@ -238,7 +242,11 @@ pub fn run(args: Args) -> Result<()> {
                 executors::cuda_plan(plan, &model, &ptx, false)?
             };
             if !args.quiet {
-                let kind = if has_wgsl { "wgpu adapter" } else { "CUDA device" };
+                let kind = if has_wgsl || has_metal {
+                    "wgpu adapter"
+                } else {
+                    "CUDA device"
+                };
                 eprintln!("{kind}: {} ({note})", gpu.device);
             }
             gpu.exec

@@ -41,6 +41,11 @@ pub trait GpuDialect: Dialect {
         let _ = kernel;
         "g4_partials".into()
     }
+    /// The name of a shared-memory tile (`GpuKernel::shared`) of the kernel.
+    fn tile(&self, kernel: &str, tile: &str) -> String {
+        let _ = kernel;
+        format!("g4_{tile}")
+    }
 }
 
 /// Prints GPU kernels (in the order given) as one module: `header` as comment lines, the
@@ -150,6 +155,21 @@ fn gstmts(d: &dyn GpuDialect, g: &GpuKernel, p: &mut FnPrinter, body: &[GStmt]) 
                 p.line("}");
             }
             GStmt::Barrier => p.line(d.barrier()),
+            GStmt::LaneIndex(v) => {
+                let name = p.local(*v);
+                p.line(&format!("{name} = {};", d.lane()));
+            }
+            GStmt::Own(stmts) => p.stmts(stmts),
+            GStmt::ToShared { tile, index, value } => {
+                let t = d.tile(&g.kernel.name, &g.shared[*tile].name);
+                let (i, v) = (p.expr(index).0, p.expr(value).0);
+                p.line(&format!("{t}[{i}] = {v};"));
+            }
+            GStmt::FromShared { var, tile, index } => {
+                let t = d.tile(&g.kernel.name, &g.shared[*tile].name);
+                let (name, i) = (p.local(*var), p.expr(index).0);
+                p.line(&format!("{name} = {t}[{i}];"));
+            }
         }
     }
 }

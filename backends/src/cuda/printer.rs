@@ -102,6 +102,13 @@ impl GpuDialect for Cuda {
         if width > 0 {
             v.push(format!("__shared__ float g4_partials[{}];", width * k.threads));
         }
+        for t in &k.shared {
+            v.push(format!(
+                "__shared__ float {}[{}];",
+                self.tile(&k.kernel.name, &t.name),
+                t.len
+            ));
+        }
         v
     }
 

@@ -6,13 +6,14 @@
 use std::collections::BTreeMap;
 
 use gemma4c_ir::Op;
-use gemma4c_passes::plan::Plan;
+use gemma4c_passes::plan::{Plan, Program, Step};
 
 use super::argmax::argmax;
 use super::attention::{attention_merge, attention_online, attention_split, decode_splits};
+use super::matmul::matmul_tiled;
 use super::schedule::derive;
 use super::GpuKernel;
-use crate::kernel::{self, Kernel, KernelLaunch, LaunchArg, ProgramLaunches};
+use crate::kernel::{self, ops, Elem, Kernel, KernelLaunch, LaunchArg, ProgramLaunches};
 
 /// The on-device greedy pick of a program: `kernel` reads plan buffer `logits` (its last
 /// `vocab` values) and writes `[index, NaN count]` (f32) into a buffer of the runtime's.
@@ -43,9 +44,9 @@ impl GpuPlan {
 pub fn lower_plan(plan: &Plan) -> Result<GpuPlan, String> {
     let kp = kernel::kernel_plan(plan)?;
     let mut kernels = BTreeMap::new();
-    let mut add = |k: Kernel| {
-        let name = k.name.clone();
-        kernels.entry(name.clone()).or_insert_with(|| derive(&k));
+    let mut add = |g: GpuKernel| {
+        let name = g.kernel.name.clone();
+        kernels.entry(name.clone()).or_insert(g);
         name
     };
     let mut programs = Vec::new();
@@ -56,14 +57,17 @@ pub fn lower_plan(plan: &Plan) -> Result<GpuPlan, String> {
         for mut l in lp.launches {
             let step = &p.steps[l.step];
             let Op::Attention { window, scale } = &step.op else {
-                l.kernel = add(kp.kernels[&l.kernel].clone());
+                let cpu = &kp.kernels[&l.kernel];
+                let g = prefill_matmul(p, step, &l, cpu).unwrap_or_else(|| derive(cpu));
+                l.rows = g.kernel.rows;
+                l.kernel = add(g);
                 launches.push(l);
                 continue;
             };
             let (qs, ks) = (&p.buffers[step.inputs[0]].shape, &p.buffers[step.inputs[1]].shape);
             let (s, heads, d, kv_heads, cap) = (qs[0], qs[1], qs[2], ks[0], ks[1]);
             if s > 1 {
-                l.kernel = add(attention_online(s, heads, kv_heads, d, cap, *window, *scale));
+                l.kernel = add(derive(&attention_online(s, heads, kv_heads, d, cap, *window, *scale)));
                 launches.push(l);
                 continue;
             }
@@ -85,14 +89,14 @@ pub fn lower_plan(plan: &Plan) -> Result<GpuPlan, String> {
             }
             let split = attention_split(heads, kv_heads, d, cap, *window, *scale, splits);
             launches.push(KernelLaunch {
-                kernel: add(split),
+                kernel: add(derive(&split)),
                 args: vec![io[0], io[1], io[2], io[3], part_out, part_ml],
                 rows: heads * splits,
                 ..l.clone()
             });
             let out = l.args[4];
             launches.push(KernelLaunch {
-                kernel: add(attention_merge(heads, d, splits)),
+                kernel: add(derive(&attention_merge(heads, d, splits))),
                 args: vec![part_out, part_ml, out],
                 rows: heads,
                 weight_bytes: 0,
@@ -111,7 +115,7 @@ pub fn lower_plan(plan: &Plan) -> Result<GpuPlan, String> {
             ));
         }
         samplers.push(ArgmaxLaunch {
-            kernel: add(argmax(n, vocab)),
+            kernel: add(derive(&argmax(n, vocab))),
             logits,
         });
         programs.push(ProgramLaunches {
@@ -125,4 +129,34 @@ pub fn lower_plan(plan: &Plan) -> Result<GpuPlan, String> {
         programs,
         argmax: samplers,
     })
+}
+
+/// The tiled form of a prefill matmul launch (`m > 1` input rows), when the launch runs
+/// exactly the CPU matmul `kernel::ops::matmul` of a 2-D bf16/f16/f32 weight (its name
+/// says everything its code depends on, so equal names mean the same arithmetic).
+fn prefill_matmul(p: &Program, step: &Step, l: &KernelLaunch, cpu: &Kernel) -> Option<GpuKernel> {
+    if !matches!(step.op, Op::MatMul | Op::LogitsHead { .. } | Op::MoeRouter { .. }) || l.args.len() != 3 {
+        return None;
+    }
+    let LaunchArg::Buffer(w) = l.args[1] else { return None };
+    let [n, k] = p.buffers.get(w)?.shape[..] else {
+        return None;
+    };
+    let elem = Elem::from_dtype(p.buffers[w].dtype);
+    let x_numel: usize = p.buffers.get(*step.inputs.first()?)?.shape.iter().product();
+    if matches!(elem, Elem::Block(_) | Elem::I32) || k == 0 || !x_numel.is_multiple_of(k) {
+        return None;
+    }
+    let m = x_numel / k;
+    if m < 2 {
+        return None;
+    }
+    let cap = match step.op {
+        Op::LogitsHead { cap, .. } => cap,
+        _ => None,
+    };
+    [None, cap]
+        .into_iter()
+        .find(|&c| ops::matmul(m, n, k, elem, c).name == cpu.name)
+        .map(|c| matmul_tiled(m, n, k, elem, c))
 }

@@ -25,6 +25,7 @@
 pub mod argmax;
 pub mod attention;
 pub mod lower;
+pub mod matmul;
 pub mod schedule;
 
 pub use lower::{lower_plan, ArgmaxLaunch, GpuPlan};
@@ -64,6 +65,22 @@ pub enum GStmt {
     Lane0(Vec<Stmt>),
     /// All lanes wait; device and shared memory writes before it are visible after it.
     Barrier,
+    /// `var = ` this lane's index in the workgroup (`0..threads`).
+    LaneIndex(Var),
+    /// Statements every lane runs with values of its own (lane-dependent); stores in them go
+    /// to elements no other lane stores. No barriers inside.
+    Own(Vec<Stmt>),
+    /// This lane writes `shared[tile][index] = value` (f32).
+    ToShared { tile: usize, index: Expr, value: Expr },
+    /// `var = shared[tile][index]` (f32), in this lane.
+    FromShared { var: Var, tile: usize, index: Expr },
+}
+
+/// An f32 array in workgroup (shared, threadgroup) memory, one per workgroup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedTile {
+    pub name: String,
+    pub len: usize,
 }
 
 /// How a kernel's grid rows map to GPU threads.
@@ -83,6 +100,8 @@ pub struct GpuKernel {
     /// Lanes per workgroup.
     pub threads: usize,
     pub body: Body,
+    /// Shared-memory arrays of the body besides the combine partials (tiles of a tiled form).
+    pub shared: Vec<SharedTile>,
 }
 
 impl GpuKernel {
@@ -121,6 +140,15 @@ impl GpuKernel {
                 "{} rows, one thread per row ({} threads per workgroup)",
                 self.kernel.rows, self.threads
             ),
+            Body::Workgroup(_) if !self.shared.is_empty() => {
+                let tiles: Vec<String> = self.shared.iter().map(|t| format!("{}[{}]", t.name, t.len)).collect();
+                format!(
+                    "{} workgroups of {} lanes, one output tile each; shared-memory tiles {}",
+                    self.kernel.rows,
+                    self.threads,
+                    tiles.join(", ")
+                )
+            }
             Body::Workgroup(b) => {
                 let mut loops = Vec::new();
                 fn walk(k: &Kernel, s: &[GStmt], out: &mut Vec<String>) {

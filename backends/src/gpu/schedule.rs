@@ -43,6 +43,7 @@ pub fn derive(k: &Kernel) -> GpuKernel {
             kernel: k.clone(),
             threads: ROW_THREADS,
             body: Body::Thread,
+            shared: Vec::new(),
         };
     }
     let mut body = body;
@@ -54,6 +55,7 @@ pub fn derive(k: &Kernel) -> GpuKernel {
         kernel: k.clone(),
         threads: threads_for(trip),
         body: Body::Workgroup(body),
+        shared: Vec::new(),
     }
 }
 

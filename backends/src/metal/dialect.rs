@@ -107,10 +107,15 @@ impl Dialect for Metal {
     }
 }
 
+/// The workgroup's index in the grid: wgpu dispatches more than 65535 workgroups as a 2-D
+/// grid of rows (`y * groups.x + x`); a 1-D dispatch has `y = 0`.
+const GROUP: &str = "((long)g4_group.y * (long)g4_ngroups.x + (long)g4_group.x)";
+
 impl GpuDialect for Metal {
     fn gpu_signature(&self, k: &GpuKernel, params: &[String]) -> String {
         let mut all = params.to_vec();
         all.push("uint3 g4_group [[threadgroup_position_in_grid]]".into());
+        all.push("uint3 g4_ngroups [[threadgroups_per_grid]]".into());
         all.push("uint g4_lid [[thread_index_in_threadgroup]]".into());
         if k.combine_width() > 0 {
             all.push("uint g4_sg_lane [[thread_index_in_simdgroup]]".into());
@@ -131,9 +136,16 @@ impl GpuDialect for Metal {
         if width > 0 {
             v.push(format!("threadgroup float g4_partials[{}];", width * k.threads));
         }
+        for t in &k.shared {
+            v.push(format!(
+                "threadgroup float {}[{}];",
+                self.tile(&k.kernel.name, &t.name),
+                t.len
+            ));
+        }
         v.push(match k.body {
-            Body::Thread => format!("const long row = (long)g4_group.x * {}L + (long)g4_lid;", k.threads),
-            Body::Workgroup(_) => "const long row = (long)g4_group.x;".into(),
+            Body::Thread => format!("const long row = {GROUP} * {}L + (long)g4_lid;", k.threads),
+            Body::Workgroup(_) => format!("const long row = {GROUP};"),
         });
         v.push(format!("if (row >= {}L) return;", k.kernel.rows));
         v.push("const long lane = (long)g4_lid;".into());

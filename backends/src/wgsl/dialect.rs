@@ -176,6 +176,13 @@ impl GpuDialect for Wgsl {
                 "@builtin(num_subgroups) g4_n_sg: u32",
             ]);
         }
+        for t in &k.shared {
+            s += &format!(
+                "\nvar<workgroup> {}: array<f32, {}>;",
+                self.tile(&k.kernel.name, &t.name),
+                t.len
+            );
+        }
         s += &format!(
             "\n@compute @workgroup_size({})\nfn {}({}) {{",
             k.threads,
@@ -228,5 +235,9 @@ impl GpuDialect for Wgsl {
 
     fn shared(&self, kernel: &str) -> String {
         format!("{kernel}_partials")
+    }
+
+    fn tile(&self, kernel: &str, tile: &str) -> String {
+        format!("{kernel}_{tile}")
     }
 }

@@ -11,7 +11,7 @@ use gemma4c_passes::CostModel;
 
 use crate::backend::{write_file, Backend, BackendError, Checkpoint, Emitted};
 use crate::cstyle::print_gpu_module;
-use crate::gpu::{lower_plan, GpuPlan};
+use crate::gpu::{lower_plan, GpuKernel, GpuPlan};
 use crate::kernel::{Access, Elem};
 
 /// File name of the WGSL artifact next to plan.json.
@@ -38,6 +38,11 @@ pub fn print(gp: &GpuPlan) -> Result<String, String> {
         }
     }
     Ok(print_gpu_module(&dialect::Wgsl, HEADER, gp.kernels.values()))
+}
+
+/// WGSL for the given kernels alone (kernel-level tests run one kernel on its own).
+pub fn print_kernels<'a>(kernels: impl IntoIterator<Item = &'a GpuKernel>) -> String {
+    print_gpu_module(&dialect::Wgsl, HEADER, kernels)
 }
 
 /// `kernels.wgsl` for a plan.

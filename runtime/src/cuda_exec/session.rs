@@ -20,9 +20,9 @@ use gemma4c_passes::plan::Plan;
 
 use super::{cuda_err, driver_present, no_driver};
 use crate::error::RuntimeError;
-use crate::gpu_launch::{check_call, sampled_id, Launch, LaunchPlan, Slot};
-use crate::plan_session::{check_model, id_limit, Schedule};
-use crate::session::Executor;
+use crate::gpu_executor::GpuCall;
+use crate::gpu_launch::{check_call, Launch, LaunchPlan, Slot};
+use crate::plan_session::{check_model, id_limit};
 
 /// A launch bound to device addresses.
 struct Bound {
@@ -248,8 +248,32 @@ impl CudaSession {
         }
     }
 
-    /// Runs `program` on `ids` at the current position; returns the sampled `[index, NaN
-    /// count]` (`greedy`) or the last row of logits.
+    /// Device-to-device copy bandwidth in GB/s (bytes read + written per second) over
+    /// `bytes`-sized buffers, best of `reps`: the roofline `bench` divides by.
+    pub fn copy_bandwidth(&self, bytes: usize, reps: usize) -> Result<f64, RuntimeError> {
+        let src = self.stream.alloc_zeros::<u8>(bytes).map_err(cuda_err("allocating"))?;
+        let mut dst = self.stream.alloc_zeros::<u8>(bytes).map_err(cuda_err("allocating"))?;
+        let mut best = f64::INFINITY;
+        for _ in 0..reps.max(1) {
+            self.stream.synchronize().map_err(cuda_err("copying"))?;
+            let t = Instant::now();
+            self.stream.memcpy_dtod(&src, &mut dst).map_err(cuda_err("copying"))?;
+            self.stream.synchronize().map_err(cuda_err("copying"))?;
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        Ok(2.0 * bytes as f64 / best / 1e9)
+    }
+}
+
+impl GpuCall for CudaSession {
+    fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    fn position(&self) -> usize {
+        self.position
+    }
+
     fn call(&mut self, program: usize, ids: &[u32], greedy: bool) -> Result<Vec<f32>, RuntimeError> {
         check_call(&self.plan, program, ids, &self.id_limits[program])?;
         let id_bytes: Vec<u8> = ids.iter().flat_map(|&t| (t as i32).to_le_bytes()).collect();
@@ -285,40 +309,7 @@ impl CudaSession {
             .collect())
     }
 
-    /// Device-to-device copy bandwidth in GB/s (bytes read + written per second) over
-    /// `bytes`-sized buffers, best of `reps`: the roofline `bench` divides by.
-    pub fn copy_bandwidth(&self, bytes: usize, reps: usize) -> Result<f64, RuntimeError> {
-        let src = self.stream.alloc_zeros::<u8>(bytes).map_err(cuda_err("allocating"))?;
-        let mut dst = self.stream.alloc_zeros::<u8>(bytes).map_err(cuda_err("allocating"))?;
-        let mut best = f64::INFINITY;
-        for _ in 0..reps.max(1) {
-            self.stream.synchronize().map_err(cuda_err("copying"))?;
-            let t = Instant::now();
-            self.stream.memcpy_dtod(&src, &mut dst).map_err(cuda_err("copying"))?;
-            self.stream.synchronize().map_err(cuda_err("copying"))?;
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        Ok(2.0 * bytes as f64 / best / 1e9)
-    }
-}
-
-impl Executor for CudaSession {
-    fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>, RuntimeError> {
-        let schedule = Schedule::of(&self.plan)?;
-        schedule.feed(self.position, ids, |program, chunk| self.call(program, chunk, false))
-    }
-
-    fn forward_greedy(&mut self, ids: &[u32]) -> Result<u32, RuntimeError> {
-        let schedule = Schedule::of(&self.plan)?;
-        let v = schedule.feed(self.position, ids, |program, chunk| self.call(program, chunk, true))?;
-        sampled_id([v[0], v[1]], self.plan.model.vocab_size)
-    }
-
-    fn position(&self) -> usize {
-        self.position
-    }
-
-    fn reset(&mut self) {
+    fn clear(&mut self) {
         for s in &mut self.state {
             let _ = self.stream.memset_zeros(s);
         }

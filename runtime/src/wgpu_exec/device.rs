@@ -10,6 +10,9 @@ pub struct Gpu {
     /// "llvmpipe (Vulkan)" and the like.
     pub adapter: String,
     pub limits: wgpu::Limits,
+    pub backend: wgpu::Backend,
+    /// The features the device was opened with.
+    pub features: wgpu::Features,
 }
 
 /// The error when no adapter can run the kernels (no Vulkan/Metal/DX12 driver, or no
@@ -36,9 +39,16 @@ impl Gpu {
             return Err(no_adapter(&format!("adapter {name} has no subgroup operations")));
         }
         let limits = adapter.limits();
+        // Metal plans hand kernels.metal to Metal unchanged where wgpu allows it.
+        let passthrough = wgpu::Features::PASSTHROUGH_SHADERS;
+        let features = if info.backend == wgpu::Backend::Metal && adapter.features().contains(passthrough) {
+            wgpu::Features::SUBGROUP | passthrough
+        } else {
+            wgpu::Features::SUBGROUP
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gemma4c"),
-            required_features: wgpu::Features::SUBGROUP,
+            required_features: features,
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -48,6 +58,8 @@ impl Gpu {
             queue,
             adapter: name,
             limits,
+            backend: info.backend,
+            features,
         })
     }
 

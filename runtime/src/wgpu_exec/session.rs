@@ -11,10 +11,11 @@ use gemma4c_frontend::Model;
 use gemma4c_passes::plan::Plan;
 
 use super::device::Gpu;
+use super::shader::{self, KernelSource, ShaderPath};
 use crate::error::RuntimeError;
-use crate::gpu_launch::{check_call, sampled_id, LaunchPlan, Slot};
-use crate::plan_session::{check_model, id_limit, Schedule};
-use crate::session::Executor;
+use crate::gpu_executor::GpuCall;
+use crate::gpu_launch::{check_call, LaunchPlan, Slot};
+use crate::plan_session::{check_model, id_limit};
 
 struct Dispatch {
     pipeline: usize,
@@ -43,6 +44,7 @@ pub struct WgpuSession {
     readback: wgpu::Buffer,
     sampled: wgpu::Buffer,
     position: usize,
+    shader_path: ShaderPath,
 }
 
 fn storage_buffer(dev: &wgpu::Device, label: &str, bytes: usize, extra: wgpu::BufferUsages) -> wgpu::Buffer {
@@ -55,9 +57,9 @@ fn storage_buffer(dev: &wgpu::Device, label: &str, bytes: usize, extra: wgpu::Bu
 }
 
 impl WgpuSession {
-    /// Uploads `model`'s weights for `plan` and builds the pipelines of `wgsl` (the plan's
-    /// kernels.wgsl) on the first GPU adapter.
-    pub fn new(plan: Plan, model: &Model, wgsl: &str) -> Result<WgpuSession, RuntimeError> {
+    /// Uploads `model`'s weights for `plan` and builds the pipelines of its kernels
+    /// (kernels.wgsl, or kernels.metal: `shader.rs`) on the first GPU adapter.
+    pub fn new(plan: Plan, model: &Model, kernels: KernelSource) -> Result<WgpuSession, RuntimeError> {
         check_model(&plan, model)?;
         let launches = LaunchPlan::new(&plan)?;
         let gpu = Gpu::new()?;
@@ -102,12 +104,7 @@ impl WgpuSession {
             mapped_at_creation: false,
         });
 
-        let module = gpu.checked("compiling kernels.wgsl", |d| {
-            d.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some("kernels.wgsl"),
-                source: wgpu::ShaderSource::Wgsl(wgsl.into()),
-            })
-        })?;
+        let (module, shader_path) = shader::module(&gpu, &kernels, &launches.gpu)?;
         // One pipeline per kernel, with an explicit layout: binding i = parameter i.
         let mut pipelines = Vec::new();
         let mut layouts = Vec::new();
@@ -249,12 +246,53 @@ impl WgpuSession {
             readback,
             sampled,
             position: 0,
+            shader_path,
         })
     }
 
     /// The adapter the kernels run on.
     pub fn adapter(&self) -> &str {
         &self.gpu.adapter
+    }
+
+    /// How the kernels reached the device.
+    pub fn shader_path(&self) -> ShaderPath {
+        self.shader_path
+    }
+
+    /// Device-to-device copy bandwidth in GB/s (bytes read + written per second) over
+    /// `bytes`-sized buffers (capped at the adapter's buffer limit), best of `reps`: the
+    /// roofline `bench` divides by. Each copy is its own submission, timed to completion.
+    pub fn copy_bandwidth(&self, bytes: usize, reps: usize) -> Result<f64, RuntimeError> {
+        let bytes = (bytes.min(self.gpu.limits.max_buffer_size as usize) / 4 * 4).max(4) as u64;
+        let dev = &self.gpu.device;
+        let buf = |usage| {
+            dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("copy bandwidth"),
+                size: bytes,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let (src, dst) = (buf(wgpu::BufferUsages::COPY_SRC), buf(wgpu::BufferUsages::COPY_DST));
+        let wait = || {
+            dev.poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| RuntimeError::Other(format!("waiting for the GPU: {e}")))
+        };
+        let mut best = f64::INFINITY;
+        // One untimed copy first: the buffers' first touch.
+        for i in 0..=reps.max(1) {
+            let mut enc = dev.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(&src, 0, &dst, 0, bytes);
+            wait()?;
+            let t = std::time::Instant::now();
+            self.gpu.queue.submit([enc.finish()]);
+            wait()?;
+            if i > 0 {
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+        }
+        Ok(2.0 * bytes as f64 / best / 1e9)
     }
 
     pub fn plan(&self) -> &Plan {
@@ -264,6 +302,16 @@ impl WgpuSession {
     /// Weight bytes one call of `program` reads.
     pub fn weight_bytes(&self, program: &str) -> usize {
         self.launches.weight_bytes(program)
+    }
+}
+
+impl GpuCall for WgpuSession {
+    fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    fn position(&self) -> usize {
+        self.position
     }
 
     /// Forgets the context: zeroes the KV caches, position 0.
@@ -276,8 +324,6 @@ impl WgpuSession {
         self.position = 0;
     }
 
-    /// Runs `program` on `ids` at the current position. `greedy`: also launch the argmax and
-    /// read back only its `[index, NaN count]`; otherwise read back the last row of logits.
     fn call(&mut self, program: usize, ids: &[u32], greedy: bool) -> Result<Vec<f32>, RuntimeError> {
         check_call(&self.plan, program, ids, &self.id_limits[program])?;
         let id_bytes: Vec<u8> = ids.iter().flat_map(|&t| (t as i32).to_le_bytes()).collect();
@@ -329,26 +375,5 @@ impl WgpuSession {
         self.readback.unmap();
         self.position += ids.len();
         Ok(out)
-    }
-}
-
-impl Executor for WgpuSession {
-    fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>, RuntimeError> {
-        let schedule = Schedule::of(&self.plan)?;
-        schedule.feed(self.position, ids, |program, chunk| self.call(program, chunk, false))
-    }
-
-    fn forward_greedy(&mut self, ids: &[u32]) -> Result<u32, RuntimeError> {
-        let schedule = Schedule::of(&self.plan)?;
-        let v = schedule.feed(self.position, ids, |program, chunk| self.call(program, chunk, true))?;
-        sampled_id([v[0], v[1]], self.plan.model.vocab_size)
-    }
-
-    fn position(&self) -> usize {
-        self.position
-    }
-
-    fn reset(&mut self) {
-        self.clear();
     }
 }
