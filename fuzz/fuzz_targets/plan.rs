@@ -12,6 +12,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if plan.check().is_ok() && gemma4c_backends::lookup(&plan.target).is_ok() {
-        let _ = gemma4c_backends::kernel::kernel_plan(&plan);
+        let _ = gemma4c_backends::kernel::kernel_plan(&plan, gemma4c_backends::kernel::Tiles::Local);
     }
 });

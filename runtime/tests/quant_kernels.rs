@@ -3,10 +3,12 @@
 //! block format: the embedding gather must reproduce each value exactly (so the
 //! kernels' unpacking and rounding are gguf-py's), and the matmul (decode and
 //! prefill blocking, soft-cap epilogue) must equal an f64 dot product of the
-//! dequantized weights within f32 summation error.
+//! dequantized weights within f32 summation error. The tiled prefill matmul
+//! (weights converted once per tile of input rows) is checked the same way for
+//! every block format and for bf16.
 
 use gemma4c_backends::cpu::llvm::print_module;
-use gemma4c_backends::kernel::ops;
+use gemma4c_backends::kernel::{ops, Elem};
 use gemma4c_ir::QuantFormat;
 use gemma4c_runtime::jit::JitModule;
 use rand::{Rng, SeedableRng};
@@ -134,7 +136,6 @@ fn call_n<const N: usize>(jit: &JitModule, name: &str, args: [*mut u8; N], rows:
 /// summation order differs.
 #[test]
 fn moe_expert_kernels_match_their_f32_kernels_on_dequantized_weights() {
-    use gemma4c_backends::kernel::Elem;
     let mut rng = rand::rngs::StdRng::seed_from_u64(13);
     let ptr = |v: &[f32]| v.as_ptr() as *mut u8;
     for q in QuantFormat::ALL {
@@ -193,5 +194,60 @@ fn moe_expert_kernels_match_their_f32_kernels_on_dequantized_weights() {
             );
         }
         close(&outs[0], &outs[1], "out");
+    }
+}
+
+/// `out` against f64 dot products of `x [m, k]` and `wf [n, k]` (soft-capped).
+fn check_dots(what: &str, out: &[f32], x: &[f32], wf: &[f32], m: usize, n: usize, k: usize, cap: Option<f32>) {
+    for i in 0..m {
+        for j in 0..n {
+            let dot: f64 = (0..k).map(|c| x[i * k + c] as f64 * wf[j * k + c] as f64).sum();
+            let want = cap.map_or(dot, |c| c as f64 * (dot / c as f64).tanh());
+            let scale: f64 = (0..k).map(|c| (x[i * k + c] * wf[j * k + c]).abs() as f64).sum();
+            // f32 accumulation of k products, and the kernels' tanh (a few ulp).
+            let tol = 1e-6 * scale.max(1.0) + 1e-6;
+            let got = out[i * n + j] as f64;
+            assert!((got - want).abs() <= tol, "{what}: [{i},{j}] {got} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn tiled_prefill_matmul_matches_dot_products() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+    // k = 1024 is two column chunks for every format; m = 261 is a full chunk
+    // of 256 input rows (64 register blocks) and a remainder of 5 (one block
+    // and one single row); m = 3 is single rows only.
+    let (n, k) = (8, 1024);
+    let formats = QuantFormat::ALL.into_iter().map(Elem::Block).chain([Elem::BF16]);
+    for w in formats {
+        let (bytes, wf) = match w {
+            Elem::Block(q) => {
+                let bytes = random_blocks(q, n * k / q.block_elems(), &mut rng);
+                let mut wf = vec![0f32; n * k];
+                q.dequantize(&bytes, &mut wf).unwrap();
+                (bytes, wf)
+            }
+            _ => {
+                let wf: Vec<f32> = (0..n * k)
+                    .map(|_| half::bf16::from_f32(rng.random_range(-0.1f32..0.1)).to_f32())
+                    .collect();
+                let bytes = wf.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
+                (bytes, wf)
+            }
+        };
+        for (m, r_block, cap) in [(261, 4, None), (3, 2, Some(3.0f32))] {
+            let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let kern = ops::matmul_tiled(m, n, k, w, cap, r_block);
+            let jit = JitModule::compile(&print_module("test", [&kern]), None, 1).unwrap();
+            let mut out = vec![0f32; m * n];
+            call(
+                &jit,
+                &kern.name,
+                [x.as_ptr() as *mut u8, bytes.as_ptr() as *mut u8, out.as_mut_ptr().cast()],
+                n / r_block,
+            );
+            check_dots(&kern.name, &out, &x, &wf, m, n, k, cap);
+        }
     }
 }

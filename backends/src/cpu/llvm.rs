@@ -119,6 +119,18 @@ impl<'k, 'd> FnPrinter<'k, 'd> {
         format!("%v{}.{}", v.0, self.k.local(v).name)
     }
 
+    fn tile(&self, i: usize) -> String {
+        format!("%tile{i}.{}", self.k.tiles[i].name)
+    }
+
+    /// Address of element `idx` of tile `i`.
+    fn tile_gep(&mut self, i: usize, idx: &str) -> String {
+        let (len, base) = (self.k.tiles[i].len, self.tile(i));
+        let ptr = self.fresh();
+        self.line(&format!("{ptr} = getelementptr inbounds [{len} x float], ptr {base}, i64 0, i64 {idx}"));
+        ptr
+    }
+
     fn fresh(&mut self) -> String {
         self.tmp += 1;
         format!("%t{}", self.tmp)
@@ -164,6 +176,10 @@ impl<'k, 'd> FnPrinter<'k, 'd> {
         for (i, l) in k.locals.iter().enumerate() {
             let name = self.local(Var(i as u32));
             self.line(&format!("{name} = alloca {}, align {}", ty(l.ty), align(l.ty)));
+        }
+        for i in 0..k.tiles.len() {
+            let name = self.tile(i);
+            self.line(&format!("{name} = alloca [{} x float], align 64", k.tiles[i].len));
         }
         let row = self.local(crate::kernel::ROW);
         self.line(&format!("store i64 %begin, ptr {row}, align 8"));
@@ -235,6 +251,12 @@ impl<'k, 'd> FnPrinter<'k, 'd> {
                     }
                     Elem::BF16 | Elem::F16 | Elem::Block(_) => unreachable!("verify rejects 16-bit and block stores"),
                 }
+            }
+            Stmt::TileStore { tile, index, value } => {
+                let (idx, _) = self.expr(index);
+                let (val, _) = self.expr(value);
+                let ptr = self.tile_gep(*tile, &idx);
+                self.line(&format!("store float {val}, ptr {ptr}, align 4"));
             }
             Stmt::For { var, start, end, body } => {
                 let (s, _) = self.expr(start);
@@ -354,6 +376,13 @@ impl<'k, 'd> FnPrinter<'k, 'd> {
                 self.line(&format!(
                     "{ptr} = getelementptr inbounds [{len} x float], ptr {global}, i64 0, i64 {idx}"
                 ));
+                let r = self.fresh();
+                self.line(&format!("{r} = load float, ptr {ptr}, align 4"));
+                (r, Scalar::F32)
+            }
+            Expr::Tile { tile, index } => {
+                let (idx, _) = self.expr(index);
+                let ptr = self.tile_gep(*tile, &idx);
                 let r = self.fresh();
                 self.line(&format!("{r} = load float, ptr {ptr}, align 4"));
                 (r, Scalar::F32)

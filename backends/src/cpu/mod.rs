@@ -10,7 +10,7 @@ use gemma4c_passes::plan::Plan;
 use gemma4c_passes::CostModel;
 
 use crate::backend::{write_file, Backend, BackendError, Checkpoint, Emitted};
-use crate::kernel::{kernel_plan, KernelPlan};
+use crate::kernel::{kernel_plan, KernelPlan, Tiles};
 
 /// File name of the CPU artifact next to plan.json.
 pub const KERNELS_FILE: &str = "kernels.ll";
@@ -22,7 +22,7 @@ and runs rows [begin, end) of its launch grid; rows are independent.";
 
 /// `kernels.ll` for a plan.
 pub fn kernels_ll(plan: &Plan) -> Result<String, String> {
-    Ok(emit(&kernel_plan(plan)?))
+    Ok(emit(&kernel_plan(plan, Tiles::Local)?))
 }
 
 /// Prints the kernels of a lowered plan, sorted by name.

@@ -106,6 +106,7 @@ impl<'k> FnPrinter<'k> {
                 let st = self.d.store(self.k.params[*param].elem, &p, &idx, &val);
                 self.line(&st);
             }
+            Stmt::TileStore { .. } => unreachable!("{}", crate::kernel::TILES_CPU_ONLY),
             Stmt::For { var, start, end, body } => {
                 self.for_loop(*var, start, end, None, |me| me.stmts(body));
             }
@@ -178,6 +179,7 @@ impl<'k> FnPrinter<'k> {
                 let name = table_name(self.k, &self.k.tables[*table].name);
                 (format!("{name}[{idx}]"), Scalar::F32)
             }
+            Expr::Tile { .. } => unreachable!("{}", crate::kernel::TILES_CPU_ONLY),
             Expr::Bin(op, a, b) => {
                 let (a, t) = self.expr(a);
                 let b = self.expr(b).0;

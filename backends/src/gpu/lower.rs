@@ -42,7 +42,7 @@ impl GpuPlan {
 }
 
 pub fn lower_plan(plan: &Plan) -> Result<GpuPlan, String> {
-    let kp = kernel::kernel_plan(plan)?;
+    let kp = kernel::kernel_plan(plan, kernel::Tiles::None)?;
     let mut kernels = BTreeMap::new();
     let mut add = |g: GpuKernel| {
         let name = g.kernel.name.clone();

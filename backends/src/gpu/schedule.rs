@@ -95,6 +95,7 @@ impl Cx<'_> {
         for (i, s) in stmts.iter().enumerate() {
             match s {
                 Stmt::Set(..) | Stmt::Reduce(..) => out.push(GStmt::All(s.clone())),
+                Stmt::TileStore { .. } => unreachable!("{}", crate::kernel::TILES_CPU_ONLY),
                 Stmt::Store { .. } => {
                     match out.last_mut() {
                         Some(GStmt::Lane0(v)) => v.push(s.clone()),
@@ -211,7 +212,7 @@ fn walk_writes(body: &[Stmt], assigned: &mut BTreeSet<u32>, reduced: &mut Vec<(V
                 assigned.insert(v.0);
             }
             Stmt::Reduce(v, op, _) => reduced.push((*v, *op)),
-            Stmt::Store { .. } => {}
+            Stmt::Store { .. } | Stmt::TileStore { .. } => {}
             Stmt::For { var, body, .. } => {
                 assigned.insert(var.0);
                 walk_writes(body, assigned, reduced);
@@ -255,7 +256,7 @@ fn collect_stores(body: &[Stmt], out: &mut Vec<(usize, Expr)>) {
                 collect_stores(then, out);
                 collect_stores(els, out);
             }
-            Stmt::Set(..) | Stmt::Reduce(..) => {}
+            Stmt::Set(..) | Stmt::Reduce(..) | Stmt::TileStore { .. } => {}
         }
     }
 }
@@ -265,7 +266,7 @@ fn exprs<'a>(body: &'a [Stmt], out: &mut Vec<&'a Expr>) {
     for s in body {
         match s {
             Stmt::Set(_, e) | Stmt::Reduce(_, _, e) => out.push(e),
-            Stmt::Store { index, value, .. } => {
+            Stmt::Store { index, value, .. } | Stmt::TileStore { index, value, .. } => {
                 out.push(index);
                 out.push(value);
             }
@@ -287,9 +288,11 @@ fn mentions(e: &Expr, v: Var) -> bool {
     match e {
         Expr::Var(w) => *w == v,
         Expr::F32(_) | Expr::I64(_) | Expr::Bool(_) => false,
-        Expr::Load { index, .. } | Expr::Table { index, .. } | Expr::Un(_, index) | Expr::Exact(index) => {
-            mentions(index, v)
-        }
+        Expr::Load { index, .. }
+        | Expr::Table { index, .. }
+        | Expr::Tile { index, .. }
+        | Expr::Un(_, index)
+        | Expr::Exact(index) => mentions(index, v),
         Expr::Bin(_, a, b) | Expr::Cmp(_, a, b) => mentions(a, v) || mentions(b, v),
         Expr::Select(c, a, b) => mentions(c, v) || mentions(a, v) || mentions(b, v),
     }
@@ -309,7 +312,9 @@ fn reads_outside(body: &[Stmt], skip: &Stmt, v: Var) -> bool {
         }
         match s {
             Stmt::Set(_, e) | Stmt::Reduce(_, _, e) => mentions(e, v),
-            Stmt::Store { index, value, .. } => mentions(index, v) || mentions(value, v),
+            Stmt::Store { index, value, .. } | Stmt::TileStore { index, value, .. } => {
+                mentions(index, v) || mentions(value, v)
+            }
             Stmt::For { start, end, body, .. } => {
                 mentions(start, v) || mentions(end, v) || reads_outside(body, skip, v)
             }
@@ -331,7 +336,9 @@ fn loads_of(body: &[Stmt], param: usize, out: &mut Vec<Expr>) {
                 expr(index, param, out);
             }
             Expr::F32(_) | Expr::I64(_) | Expr::Bool(_) | Expr::Var(_) => {}
-            Expr::Table { index, .. } | Expr::Un(_, index) | Expr::Exact(index) => expr(index, param, out),
+            Expr::Table { index, .. } | Expr::Tile { index, .. } | Expr::Un(_, index) | Expr::Exact(index) => {
+                expr(index, param, out)
+            }
             Expr::Bin(_, a, b) | Expr::Cmp(_, a, b) => {
                 expr(a, param, out);
                 expr(b, param, out);

@@ -3,7 +3,9 @@
 
 use std::ops::{Add, Div, Mul, Rem, Sub};
 
-use super::{Access, BinOp, CmpOp, Elem, Expr, Kernel, Local, Param, ReduceOp, Scalar, Stmt, Table, UnOp, Var, ROW};
+use super::{
+    Access, BinOp, CmpOp, Elem, Expr, Kernel, Local, Param, ReduceOp, Scalar, Stmt, Table, Tile, UnOp, Var, ROW,
+};
 
 /// A buffer parameter of the kernel being built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,19 @@ impl TableRef {
     }
 }
 
+/// A tile of the kernel being built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileRef(pub usize);
+
+impl TileRef {
+    pub fn at(self, index: impl Into<Expr>) -> Expr {
+        Expr::Tile {
+            tile: self.0,
+            index: Box::new(index.into()),
+        }
+    }
+}
+
 pub struct KernelBuilder {
     kernel: Kernel,
     /// Statement lists being filled: the body, then one per open loop / branch.
@@ -49,6 +64,7 @@ impl KernelBuilder {
                     ty: Scalar::I64,
                 }],
                 tables: Vec::new(),
+                tiles: Vec::new(),
                 rows,
                 body: Vec::new(),
             },
@@ -71,6 +87,12 @@ impl KernelBuilder {
             values,
         });
         TableRef(self.kernel.tables.len() - 1)
+    }
+
+    /// An f32 tile of `len` elements, private to each grid row.
+    pub fn tile(&mut self, name: &str, len: usize) -> TileRef {
+        self.kernel.tiles.push(Tile { name: name.into(), len });
+        TileRef(self.kernel.tiles.len() - 1)
     }
 
     pub fn local(&mut self, name: &str, ty: Scalar) -> Var {
@@ -116,6 +138,14 @@ impl KernelBuilder {
     pub fn store(&mut self, b: Buf, index: impl Into<Expr>, value: impl Into<Expr>) {
         self.push(Stmt::Store {
             param: b.0,
+            index: index.into(),
+            value: value.into(),
+        });
+    }
+
+    pub fn tile_store(&mut self, t: TileRef, index: impl Into<Expr>, value: impl Into<Expr>) {
+        self.push(Stmt::TileStore {
+            tile: t.0,
             index: index.into(),
             value: value.into(),
         });

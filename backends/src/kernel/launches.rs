@@ -14,7 +14,7 @@ use gemma4c_ir::{DType, Op};
 use gemma4c_passes::plan::{BufferKind, Plan, Program, Step};
 
 use super::ops;
-use super::{Elem, Kernel};
+use super::{Elem, Kernel, Tiles};
 
 /// What a kernel parameter is bound to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +67,9 @@ impl KernelPlan {
     }
 }
 
-/// The kernels and launches of every program of `plan`.
-pub fn kernel_plan(plan: &Plan) -> Result<KernelPlan, String> {
+/// The kernels and launches of every program of `plan`; `tiles` says whether
+/// the target places per-row tiles (`Tiles::Local`: the CPU).
+pub fn kernel_plan(plan: &Plan, tiles: Tiles) -> Result<KernelPlan, String> {
     let mut kernels = BTreeMap::new();
     let mut programs = Vec::new();
     for p in &plan.programs {
@@ -85,6 +86,7 @@ pub fn kernel_plan(plan: &Plan) -> Result<KernelPlan, String> {
                 out: &mut lp,
                 kernels: &mut kernels,
                 scratch: 0,
+                tiles,
             };
             step_launches(&mut cx)
                 .map_err(|e| format!("program `{}`, step `{}` ({}): {e}", p.name, step.name, step.op))?;
@@ -103,6 +105,7 @@ pub(crate) struct StepCx<'a> {
     kernels: &'a mut BTreeMap<String, Kernel>,
     /// Scratch bytes used by this step so far.
     scratch: usize,
+    pub(crate) tiles: Tiles,
 }
 
 impl StepCx<'_> {

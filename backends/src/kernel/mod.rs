@@ -18,18 +18,37 @@
 //! or sign-extend to i64, stores narrow i64 to i32. A block-quantized weight
 //! (GGUF's Q8_0, Q4_K, ...) is a buffer of bytes: loads zero-extend one byte
 //! to i64, and the kernel unpacks scales and integers with shifts and masks
-//! (`ops/dequant.rs`). Nothing here knows about LLVM, CUDA or Metal.
+//! (`ops/dequant.rs`). A kernel may also have *tiles*: f32 arrays private to
+//! the row being computed (stack or L1 on a CPU), where a prefill matmul keeps
+//! a block of widened or dequantized weight values and its partial sums, so
+//! the weights are converted once per tile of input rows (`ops/tiled.rs`).
+//! Only targets whose printers place them use tiles (`Tiles::Local`; the GPU
+//! schedule shares a row's loop across lanes instead). Nothing here knows
+//! about LLVM, CUDA or Metal.
 
 pub mod build;
 pub mod launches;
 pub mod ops;
 mod verify;
 
-pub use build::{Buf, KernelBuilder, TableRef};
+pub use build::{Buf, KernelBuilder, TableRef, TileRef};
 pub use launches::{kernel_plan, KernelLaunch, KernelPlan, LaunchArg, ProgramLaunches};
 pub use verify::verify;
 
 use gemma4c_ir::{DType, QuantFormat};
+
+/// Why GPU printers never meet `Expr::Tile` or `Stmt::TileStore`: the GPU
+/// lowering builds its kernels with `Tiles::None`.
+pub const TILES_CPU_ONLY: &str = "tiles are built only for the cpu target (the GPU lowering asks for Tiles::None)";
+
+/// Whether kernels may use tiles (per-row local arrays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tiles {
+    /// The target has fast private memory per row (a CPU core's stack / L1).
+    Local,
+    /// Kernels without tiles (GPU: a row's loops are dealt to lanes).
+    None,
+}
 
 /// Why GPU printers never meet `Elem::Block` or `UnOp::F16Bits`: block-quantized
 /// weights are dequantized in the CPU kernels only, and `compile` and the plan
@@ -127,6 +146,15 @@ pub struct Table {
     pub values: Vec<f32>,
 }
 
+/// An f32 array private to the grid row being computed (`len` elements;
+/// nothing survives from one row to the next). Indices are in bounds by
+/// construction of the kernel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tile {
+    pub name: String,
+    pub len: usize,
+}
+
 /// A local variable (index into `Kernel::locals`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Var(pub u32);
@@ -198,6 +226,11 @@ pub enum Expr {
         table: usize,
         index: Box<Expr>,
     },
+    /// `tiles[tile][index]`.
+    Tile {
+        tile: usize,
+        index: Box<Expr>,
+    },
     Bin(BinOp, Box<Expr>, Box<Expr>),
     Un(UnOp, Box<Expr>),
     Cmp(CmpOp, Box<Expr>, Box<Expr>),
@@ -224,6 +257,8 @@ pub enum Stmt {
     Reduce(Var, ReduceOp, Expr),
     /// `params[param][index] = value` (narrowed to the element type).
     Store { param: usize, index: Expr, value: Expr },
+    /// `tiles[tile][index] = value` (f32).
+    TileStore { tile: usize, index: Expr, value: Expr },
     /// `for var in start..end` (bounds evaluated once, step 1).
     For {
         var: Var,
@@ -247,6 +282,7 @@ pub struct Kernel {
     pub params: Vec<Param>,
     pub locals: Vec<Local>,
     pub tables: Vec<Table>,
+    pub tiles: Vec<Tile>,
     pub rows: usize,
     pub body: Vec<Stmt>,
 }
@@ -279,7 +315,7 @@ impl Kernel {
         fn expr(e: &Expr, out: &mut Vec<UnOp>) {
             match e {
                 Expr::F32(_) | Expr::I64(_) | Expr::Bool(_) | Expr::Var(_) => {}
-                Expr::Load { index, .. } | Expr::Table { index, .. } => expr(index, out),
+                Expr::Load { index, .. } | Expr::Table { index, .. } | Expr::Tile { index, .. } => expr(index, out),
                 Expr::Exact(a) => expr(a, out),
                 Expr::Bin(_, a, b) | Expr::Cmp(_, a, b) => {
                     expr(a, out);
@@ -302,7 +338,7 @@ impl Kernel {
             for st in s {
                 match st {
                     Stmt::Set(_, e) | Stmt::Reduce(_, _, e) => expr(e, out),
-                    Stmt::Store { index, value, .. } => {
+                    Stmt::Store { index, value, .. } | Stmt::TileStore { index, value, .. } => {
                         expr(index, out);
                         expr(value, out);
                     }

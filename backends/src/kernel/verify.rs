@@ -45,6 +45,11 @@ fn stmts(k: &Kernel, body: &[Stmt]) -> Result<(), String> {
                 expect(k, index, Scalar::I64, "store index")?;
                 expect(k, value, p.elem.value(), "stored value")?;
             }
+            Stmt::TileStore { tile, index, value } => {
+                k.tiles.get(*tile).ok_or("store to a missing tile")?;
+                expect(k, index, Scalar::I64, "tile index")?;
+                expect(k, value, Scalar::F32, "value stored in a tile")?;
+            }
             Stmt::For { var, start, end, body } => {
                 if k.local(*var).ty != Scalar::I64 {
                     return Err("loop variable must be i64".into());
@@ -89,6 +94,11 @@ pub fn ty(k: &Kernel, e: &Expr) -> Result<Scalar, String> {
         Expr::Table { table, index } => {
             k.tables.get(*table).ok_or("unknown table")?;
             expect(k, index, Scalar::I64, "table index")?;
+            Scalar::F32
+        }
+        Expr::Tile { tile, index } => {
+            k.tiles.get(*tile).ok_or("unknown tile")?;
+            expect(k, index, Scalar::I64, "tile index")?;
             Scalar::F32
         }
         Expr::Bin(op, a, b) => {

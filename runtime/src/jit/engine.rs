@@ -188,6 +188,18 @@ fn check_no_externals(module: &inkwell::module::Module) -> Result<(), String> {
     Ok(())
 }
 
+/// The vector width the kernels' loops should use. LLVM's tuning for recent
+/// Intel cores prefers 256-bit vectors even where AVX-512 exists (to avoid the
+/// clock drop of older parts); the kernels are long FMA and unpacking loops
+/// that run twice as many lanes per instruction at 512 bits, so a host with
+/// AVX-512F gets 512-bit vectors. Other hosts keep LLVM's choice.
+fn vector_width(features: &str) -> Option<&'static str> {
+    if let Ok(w) = std::env::var("GEMMA4C_VW") {
+        return if w == "512" { Some("512") } else { None };
+    }
+    features.split(',').any(|f| f == "+avx512f").then_some("512")
+}
+
 /// Parses the module, drops the kernels outside `keep`, optimizes and compiles the rest.
 fn compile_part<'ctx>(
     ctx: &'ctx Context,
@@ -236,6 +248,12 @@ fn compile_part<'ctx>(
             f.add_attribute(
                 AttributeLoc::Function,
                 ctx.create_string_attribute("target-features", features),
+            );
+        }
+        if let Some(width) = vector_width(features) {
+            f.add_attribute(
+                AttributeLoc::Function,
+                ctx.create_string_attribute("prefer-vector-width", width),
             );
         }
         if exported {

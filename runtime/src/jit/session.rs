@@ -4,7 +4,7 @@
 use std::marker::PhantomData;
 use std::time::Instant;
 
-use gemma4c_backends::kernel::{kernel_plan, Access, KernelPlan, LaunchArg};
+use gemma4c_backends::kernel::{kernel_plan, Access, KernelPlan, LaunchArg, Tiles};
 use gemma4c_frontend::Model;
 use gemma4c_passes::plan::{BufferKind, Plan, Program};
 
@@ -161,7 +161,7 @@ impl<'m> JitSession<'m> {
                 owned.push(b);
             }
         }
-        let kernels = kernel_plan(&plan).map_err(RuntimeError::Other)?;
+        let kernels = kernel_plan(&plan, Tiles::Local).map_err(RuntimeError::Other)?;
         let module =
             JitModule::compile(kernels_ll, opts.cpu.as_deref(), opts.threads.max(1)).map_err(RuntimeError::Other)?;
         let state: Vec<AlignedBuf> = plan.state.iter().map(|s| AlignedBuf::zeroed(s.bytes)).collect();

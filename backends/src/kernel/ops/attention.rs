@@ -152,7 +152,7 @@ pub(crate) fn launches(cx: &mut StepCx, op: &Op) -> Result<(), String> {
             let scores = cx.scratch(s * e * 4);
             let norm = ops::rms_norm(s, h, cx.elem(x), Some(cx.elem(scale)), *eps, Some(*scalar));
             cx.launch(norm, vec![LaunchArg::Buffer(x), LaunchArg::Buffer(scale), normed], None)?;
-            let mm = ops::matmul(s, e, h, cx.elem(proj), None);
+            let mm = ops::matmul_for(cx.tiles, s, e, h, cx.elem(proj), None);
             cx.launch(mm, vec![normed, LaunchArg::Buffer(proj), scores], None)?;
             let route = ops::moe_route(s, e, *top_k, cx.elem(per_expert));
             let outs = &cx.step.outputs;

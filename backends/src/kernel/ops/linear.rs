@@ -10,7 +10,7 @@ use super::gelu;
 use crate::kernel::build::KernelBuilder;
 use crate::kernel::launches::{LaunchArg, StepCx};
 use crate::kernel::ops::{self, UnaryKind};
-use crate::kernel::{name_f32, Access, Elem, Expr, Kernel, Scalar};
+use crate::kernel::{name_f32, Access, Elem, Expr, Kernel, Scalar, Tiles};
 
 /// `out[m, n] = sum_k x[m, k] * w[n, k]` (`MatMul`), optionally soft-capped
 /// (`cap * tanh(y / cap)`, the tail of `LogitsHead`). Params: `x, w, out`.
@@ -32,6 +32,16 @@ pub fn matmul(m: usize, n: usize, k: usize, w: Elem, cap: Option<f32>) -> Kernel
         [4, 2, 1].into_iter().find(|&r| n.is_multiple_of(r)).unwrap_or(1)
     };
     matmul_blocked(m, n, k, w, cap, r_block, "")
+}
+
+/// `matmul` for a target: with `Tiles::Local`, prefill (`m > 1`) converts
+/// each weight once per tile of input rows (`tiled.rs`).
+pub fn matmul_for(tiles: Tiles, m: usize, n: usize, k: usize, w: Elem, cap: Option<f32>) -> Kernel {
+    if tiles == Tiles::Local && m > 1 {
+        let r_block = [4, 2, 1].into_iter().find(|&r| n.is_multiple_of(r)).unwrap_or(1);
+        return ops::matmul_tiled(m, n, k, w, cap, r_block);
+    }
+    matmul(m, n, k, w, cap)
 }
 
 /// `matmul` with `r_block` output features per grid row (`n % r_block == 0`);
@@ -167,7 +177,8 @@ pub(crate) fn launches(cx: &mut StepCx, op: &Op) -> Result<(), String> {
             if cx.elem(x) != Elem::F32 {
                 return Err("the left operand of a matmul must be an f32 activation".into());
             }
-            cx.launch(ops::matmul(m, n, kd, cx.elem(w), None), cx.io_args(), None)
+            let mm = ops::matmul_for(cx.tiles, m, n, kd, cx.elem(w), None);
+            cx.launch(mm, cx.io_args(), None)
         }
         Op::MoeExperts => {
             let ins: Vec<usize> = (0..5).map(|i| cx.input(i)).collect::<Result<_, _>>()?;
@@ -215,7 +226,7 @@ pub(crate) fn launches(cx: &mut StepCx, op: &Op) -> Result<(), String> {
                 Some(c) => {
                     let raw = cx.scratch(m * v * 4);
                     cx.launch(
-                        ops::matmul(m, v, h, welem, None),
+                        ops::matmul_for(cx.tiles, m, v, h, welem, None),
                         vec![normed, LaunchArg::Buffer(table), raw],
                         None,
                     )?;
@@ -226,7 +237,7 @@ pub(crate) fn launches(cx: &mut StepCx, op: &Op) -> Result<(), String> {
                     )
                 }
                 None => cx.launch(
-                    ops::matmul(m, v, h, welem, None),
+                    ops::matmul_for(cx.tiles, m, v, h, welem, None),
                     vec![normed, LaunchArg::Buffer(table), out],
                     None,
                 ),

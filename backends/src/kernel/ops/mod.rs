@@ -15,13 +15,15 @@ pub(crate) mod linear;
 pub(crate) mod norm;
 pub(crate) mod qmatmul;
 pub(crate) mod qmoe;
+pub(crate) mod tiled;
 
 pub use attention::{attention, moe_route};
 pub use elementwise::{binary, embedding, replace_ids, slice, unary, BinaryKind, UnaryKind};
-pub use linear::{matmul, matmul_blocked, moe_down, moe_gate_up};
+pub use linear::{matmul, matmul_blocked, matmul_for, moe_down, moe_gate_up};
 pub use norm::{add_rms_norm, head_rows, norm_add, norm_add_norm, rms_norm, HeadDest, HeadNorm};
 pub use qmatmul::{embedding_quant, matmul_quant};
 pub use qmoe::{moe_down_quant, moe_gate_up_quant};
+pub use tiled::matmul_tiled;
 
 use gemma4c_ir::math;
 
