@@ -244,7 +244,11 @@ fn tiled_prefill_matmul_matches_dot_products() {
             call(
                 &jit,
                 &kern.name,
-                [x.as_ptr() as *mut u8, bytes.as_ptr() as *mut u8, out.as_mut_ptr().cast()],
+                [
+                    x.as_ptr() as *mut u8,
+                    bytes.as_ptr() as *mut u8,
+                    out.as_mut_ptr().cast(),
+                ],
                 n / r_block,
             );
             check_dots(&kern.name, &out, &x, &wf, m, n, k, cap);

@@ -127,7 +127,9 @@ impl<'k, 'd> FnPrinter<'k, 'd> {
     fn tile_gep(&mut self, i: usize, idx: &str) -> String {
         let (len, base) = (self.k.tiles[i].len, self.tile(i));
         let ptr = self.fresh();
-        self.line(&format!("{ptr} = getelementptr inbounds [{len} x float], ptr {base}, i64 0, i64 {idx}"));
+        self.line(&format!(
+            "{ptr} = getelementptr inbounds [{len} x float], ptr {base}, i64 0, i64 {idx}"
+        ));
         ptr
     }
 

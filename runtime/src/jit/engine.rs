@@ -192,12 +192,12 @@ fn check_no_externals(module: &inkwell::module::Module) -> Result<(), String> {
 /// Intel cores prefers 256-bit vectors even where AVX-512 exists (to avoid the
 /// clock drop of older parts); the kernels are long FMA and unpacking loops
 /// that run twice as many lanes per instruction at 512 bits, so a host with
-/// AVX-512F gets 512-bit vectors. Other hosts keep LLVM's choice.
+/// AVX-512F gets 512-bit vectors. Other hosts keep LLVM's choice, and so does
+/// `GEMMA4C_JIT_VECTOR_BITS=256` (for comparing the two on one machine).
 fn vector_width(features: &str) -> Option<&'static str> {
-    if let Ok(w) = std::env::var("GEMMA4C_VW") {
-        return if w == "512" { Some("512") } else { None };
-    }
-    features.split(',').any(|f| f == "+avx512f").then_some("512")
+    let avx512 = features.split(',').any(|f| f == "+avx512f");
+    let forced_256 = std::env::var("GEMMA4C_JIT_VECTOR_BITS").is_ok_and(|v| v.trim() == "256");
+    (avx512 && !forced_256).then_some("512")
 }
 
 /// Parses the module, drops the kernels outside `keep`, optimizes and compiles the rest.

@@ -99,10 +99,7 @@ pub fn matmul_tiled(m: usize, n: usize, k: usize, w: Elem, cap: Option<f32>, r_b
     // Converts columns `c0 .. c0 + kc` of the R weight rows into the tile.
     let fill = |b: &mut KernelBuilder, chunk: &Expr| match w {
         Elem::Block(q) => {
-            let at: Vec<Expr> = rows
-                .iter()
-                .map(|r| r + chunk * row_bytes(q, kc))
-                .collect();
+            let at: Vec<Expr> = rows.iter().map(|r| r + chunk * row_bytes(q, kc)).collect();
             fill_quant(b, q, wt, &at, kc, wtile);
         }
         _ => {
@@ -117,11 +114,7 @@ pub fn matmul_tiled(m: usize, n: usize, k: usize, w: Elem, cap: Option<f32>, r_b
     // `mb` input rows from `m0 + i0` against the tile, added into `acc`.
     let block = |b: &mut KernelBuilder, m0: &Expr, i0: Expr, mb: usize, chunk: &Expr| {
         let regs: Vec<Vec<_>> = (0..mb)
-            .map(|i| {
-                (0..r_block)
-                    .map(|j| b.let_f32(&format!("s{i}_{j}"), 0.0f32))
-                    .collect()
-            })
+            .map(|i| (0..r_block).map(|j| b.let_f32(&format!("s{i}_{j}"), 0.0f32)).collect())
             .collect();
         let x0 = Expr::Var(b.let_i64("x0", (m0 + &i0) * k + chunk * kc));
         b.for_range("c", 0usize, kc, |b, c| {
