@@ -65,7 +65,8 @@ fn tt_p300_shards_the_mlp_over_a_one_by_two_mesh() {
             assert_eq!(model.matches("mlp.gate_proj.weight@t\"]), shard=1)").count(), 42);
             assert_eq!(model.matches("mlp.up_proj.weight@t\"]), shard=1)").count(), 42);
             assert_eq!(model.matches("mlp.down_proj.weight@t\"]), shard=0)").count(), 42);
-            assert_eq!(step.matches("m.each(K.geglu_matmul").count(), 42);
+            // (each with the MLP's sandwich norm in front, replicated on both chips)
+            assert_eq!(step.matches("m.each(K.norm_add_norm_geglu_matmul").count(), 42);
             // The hardware path: TT-NN's mesh mappers and all-reduce.
             for api in [
                 "ttnn.ShardTensorToMesh(",

@@ -318,10 +318,9 @@ fn tt_stats_report_dataflow_buffers_and_l1_per_kernel() {
     let kernels = tt["kernels"].as_object().expect("kernels");
     for family in [
         "matmul",
-        "geglu_matmul",
+        "sandwich_matmul",
         "logits_head",
-        "norm_add_norm",
-        "norm_rope",
+        "norm_add",
         "kv_write",
         "attention",
     ] {
@@ -335,8 +334,8 @@ fn tt_stats_report_dataflow_buffers_and_l1_per_kernel() {
         assert!(k["l1_bytes_per_core"].as_u64().unwrap() <= l1, "{name}");
     }
     // head_dim 256 (sliding) and 512 (full) attention.
-    assert!(kernels.keys().any(|k| k.starts_with("attention_8x256")));
-    assert!(kernels.keys().any(|k| k.starts_with("attention_8x512")));
+    assert!(kernels.keys().any(|k| k.starts_with("norm_rope_attention_8x256")));
+    assert!(kernels.keys().any(|k| k.starts_with("norm_rope_attention_8x512")));
 }
 
 #[test]
@@ -626,6 +625,27 @@ fn tt_perf_model_is_calibrated_to_tt_metal() {
     assert_eq!(e4b["layers"], 42);
     let launches = e4b["device_launches_per_token"].as_f64().unwrap();
     assert!((lpl - launches / 42.0).abs() < 0.01, "{lpl}");
+    // The goal: at most 8 launches per layer per decoded token (the q norm + RoPE inside
+    // attention, the sandwich norms inside the matmuls after them).
+    assert!(lpl <= 8.0, "E4B decodes with {lpl} launches per layer");
+    for family in ["sandwich_matmul", "attention"] {
+        assert!(
+            e4b["kernels"]
+                .as_object()
+                .unwrap()
+                .values()
+                .any(|k| k["family"] == family),
+            "no {family} kernel"
+        );
+    }
+    assert!(
+        !e4b["kernels"]
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|k| k["family"] == "norm_rope"),
+        "a q norm + RoPE launch of its own"
+    );
     for (name, k) in e4b["kernels"].as_object().unwrap() {
         for f in ["dram_bytes", "flops", "cores", "modelled_us", "launch_cost_us"] {
             assert!(k[f].is_number(), "{name}: no {f}");

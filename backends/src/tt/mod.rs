@@ -46,11 +46,15 @@ impl fmt::Display for TtError {
 impl std::error::Error for TtError {}
 
 /// Template sources, embedded so the compiler binary is self-contained.
-const TEMPLATES: [(&str, &str); 19] = [
+const TEMPLATES: [(&str, &str); 20] = [
     ("eltwise", include_str!("../../templates/tt/eltwise.py.tera")),
     ("matmul", include_str!("../../templates/tt/matmul.py.tera")),
     ("geglu_matmul", include_str!("../../templates/tt/geglu_matmul.py.tera")),
     ("logits_head", include_str!("../../templates/tt/logits_head.py.tera")),
+    (
+        "sandwich_matmul",
+        include_str!("../../templates/tt/sandwich_matmul.py.tera"),
+    ),
     ("rms_norm", include_str!("../../templates/tt/rms_norm.py.tera")),
     ("add_rms_norm", include_str!("../../templates/tt/add_rms_norm.py.tera")),
     (

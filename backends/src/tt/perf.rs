@@ -18,7 +18,7 @@ use super::kernels::Kernel;
 use super::target::TtTarget;
 
 /// Fraction of a chip's peak DRAM bandwidth one launch achieves (calibrated, see above).
-pub const BW_EFFICIENCY: f64 = 0.3042;
+pub const BW_EFFICIENCY: f64 = 0.2854;
 /// DRAM bandwidth one worker core can pull through its NoC port: half the 64 B/cycle peak at
 /// 1.35 GHz (an assumption; it bounds kernels that run on a few cores).
 pub const PER_CORE_BW: f64 = 43e9;

@@ -58,6 +58,97 @@ fn sel_keep(c: &mut Case) {
     }
 }
 
+/// Attention with the q norm + RoPE step folded in (`attention_norm_rope`): the expectation is the
+/// two IR ops one after the other. A wrapped sliding ring with head_dim 256, and GQA 4:1 with
+/// head_dim 512 and partial (proportional) rotary.
+pub(super) fn attention_norm_rope_cases(b: &mut Bundle, rng: &mut Rng) {
+    let eps = 1e-6;
+    for (name, heads, kv, d, cap, window, p, theta, pairs) in [
+        (
+            "norm_rope_attention_sliding_256",
+            4,
+            2,
+            256,
+            15,
+            Some(8),
+            20usize,
+            10_000.0,
+            128,
+        ),
+        (
+            "norm_rope_attention_full_512_gqa4",
+            4,
+            1,
+            512,
+            48,
+            None,
+            40,
+            1_000_000.0,
+            64,
+        ),
+    ] {
+        let mut c = Case::new(name);
+        let spec = RopeSpec {
+            theta,
+            head_dim: d,
+            rotated_pairs: pairs,
+            factor: 1.0,
+        };
+        let q = rng.normal(heads * d, 2.0);
+        let w = rng.range(d, 0.5, 1.5);
+        // Keys of size 2/sqrt(d): scores of a few units against the unit-RMS normalized q.
+        let kc = rng.normal(kv * cap * d, 2.0 / (d as f32).sqrt());
+        let vc = rng.normal(kv * cap * d, 1.0);
+        let qr = eval(
+            &Op::NormRope {
+                eps,
+                rope: spec.clone(),
+            },
+            &[&t2(&[1, heads, d], &q), &t2(&[d], &w), &pos(p as i32)],
+        )
+        .unwrap()
+        .remove(0);
+        let want = f(&eval(
+            &Op::Attention { window, scale: 1.0 },
+            &[&qr, &t2(&[kv, cap, d], &kc), &t2(&[kv, cap, d], &vc), &pos(p as i32)],
+        )
+        .unwrap()[0]);
+        let k = b.k(kernels::attention_norm_rope(
+            &b.t,
+            "test",
+            heads,
+            kv,
+            cap,
+            d / 32,
+            1.0,
+            window,
+            d,
+            eps,
+        ));
+        c.act("q", flat(heads * d), &q);
+        let vals = BTreeMap::from([("qw".to_string(), w)]);
+        let (r, cc, src) = row_source("qw", flat(d));
+        c.weight("qw", r, cc, src, &vals);
+        rope_tables(&mut c, &spec, p);
+        position(&mut c, p, cap);
+        let (r, cc, v) = cache_dev(&kc, kv, cap, d);
+        c.tensor("k", r, cc, v);
+        let (r, cc, v) = cache_dev(&vc, kv, cap, d);
+        c.tensor("v", r, cc, v);
+        let width = cap.div_ceil(32) * 32;
+        c.tensor("mask", 1, width, mask_row(p as i64, cap, window, width));
+        sel_keep(&mut c);
+        c.zeros("o", flat(heads * d));
+        c.call(
+            &k,
+            None,
+            &["q", "qw", "cos", "sin", "rot", "pos", "k", "v", "mask", "sel", "o"],
+        );
+        c.expect_row("o", flat(heads * d), &want);
+        b.cases.push(c);
+    }
+}
+
 /// Cache `[kv, cap, d]` → device `[kv * cap_t * 32, d]`.
 fn cache_dev(v: &[f32], kv: usize, cap: usize, d: usize) -> (usize, usize, Vec<f32>) {
     let capp = cap.div_ceil(32) * 32;

@@ -6,8 +6,8 @@
 //! Inputs and weights go through the same layout code as a real compile (`DevLayout`, the
 //! prepared-weight sources), so a case checks the kernel *and* the layout it is fed with.
 //! This file holds the case/bundle records and the shared helpers; the cases are split by kernel
-//! group: `dense.rs` (matmuls, norms, elementwise), `cache.rs` (RoPE, KV writes, attention),
-//! `moe.rs` (routing and experts).
+//! group: `dense.rs` (matmuls, norms, elementwise), `sandwich.rs` (sandwich norms folded into
+//! matmuls), `cache.rs` (RoPE, KV writes, attention), `moe.rs` (routing and experts).
 
 #![allow(dead_code)]
 
@@ -30,10 +30,12 @@ use serde_json::{json, Value};
 mod cache;
 mod dense;
 mod moe;
+mod sandwich;
 
-use cache::{attention_cases, kv_cases, kv_pair_case, rope_cases};
+use cache::{attention_cases, attention_norm_rope_cases, kv_cases, kv_pair_case, rope_cases};
 use dense::{eltwise_cases, matmul_cases, norm_cases};
 use moe::moe_cases;
+use sandwich::sandwich_cases;
 
 /// Deterministic test inputs from a seeded `rand` generator (normal samples
 /// by Box-Muller over its uniform draws; no distribution crate is needed for that).
@@ -264,6 +266,8 @@ pub fn write_bundle(dir: &Path) -> usize {
     kv_pair_case(&mut b, &mut rng);
     attention_cases(&mut b, &mut rng);
     moe_cases(&mut b, &mut rng);
+    attention_norm_rope_cases(&mut b, &mut rng);
+    sandwich_cases(&mut b, &mut rng);
     let (kernels_py, sim_py) =
         gemma4c_backends::tt::render_standalone(&b.t, "kernel-family tests", &b.kernels).unwrap();
     std::fs::write(dir.join("kernels.py"), kernels_py).unwrap();

@@ -112,21 +112,62 @@ pub fn attention(
     scale: f32,
     window: Option<usize>,
 ) -> Result<Kernel, TtError> {
+    attention_with(t, doc, heads, kv_heads, capacity, dt, scale, window, None)
+}
+
+/// Decode attention whose query heads are normalized and rotated in the kernel (the q_norm +
+/// RoPE step folded in): `q_h = rope(rms_norm(q_h) * w)` over the `n` real lanes of each head,
+/// the position's cos/sin rows gathered at run time. Saves one launch per layer.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_norm_rope(
+    t: &TtTarget,
+    doc: &str,
+    heads: usize,
+    kv_heads: usize,
+    capacity: usize,
+    dt: usize,
+    scale: f32,
+    window: Option<usize>,
+    n: usize,
+    eps: f32,
+) -> Result<Kernel, TtError> {
+    attention_with(t, doc, heads, kv_heads, capacity, dt, scale, window, Some((n, eps)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention_with(
+    t: &TtTarget,
+    doc: &str,
+    heads: usize,
+    kv_heads: usize,
+    capacity: usize,
+    dt: usize,
+    scale: f32,
+    window: Option<usize>,
+    q_rope: Option<(usize, f32)>,
+) -> Result<Kernel, TtError> {
     // One block per KV head (GQA-packed: its query heads share every K/V chunk read).
     let group = heads / kv_heads;
     let (grid, per_node) = t.grid_for(kv_heads);
     let cap_t = capacity.div_ceil(32);
     let bq = bc(per_node * group);
+    // The q norm + RoPE operands, held once per KV head: weight, cos, sin rows, rotate_half,
+    // the row-select tile and the position tile.
+    let rope_tiles = if q_rope.is_some() {
+        3 * dt + dt * dt + 1 + POS_DFB_TILES
+    } else {
+        0
+    };
     let mut sb = divisor_le(cap_t, 8);
     let bkv = loop {
         let bkv = bc(per_node * (cap_t / sb));
-        let bytes = (2 * dt * bq + 2 + (2 * sb * dt + sb) * bkv) * TILE_BYTES;
+        let bytes = (2 * dt * bq + 2 + rope_tiles + (2 * sb * dt + sb) * bkv) * TILE_BYTES;
         if bytes <= t.l1_bytes || sb == 1 {
             break bkv;
         }
         sb = divisor_le(cap_t, sb - 1);
     };
-    let ctx = json!({
+    let mut ctx = json!({
         "doc": doc, "heads": heads, "kv_heads": kv_heads, "group": group, "cap_t": cap_t,
         "dt": dt, "sb": sb, "n_chunks": cap_t / sb, "bc_q": bq, "bc_kv": bkv, "scale": py_f32(scale),
     });
@@ -134,24 +175,44 @@ pub fn attention(
         Some(w) => format!("_w{w}"),
         None => String::new(),
     };
+    let mut dfbs = vec![
+        Dfb::new("q", dt, bq),
+        Dfb::new("sel", 1, 2),
+        Dfb::new("k", sb * dt, bkv),
+        Dfb::new("v", sb * dt, bkv),
+        Dfb::new("mask", sb, bkv),
+        Dfb::new("o", dt, bq),
+    ];
+    let mut cost = Cost::new(
+        kv_heads * (2 * cap_t * dt + cap_t) + 2 * heads * dt + 2 * heads,
+        kv_heads * 2 * matmul_flops(1, dt, cap_t),
+    );
+    let mut base = format!("attention_{heads}x{}_{kv_heads}x{capacity}{w}", dt * 32);
+    if let Some((n, eps)) = q_rope {
+        let o = ctx.as_object_mut().expect("kernel contexts are objects");
+        o.insert("rope".into(), json!(true));
+        o.insert("inv_n".into(), json!(py_f32(1.0 / n as f32)));
+        o.insert("eps".into(), json!(py_f32(eps)));
+        dfbs.extend([
+            Dfb::new("qw", dt, 1),
+            Dfb::new("cos", dt, 1),
+            Dfb::new("sin", dt, 1),
+            Dfb::new("rot", dt * dt, 1),
+            Dfb::new("rope_sel", 1, 1),
+            Dfb::new("pos", POS_DFB_TILES, 1),
+        ]);
+        cost.dram_bytes += (kv_heads * (3 * dt + dt * dt + 1 + POS_DFB_TILES) * TILE_BYTES) as u64;
+        cost.flops += (heads * (matmul_flops(1, dt, dt) + 2 * matmul_flops(1, 1, dt))) as u64;
+        base = format!("norm_rope_{base}");
+    }
     Kernel {
         name: String::new(),
         family: Family::Attention,
-        base: format!("attention_{heads}x{}_{kv_heads}x{capacity}{w}", dt * 32),
+        base,
         ctx: with_grid(ctx, grid, per_node, kv_heads),
-        dfbs: vec![
-            Dfb::new("q", dt, bq),
-            Dfb::new("sel", 1, 2),
-            Dfb::new("k", sb * dt, bkv),
-            Dfb::new("v", sb * dt, bkv),
-            Dfb::new("mask", sb, bkv),
-            Dfb::new("o", dt, bq),
-        ],
+        dfbs,
         grid,
-        cost: Cost::new(
-            kv_heads * (2 * cap_t * dt + cap_t) + 2 * heads * dt + 2 * heads,
-            kv_heads * 2 * matmul_flops(1, dt, cap_t),
-        ),
+        cost,
     }
     .checked(t)
 }

@@ -13,12 +13,14 @@ mod elementwise;
 mod matmul;
 mod moe;
 mod norm;
+mod sandwich;
 
-pub use cache::{attention, kv_write, kv_write_pair};
+pub use cache::{attention, attention_norm_rope, kv_write, kv_write_pair};
 pub use elementwise::{copy, eltwise};
 pub use matmul::{gated_matmul, geglu_matmul, logits_head, matmul, split_matmul};
 pub use moe::{moe_act, moe_route};
 pub use norm::{norm, norm_rope};
+pub use sandwich::{sandwich_matmul, Sandwich, SandwichBody};
 
 /// One dataflow buffer of a kernel: `tiles` per block, `count` blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +106,7 @@ pub enum Family {
     Matmul,
     GegluMatmul,
     LogitsHead,
+    SandwichMatmul,
     Norm(NormKind),
     NormRope,
     KvWrite,
@@ -163,6 +166,7 @@ impl Family {
             Family::Matmul => "matmul",
             Family::GegluMatmul => "geglu_matmul",
             Family::LogitsHead => "logits_head",
+            Family::SandwichMatmul => "sandwich_matmul",
             Family::Norm(k) => k.name(),
             Family::NormRope => "norm_rope",
             Family::KvWrite => "kv_write",

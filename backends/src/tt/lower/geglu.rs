@@ -8,8 +8,9 @@ use gemma4c_ir::Op;
 
 use super::ctx::{transposed, Ctx};
 use super::lookup::Lookup;
+use super::sandwich::Prologue;
 use super::{Arg, Item};
-use crate::tt::kernels;
+use crate::tt::kernels::{self, SandwichBody};
 use crate::tt::TtError;
 
 /// The steps of one fused MLP input: the gate and up matmuls feeding the `gelu_mul`.
@@ -58,27 +59,44 @@ pub(super) fn find(l: &Lookup) -> BTreeMap<usize, GeGlu> {
 }
 
 /// The geglu_matmul launch of `g`.
-pub(super) fn lower(c: &mut Ctx, g: GeGlu, items: &mut Vec<Item>) -> Result<(), TtError> {
+/// With `pro`, the sandwich norm that makes x is computed in the same launch.
+pub(super) fn lower(c: &mut Ctx, g: GeGlu, pro: Option<&Prologue>, items: &mut Vec<Item>) -> Result<(), TtError> {
     let p = c.p;
     let (sg, su, s) = (&p.steps[g.gate], &p.steps[g.up], &p.steps[g.gelu_mul]);
     let x = sg.inputs[0];
     let (lx, lo) = (c.lay(x)?, c.lay(s.outputs[0])?);
-    let k = kernels::geglu_matmul(
-        c.t,
-        "gelu_mul with its gate/up matmuls",
-        lx.row_tiles(),
-        lx.col_tiles(),
-        lo.col_tiles(),
-    )?;
     let wg = transposed(c, sg, sg.inputs[1], lx, lo)?;
     let wu = transposed(c, su, su.inputs[1], lx, lo)?;
+    let mut comment = format!("{} + {} + {}: {}", sg.name, su.name, s.name, s.op);
+    let (k, mut args, reads, mut writes) = match pro {
+        Some(pro) => {
+            let k = kernels::sandwich_matmul(
+                c.t,
+                "sandwich norm, then gelu_mul with its gate/up matmuls",
+                pro.spec(c)?,
+                &SandwichBody::Geglu { nt: lo.col_tiles() },
+            )?;
+            comment = format!("{} + {comment}", pro.comment(c));
+            (k, pro.args(c)?, vec![pro.res, pro.h], vec![pro.s])
+        }
+        None => {
+            let k = kernels::geglu_matmul(
+                c.t,
+                "gelu_mul with its gate/up matmuls",
+                lx.row_tiles(),
+                lx.col_tiles(),
+                lo.col_tiles(),
+            )?;
+            (k, vec![Arg::Buf(x)], vec![x], vec![])
+        }
+    };
     let k = c.weight_kernel(k, &wg)?;
-    items.push(Item::kernel(
-        format!("{} + {} + {}: {}", sg.name, su.name, s.name, s.op),
-        k,
-        vec![Arg::Buf(x), Arg::W(wg), Arg::W(wu), Arg::Buf(s.outputs[0])],
-        vec![x],
-        vec![s.outputs[0]],
-    ));
+    args.extend([Arg::W(wg), Arg::W(wu)]);
+    if let Some(pro) = pro {
+        args.push(Arg::Buf(pro.s));
+    }
+    args.push(Arg::Buf(s.outputs[0]));
+    writes.push(s.outputs[0]);
+    items.push(Item::kernel(comment, k, args, reads, writes));
     Ok(())
 }

@@ -22,8 +22,9 @@ use gemma4c_passes::plan::Step;
 use super::ctx::{transposed, Ctx};
 use super::geglu::GeGlu;
 use super::lookup::Lookup;
+use super::sandwich::Prologue;
 use super::{Arg, Call, Item};
-use crate::tt::kernels;
+use crate::tt::kernels::{self, SandwichBody};
 use crate::tt::layout::DevLayout;
 use crate::tt::TtError;
 
@@ -98,19 +99,42 @@ pub(super) fn find(l: &Lookup, geglus: &BTreeMap<usize, GeGlu>) -> BTreeMap<usiz
 /// The column-parallel gate/up launch of a sharded MLP (the GeGLU group `g`): the kernel is compiled for one chip's share, the weights are padded to a
 /// whole share per chip and marked sharded by columns, and the intermediate becomes a per-chip
 /// activation of that share's width.
-pub(super) fn lower_gate_up(c: &mut Ctx, m: &ShardedMlp, g: GeGlu, items: &mut Vec<Item>) -> Result<(), TtError> {
+pub(super) fn lower_gate_up(
+    c: &mut Ctx,
+    m: &ShardedMlp,
+    g: GeGlu,
+    pro: Option<&Prologue>,
+    items: &mut Vec<Item>,
+) -> Result<(), TtError> {
     let p = c.p;
     let (sg, su, s) = (&p.steps[g.gate], &p.steps[g.up], &p.steps[g.gelu_mul]);
     let x = sg.inputs[0];
     let lx = c.lay(x)?;
     let n = m.per_chip_tiles;
-    let k = kernels::geglu_matmul(
-        c.t,
-        "gelu_mul with its gate/up matmuls, column-parallel: this chip's share of the intermediate",
-        lx.row_tiles(),
-        lx.col_tiles(),
-        n,
-    )?;
+    let mut comment = format!("{} + {} + {}: {} (column-parallel)", sg.name, su.name, s.name, s.op);
+    // With `pro`, every chip computes the (replicated) sandwich norm in front of its share.
+    let (k, mut args, reads, mut writes) = match pro {
+        Some(pro) => {
+            let k = kernels::sandwich_matmul(
+                c.t,
+                "sandwich norm, then gelu_mul with its gate/up matmuls, column-parallel: this chip's share of the intermediate",
+                pro.spec(c)?,
+                &SandwichBody::Geglu { nt: n },
+            )?;
+            comment = format!("{} + {comment}", pro.comment(c));
+            (k, pro.args(c)?, vec![pro.res, pro.h], vec![pro.s])
+        }
+        None => {
+            let k = kernels::geglu_matmul(
+                c.t,
+                "gelu_mul with its gate/up matmuls, column-parallel: this chip's share of the intermediate",
+                lx.row_tiles(),
+                lx.col_tiles(),
+                n,
+            )?;
+            (k, vec![Arg::Buf(x)], vec![x], vec![])
+        }
+    };
     let wg = transposed(c, sg, sg.inputs[1], lx, m.full)?;
     let wu = transposed(c, su, su.inputs[1], lx, m.full)?;
     for w in [&wg, &wu] {
@@ -120,13 +144,13 @@ pub(super) fn lower_gate_up(c: &mut Ctx, m: &ShardedMlp, g: GeGlu, items: &mut V
     let act = s.outputs[0];
     c.lay.insert(act, DevLayout::flat(m.full.rows, n * 32));
     c.per_chip.insert(act);
-    items.push(Item::kernel(
-        format!("{} + {} + {}: {} (column-parallel)", sg.name, su.name, s.name, s.op),
-        k,
-        vec![Arg::Buf(x), Arg::W(wg), Arg::W(wu), Arg::Buf(act)],
-        vec![x],
-        vec![act],
-    ));
+    args.extend([Arg::W(wg), Arg::W(wu)]);
+    if let Some(pro) = pro {
+        args.push(Arg::Buf(pro.s));
+    }
+    args.push(Arg::Buf(act));
+    writes.push(act);
+    items.push(Item::kernel(comment, k, args, reads, writes));
     Ok(())
 }
 

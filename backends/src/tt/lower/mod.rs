@@ -8,14 +8,15 @@
 
 use std::collections::BTreeMap;
 
-use gemma4c_ir::RopeSpec;
+use gemma4c_ir::{Op, RopeSpec};
 use gemma4c_passes::Plan;
 
-use super::kernels::Kernel;
+use super::kernels::{self, Kernel, SandwichBody};
 use super::layout::{self, DevLayout};
 use super::target::{TtTarget, WeightFormat};
 use super::TtError;
 
+mod attn_rope;
 mod ctx;
 mod geglu;
 mod kv_pair;
@@ -24,6 +25,7 @@ pub mod mesh;
 mod moe;
 mod ple_gate;
 mod qkv;
+mod sandwich;
 mod scaled_norm;
 mod steps;
 
@@ -259,7 +261,7 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
     // Backend fusions, found on the whole program before any step is lowered. A step fused into
     // another one's launch is `absorbed` (the launch is emitted at the group's key step).
     let mut absorbed = vec![false; p.steps.len()];
-    let (geglus, sharded_mlps, scaled, gates, projections, kv_pairs) = {
+    let (geglus, sharded_mlps, scaled, gates, projections, kv_pairs, attn_ropes, prologues) = {
         let l = Lookup::new(&c, p);
         // gate/up matmuls + gelu_mul.
         let geglus = geglu::find(&l);
@@ -299,7 +301,74 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
         for &i in kv_pairs.values() {
             absorbed[i] = true;
         }
-        (geglus, sharded_mlps, scaled, gates, projections, kv_pairs)
+        // The q norm + RoPE into its attention.
+        let attn_ropes = attn_rope::find(&l);
+        for g in attn_ropes.values() {
+            absorbed[g.norm_rope] = true;
+        }
+        // The sandwich norms into the matmul launches that read them (on a mesh, into each
+        // chip's share of the column-parallel gate/up: the norm is replicated anyway).
+        let mut consumers: Vec<sandwich::Consumer> = Vec::new();
+        let tiles = |b: usize| c.lay(b).map_or(0, |l| l.col_tiles());
+        for g in geglus.values() {
+            consumers.push(sandwich::Consumer {
+                key: g.gelu_mul,
+                x: p.steps[g.gate].inputs[0],
+                steps: vec![g.gate, g.up, g.gelu_mul],
+                body: SandwichBody::Geglu {
+                    nt: tiles(p.steps[g.gelu_mul].outputs[0]),
+                },
+            });
+        }
+        for g in gates.values() {
+            consumers.push(sandwich::Consumer {
+                key: g.gelu_mul,
+                x: p.steps[g.matmul].inputs[0],
+                steps: vec![g.matmul, g.slice, g.gelu_mul],
+                body: SandwichBody::Gated {
+                    nt: tiles(p.steps[g.gelu_mul].outputs[0]),
+                    epilogue: ("gelu".into(), kernels::gelu_expr("acc")),
+                },
+            });
+        }
+        for (&key, g) in &projections {
+            consumers.push(sandwich::Consumer {
+                key,
+                x: p.steps[key].inputs[0],
+                steps: g.clone(),
+                body: SandwichBody::Matmul {
+                    parts: g.iter().map(|&i| tiles(p.steps[i].outputs[0])).collect(),
+                },
+            });
+        }
+        for (i, s) in p.steps.iter().enumerate() {
+            let plain = matches!(s.op, Op::MatMul)
+                && !absorbed[i]
+                && !not_fused[i]
+                && !projections.contains_key(&i)
+                && c.weight(s.inputs[1]).is_some()
+                && !l.is_output(s.outputs[0])
+                && c.lay(s.inputs[0]).is_ok()
+                && c.lay(s.outputs[0]).is_ok();
+            if plain {
+                consumers.push(sandwich::Consumer {
+                    key: i,
+                    x: s.inputs[0],
+                    steps: vec![i],
+                    body: SandwichBody::Matmul {
+                        parts: vec![tiles(s.outputs[0])],
+                    },
+                });
+            }
+        }
+        consumers.sort_by_key(|k| k.key);
+        let prologues = sandwich::find(&l, &consumers, &scaled, &absorbed);
+        for pro in prologues.values() {
+            for &i in &pro.steps {
+                absorbed[i] = true;
+            }
+        }
+        (geglus, sharded_mlps, scaled, gates, projections, kv_pairs, attn_ropes, prologues)
     };
     let sharded_down: BTreeMap<usize, usize> = sharded_mlps.iter().map(|(&g, m)| (m.down, g)).collect();
 
@@ -312,12 +381,13 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
             kv_pair::lower(&mut c, p, k, i, &mut items)?;
             continue;
         }
+        let pro = prologues.get(&i);
         if let Some(g) = projections.get(&i) {
-            qkv::lower(&mut c, p, g, &mut items)?;
+            qkv::lower(&mut c, p, g, pro, &mut items)?;
             continue;
         }
         if let Some(&g) = gates.get(&i) {
-            ple_gate::lower(&mut c, p, g, &mut items)?;
+            ple_gate::lower(&mut c, p, g, pro, &mut items)?;
             continue;
         }
         if let Some(&g) = scaled.get(&i) {
@@ -328,12 +398,21 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
             mesh::lower_down(&mut c, &sharded_mlps[g], s, &mut items)?;
             continue;
         }
+        if let Some(&g) = attn_ropes.get(&i) {
+            attn_rope::lower(&mut c, g, &mut items)?;
+            continue;
+        }
         if let (Some(m), Some(&g)) = (sharded_mlps.get(&i), geglus.get(&i)) {
-            mesh::lower_gate_up(&mut c, m, g, &mut items)?;
+            mesh::lower_gate_up(&mut c, m, g, pro, &mut items)?;
             continue;
         }
         if let Some(&g) = geglus.get(&i) {
-            geglu::lower(&mut c, g, &mut items)?;
+            geglu::lower(&mut c, g, pro, &mut items)?;
+            continue;
+        }
+        if pro.is_some() {
+            // A plain matmul with the sandwich norm in front.
+            qkv::lower(&mut c, p, &[i], pro, &mut items)?;
             continue;
         }
         let comment = format!("{}: {}", s.name, s.op);

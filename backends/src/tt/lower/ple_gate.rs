@@ -9,8 +9,9 @@ use gemma4c_passes::plan::Program;
 
 use super::ctx::{transposed, Ctx};
 use super::lookup::Lookup;
+use super::sandwich::Prologue;
 use super::{Arg, Item, Source};
-use crate::tt::kernels::{self, gelu_expr};
+use crate::tt::kernels::{self, gelu_expr, SandwichBody};
 use crate::tt::TtError;
 
 /// The steps of one gate: `matmul` and `slice` feed the `gelu_mul`.
@@ -75,29 +76,55 @@ fn offset(c: &Ctx, s: &gemma4c_passes::plan::Step) -> Option<usize> {
     (aligned && lo.cols() == len).then(|| lx.dev_col(c0) / 32)
 }
 
-/// The gated_matmul launch of `g`.
-pub(super) fn lower(c: &mut Ctx, p: &Program, g: Gate, items: &mut Vec<Item>) -> Result<(), TtError> {
+/// The gated_matmul launch of `g` (with `pro`, the sandwich norm that makes x in the same launch).
+pub(super) fn lower(
+    c: &mut Ctx,
+    p: &Program,
+    g: Gate,
+    pro: Option<&Prologue>,
+    items: &mut Vec<Item>,
+) -> Result<(), TtError> {
     let (sm, ss, sg) = (&p.steps[g.matmul], &p.steps[g.slice], &p.steps[g.gelu_mul]);
     let (x, src, out) = (sm.inputs[0], ss.inputs[0], sg.outputs[0]);
     let (lx, lo) = (c.lay(x)?, c.lay(out)?);
     let w = transposed(c, sm, sm.inputs[1], lx, lo)?;
     let at = offset(c, ss).ok_or_else(|| c.err(ss, "slice is not tile aligned"))?;
     let off = c.prep(format!("slice.offset{at}"), 1, 32, false, Source::Index { value: at })?;
-    let k = kernels::gated_matmul(
-        c.t,
-        "per-layer-input gate: gelu(x @ W) * slice",
-        lx.row_tiles(),
-        lx.col_tiles(),
-        lo.col_tiles(),
-        Some(("gelu", gelu_expr("acc"))),
-    )?;
+    let mut comment = format!("{} + {} + {}: {}", sm.name, ss.name, sg.name, sg.op);
+    let (k, mut args, mut reads, mut writes) = match pro {
+        Some(pro) => {
+            let k = kernels::sandwich_matmul(
+                c.t,
+                "sandwich norm, then the per-layer-input gate: gelu(x @ W) * slice",
+                pro.spec(c)?,
+                &SandwichBody::Gated {
+                    nt: lo.col_tiles(),
+                    epilogue: ("gelu".into(), gelu_expr("acc")),
+                },
+            )?;
+            comment = format!("{} + {comment}", pro.comment(c));
+            (k, pro.args(c)?, vec![pro.res, pro.h], vec![pro.s])
+        }
+        None => {
+            let k = kernels::gated_matmul(
+                c.t,
+                "per-layer-input gate: gelu(x @ W) * slice",
+                lx.row_tiles(),
+                lx.col_tiles(),
+                lo.col_tiles(),
+                Some(("gelu", gelu_expr("acc"))),
+            )?;
+            (k, vec![Arg::Buf(x)], vec![x], vec![])
+        }
+    };
     let k = c.weight_kernel(k, &w)?;
-    items.push(Item::kernel(
-        format!("{} + {} + {}: {}", sm.name, ss.name, sg.name, sg.op),
-        k,
-        vec![Arg::Buf(x), Arg::W(w), Arg::Buf(src), Arg::W(off), Arg::Buf(out)],
-        vec![x, src],
-        vec![out],
-    ));
+    args.extend([Arg::W(w), Arg::Buf(src), Arg::W(off)]);
+    if let Some(pro) = pro {
+        args.push(Arg::Buf(pro.s));
+    }
+    args.push(Arg::Buf(out));
+    reads.push(src);
+    writes.push(out);
+    items.push(Item::kernel(comment, k, args, reads, writes));
     Ok(())
 }

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use gemma4c_ir::Op;
 use gemma4c_passes::plan::Program;
 
-use super::ctx::{transposed_source, Ctx};
+use super::ctx::{transposed, transposed_source, Ctx};
 use super::lookup::Lookup;
+use super::sandwich::Prologue;
 use super::{Arg, Item, Source};
-use crate::tt::kernels;
+use crate::tt::kernels::{self, SandwichBody};
 use crate::tt::TtError;
 
 /// Groups of at least two matmul steps with the same input, keyed by the first step (where the
@@ -53,8 +54,15 @@ pub(super) fn find(l: &Lookup, absorbed: &[bool]) -> BTreeMap<usize, Vec<usize>>
         .collect()
 }
 
-/// The fused launch of the matmul steps `group`.
-pub(super) fn lower(c: &mut Ctx, p: &Program, group: &[usize], items: &mut Vec<Item>) -> Result<(), TtError> {
+/// The fused launch of the matmul steps `group` (with `pro`, the sandwich norm that makes their
+/// input in the same launch). A group of one step is a plain matmul (only with a prologue).
+pub(super) fn lower(
+    c: &mut Ctx,
+    p: &Program,
+    group: &[usize],
+    pro: Option<&Prologue>,
+    items: &mut Vec<Item>,
+) -> Result<(), TtError> {
     let x = p.steps[group[0]].inputs[0];
     let lx = c.lay(x)?;
     let mut parts = Vec::new();
@@ -70,29 +78,53 @@ pub(super) fn lower(c: &mut Ctx, p: &Program, group: &[usize], items: &mut Vec<I
         outs.push(s.outputs[0]);
         tiles.push(lo.col_tiles());
     }
-    let cols: usize = parts.iter().map(|(n, _)| n).sum();
-    let w = c.prep(
-        names.join("+"),
-        lx.col_tiles() * 32,
-        cols,
-        false,
-        Source::Concat { parts },
-    )?;
-    let k = kernels::split_matmul(
-        c.t,
-        "projections of one input in one launch: [y0 | y1 | ...] = x @ [W0 | W1 | ...]",
-        lx.row_tiles(),
-        lx.col_tiles(),
-        &tiles,
-    )?;
-    let k = c.weight_kernel(k, &w)?;
-    let mut args = vec![Arg::Buf(x), Arg::W(w)];
-    args.extend(outs.iter().map(|&o| Arg::Buf(o)));
-    let comment = group
+    let w = if group.len() == 1 {
+        let s = &p.steps[group[0]];
+        transposed(c, s, s.inputs[1], lx, c.lay(s.outputs[0])?)?
+    } else {
+        let cols: usize = parts.iter().map(|(n, _)| n).sum();
+        c.prep(
+            names.join("+"),
+            lx.col_tiles() * 32,
+            cols,
+            false,
+            Source::Concat { parts },
+        )?
+    };
+    let mut comment = group
         .iter()
         .map(|&i| format!("{}: {}", p.steps[i].name, p.steps[i].op))
         .collect::<Vec<_>>()
         .join(" + ");
-    items.push(Item::kernel(comment, k, args, vec![x], outs));
+    let (k, mut args, reads, mut writes) = match pro {
+        Some(pro) => {
+            let k = kernels::sandwich_matmul(
+                c.t,
+                "sandwich norm, then the projections of its result in one launch: [y0 | y1 | ...] = x @ [W0 | W1 | ...]",
+                pro.spec(c)?,
+                &SandwichBody::Matmul { parts: tiles },
+            )?;
+            comment = format!("{} + {comment}", pro.comment(c));
+            (k, pro.args(c)?, vec![pro.res, pro.h], vec![pro.s])
+        }
+        None => {
+            let k = kernels::split_matmul(
+                c.t,
+                "projections of one input in one launch: [y0 | y1 | ...] = x @ [W0 | W1 | ...]",
+                lx.row_tiles(),
+                lx.col_tiles(),
+                &tiles,
+            )?;
+            (k, vec![Arg::Buf(x)], vec![x], vec![])
+        }
+    };
+    let k = c.weight_kernel(k, &w)?;
+    args.push(Arg::W(w));
+    if let Some(pro) = pro {
+        args.push(Arg::Buf(pro.s));
+    }
+    args.extend(outs.iter().map(|&o| Arg::Buf(o)));
+    writes.extend(outs);
+    items.push(Item::kernel(comment, k, args, reads, writes));
     Ok(())
 }
