@@ -368,7 +368,16 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
                 absorbed[i] = true;
             }
         }
-        (geglus, sharded_mlps, scaled, gates, projections, kv_pairs, attn_ropes, prologues)
+        (
+            geglus,
+            sharded_mlps,
+            scaled,
+            gates,
+            projections,
+            kv_pairs,
+            attn_ropes,
+            prologues,
+        )
     };
     let sharded_down: BTreeMap<usize, usize> = sharded_mlps.iter().map(|(&g, m)| (m.down, g)).collect();
 
