@@ -1,6 +1,6 @@
 //! Tenstorrent boards with more than one chip (compile only, no simulator): the mesh shape is a
-//! property of the target, a p300 program shards the MLP weights over its (1, 2) mesh with one
-//! all-reduce per MLP, the DRAM check counts one chip's share, and the performance model runs
+//! property of the target, a p300 program shards the MLP weights (and MoE experts) over its
+//! (1, 2) mesh with one all-reduce per MLP, the DRAM check counts one chip's share, and the performance model runs
 //! every chip at once and adds the all-reduces. That the sharded program computes the right ids
 //! is checked in the simulator by tests/tt_sim.rs (its fixtures are compiled for tt-p300).
 
@@ -86,8 +86,9 @@ fn tt_p300_shards_the_mlp_over_a_one_by_two_mesh() {
 }
 
 /// DRAM is counted per chip: the sharded MLP weights by their half, the rest in full. E4B's
-/// weights on one p300 chip are about two thirds of a p150's; 31B in bfp8 fits the p300
-/// (refused on a p150 with the figures); 31B in bf16 does not fit even the p300.
+/// weights on one p300 chip are about two thirds of a p150's; 26B-A4B in bf16 (experts split) and
+/// 31B in bfp8 fit the p300 (31B bfp8 is refused on a p150 with the figures); 31B in bf16 does not
+/// fit even the p300.
 #[test]
 fn tt_dram_is_checked_per_chip_of_the_mesh() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -101,6 +102,13 @@ fn tt_dram_is_checked_per_chip_of_the_mesh() {
     );
     assert!(ratio > 0.55 && ratio < 0.75, "{ratio}");
     assert_eq!(p300["dram"]["available_bytes"], 32_000_000_000u64);
+
+    // 26B-A4B: each chip holds half of the 128 experts; refused on a p150 (tests/tt_sim.rs).
+    let moe = compile(tmp.path(), "gemma-4-26b-a4b", "tt-p300", "bf16").expect("26B-A4B bf16 fits a p300");
+    eprintln!("26B-A4B bf16 on tt-p300: {:.2} GB per chip", gb(&moe, "total_bytes"));
+    assert!(gb(&moe, "total_bytes") < 32.0 && gb(&moe, "total_bytes") > 20.0);
+    // One all-reduce per layer: after the experts (30 layers) and after the dense MLP (30).
+    assert_eq!(moe["all_reduces_per_token"], 60);
 
     let big = compile(tmp.path(), "gemma-4-31b", "tt-p300", "bfp8").expect("31B bfp8 fits a p300");
     eprintln!("31B bfp8 on tt-p300: {:.2} GB per chip", gb(&big, "total_bytes"));

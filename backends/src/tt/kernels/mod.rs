@@ -18,7 +18,7 @@ mod sandwich;
 pub use cache::{attention, attention_norm_rope, kv_write, kv_write_pair};
 pub use elementwise::{copy, eltwise};
 pub use matmul::{gated_matmul, geglu_matmul, logits_head, matmul, split_matmul};
-pub use moe::{moe_act, moe_route};
+pub use moe::{moe_act, moe_act_share, moe_route};
 pub use norm::{norm, norm_rope};
 pub use sandwich::{sandwich_matmul, Sandwich, SandwichBody};
 

@@ -27,7 +27,14 @@ pub fn moe_route(t: &TtTarget, doc: &str, experts: usize, top_k: usize) -> Resul
 
 /// Dense expert activations `gelu(gate_e) * up_e * w_e`.
 pub fn moe_act(t: &TtTarget, doc: &str, experts: usize, it: usize) -> Result<Kernel, TtError> {
-    let et = experts.div_ceil(32);
+    moe_act_share(t, doc, experts, experts, it)
+}
+
+/// `moe_act` over a share of `experts` consecutive experts of a routing row of `lanes` experts
+/// (a chip's share when the experts are split over a mesh: the expansion matrix's columns are
+/// sharded with them, its rows and the routing row are whole).
+pub fn moe_act_share(t: &TtTarget, doc: &str, experts: usize, lanes: usize, it: usize) -> Result<Kernel, TtError> {
+    let et = lanes.div_ceil(32);
     let nb = divisor_le(it, 8);
     let jb = it / nb;
     let n_blocks = experts * jb;
@@ -40,7 +47,11 @@ pub fn moe_act(t: &TtTarget, doc: &str, experts: usize, it: usize) -> Result<Ker
     Kernel {
         name: String::new(),
         family: Family::MoeAct,
-        base: format!("moe_act_{experts}x{}", it * 32),
+        base: if lanes == experts {
+            format!("moe_act_{experts}x{}", it * 32)
+        } else {
+            format!("moe_act_{experts}of{lanes}x{}", it * 32)
+        },
         ctx: with_grid(ctx, grid, per_node, n_blocks),
         dfbs: vec![
             Dfb::new("gate", nb, b),

@@ -6,8 +6,10 @@
 //! `c` holds the matching rows of `W_down^T` and computes a partial sum), and one all-reduce leaves
 //! the sum on every chip. Intermediate widths that do not split into whole tiles per chip are
 //! zero-padded: padded gate/up columns give `gelu(0) * 0 = 0`, padded down rows are zero, so the
-//! padding is exact. Everything else (norms, attention, the KV caches, the LM head) is replicated:
-//! every chip runs the same launch on the same values.
+//! padding is exact. MoE layers split their experts the same way when the chips divide them
+//! evenly (`moe.rs`: each chip runs its share of the experts, an all-reduce sums them). Everything
+//! else (norms, attention, the KV caches, the LM head, the router) is replicated: every chip runs
+//! the same launch on the same values.
 //!
 //! On hardware, every launch runs once on the mesh (TT-NN runs an operation on each chip over its
 //! local shard); under tt-lang-sim, whose mesh runs an operation once on the global tensor,
@@ -190,7 +192,7 @@ pub(super) fn lower_down(c: &mut Ctx, m: &ShardedMlp, s: &Step, items: &mut Vec<
 }
 
 /// Pads prepared weight `name` to `per_chip` tiles per chip along `dim` and records the split.
-fn shard(c: &mut Ctx, name: &str, dim: ShardDim, per_chip: usize) -> Result<(), TtError> {
+pub(super) fn shard(c: &mut Ctx, name: &str, dim: ShardDim, per_chip: usize) -> Result<(), TtError> {
     let chips = c.t.chips();
     let p = c
         .prepared

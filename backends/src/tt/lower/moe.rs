@@ -4,7 +4,8 @@
 use gemma4c_passes::plan::Step;
 
 use super::ctx::{transposed, Ctx};
-use super::{Arg, Item, Source};
+use super::mesh::{self, ShardDim};
+use super::{Arg, Call, Item, Source};
 use crate::tt::kernels::{self, py_f32};
 use crate::tt::layout::DevLayout;
 use crate::tt::TtError;
@@ -205,8 +206,37 @@ pub(super) fn experts(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<It
         false,
         Source::MoeExpand { experts: e, inter },
     )?;
+    // On a mesh whose chips split the experts evenly, each chip runs its share of the experts
+    // (gate/up columns, expansion columns and down rows sharded by expert) and an all-reduce sums
+    // the down projections' partial sums (`mesh.rs`); otherwise every chip runs them all.
+    let chips = t.chips();
+    let share = if chips > 1 && e.is_multiple_of(chips) {
+        e / chips
+    } else {
+        e
+    };
+    if share < e {
+        mesh::shard(c, &gu, ShardDim::Cols, 2 * share * it)?;
+        mesh::shard(c, &ex, ShardDim::Cols, share * it)?;
+        mesh::shard(c, &down, ShardDim::Rows, share * it)?;
+    }
+    let lgu = DevLayout {
+        groups: 2 * share,
+        ..lgu
+    };
+    let lact = DevLayout { groups: share, ..lact };
     let s1 = c.new_scratch(lgu);
     let s2 = c.new_scratch(lact);
+    let sum = if share < e {
+        for b in [s1, s2] {
+            c.per_chip.insert(b);
+        }
+        let partial = c.new_scratch(lo);
+        c.per_chip.insert(partial);
+        partial
+    } else {
+        out
+    };
     let k1 = kernels::matmul(
         t,
         "decode matmul: y = x @ W",
@@ -223,7 +253,13 @@ pub(super) fn experts(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<It
         vec![x],
         vec![s1],
     ));
-    let k2 = kernels::moe_act(t, "MoE expert activations weighted by the dense routing row", e, it)?;
+    let k2 = kernels::moe_act_share(
+        t,
+        "MoE expert activations weighted by the dense routing row",
+        share,
+        e,
+        it,
+    )?;
     let k2 = c.kernel(k2);
     items.push(Item::kernel(
         format!("{comment} (gelu(gate) * up * routing weight)"),
@@ -244,9 +280,17 @@ pub(super) fn experts(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<It
     items.push(Item::kernel(
         format!("{comment} (down of every expert, summed)"),
         k3,
-        vec![Arg::Buf(s2), Arg::W(down), Arg::Buf(out)],
+        vec![Arg::Buf(s2), Arg::W(down), Arg::Buf(sum)],
         vec![s2],
-        vec![out],
+        vec![sum],
     ));
+    if sum != out {
+        items.push(Item {
+            comment: format!("{comment} (all-reduce of the chips' expert sums)"),
+            call: Call::AllReduce { src: sum, dst: out },
+            reads: vec![sum],
+            writes: vec![out],
+        });
+    }
     Ok(())
 }
