@@ -210,3 +210,17 @@ fn gemma4c_quantizers_rebuild_llama_cpp_quantized_files() {
         }
     }
 }
+
+/// The MoE Q4_K_M file's expert weights stay in their block format (read by
+/// the MoE expert kernels, which dequantize them; the greedy test above runs
+/// them against transformers), not dequantized to f32 at load.
+#[test]
+fn quantized_moe_experts_stay_quantized() {
+    if other_dir().is_some() {
+        return;
+    }
+    let file = repo_root().join("tests/fixtures/gguf/tiny_gemma4_moe.q4_k_m.gguf");
+    let out = gemma4c(&["inspect", "--model", file.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("q5_0  layers.0.experts.gate_up_proj [4, 32, 64]"), "{}", out.stdout);
+}
