@@ -222,5 +222,9 @@ fn quantized_moe_experts_stay_quantized() {
     let file = repo_root().join("tests/fixtures/gguf/tiny_gemma4_moe.q4_k_m.gguf");
     let out = gemma4c(&["inspect", "--model", file.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("q5_0  layers.0.experts.gate_up_proj [4, 32, 64]"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("q5_0  layers.0.experts.gate_up_proj [4, 32, 64]"),
+        "{}",
+        out.stdout
+    );
 }
