@@ -2,7 +2,8 @@
 //! its entry point (run.py), simulator-only support (sim_support.py) and the prepared weights
 //! (weights.safetensors).
 //!
-//! The kernels are rendered from one tera template per family (`backends/templates/tt/`), with
+//! The kernels are rendered from one tera template per family (`backends/templates/tt/`, each
+//! from a typed context: `render.rs`, `kernels::KernelCtx`), with
 //! every shape, grid and block size a literal; output is deterministic. The host program runs the
 //! plan's decode program one launch per step, in plan order (prompt tokens go through the decode
 //! step one position at a time); see `lower.rs` for how steps map to launches and `layout.rs` for
@@ -14,6 +15,7 @@ pub mod kernels;
 pub mod layout;
 pub mod lower;
 pub mod perf;
+mod render;
 pub mod target;
 pub mod weights;
 
@@ -24,6 +26,7 @@ use std::path::Path;
 use gemma4c_passes::Plan;
 use serde_json::{json, Value};
 
+pub use render::render_standalone;
 pub use target::{TtTarget, WeightFormat};
 pub use weights::{DtypeOf, RowReader, WeightReader, Weights};
 
@@ -45,83 +48,6 @@ impl fmt::Display for TtError {
 
 impl std::error::Error for TtError {}
 
-/// Template sources, embedded so the compiler binary is self-contained.
-const TEMPLATES: [(&str, &str); 20] = [
-    ("eltwise", include_str!("../../templates/tt/eltwise.py.tera")),
-    ("matmul", include_str!("../../templates/tt/matmul.py.tera")),
-    ("geglu_matmul", include_str!("../../templates/tt/geglu_matmul.py.tera")),
-    ("logits_head", include_str!("../../templates/tt/logits_head.py.tera")),
-    (
-        "sandwich_matmul",
-        include_str!("../../templates/tt/sandwich_matmul.py.tera"),
-    ),
-    ("rms_norm", include_str!("../../templates/tt/rms_norm.py.tera")),
-    ("add_rms_norm", include_str!("../../templates/tt/add_rms_norm.py.tera")),
-    (
-        "norm_add_norm",
-        include_str!("../../templates/tt/norm_add_norm.py.tera"),
-    ),
-    ("norm_stream", include_str!("../../templates/tt/norm_stream.py.tera")),
-    ("norm_rope", include_str!("../../templates/tt/norm_rope.py.tera")),
-    ("kv_write", include_str!("../../templates/tt/kv_write.py.tera")),
-    ("attention", include_str!("../../templates/tt/attention.py.tera")),
-    ("moe_route", include_str!("../../templates/tt/moe_route.py.tera")),
-    ("moe_act", include_str!("../../templates/tt/moe_act.py.tera")),
-    ("copy", include_str!("../../templates/tt/copy.py.tera")),
-    (
-        "kernels_header",
-        include_str!("../../templates/tt/kernels_header.py.tera"),
-    ),
-    ("model", include_str!("../../templates/tt/model.py.tera")),
-    ("run", include_str!("../../templates/tt/run.py.tera")),
-    ("sim_support", include_str!("../../templates/tt/sim_support.py.tera")),
-    ("README", include_str!("../../templates/tt/README.md.tera")),
-];
-
-fn engine() -> Result<tera::Tera, TtError> {
-    let mut t = tera::Tera::new();
-    t.autoescape_on(Vec::<&str>::new());
-    for (name, src) in TEMPLATES {
-        t.add_raw_template(name, src)
-            .map_err(|e| TtError::new(format!("template {name}: {e}")))?;
-    }
-    Ok(t)
-}
-
-fn render(t: &tera::Tera, name: &str, ctx: &Value) -> Result<String, TtError> {
-    let c = tera::Context::from_serialize(ctx).map_err(|e| TtError::new(format!("template {name}: {e}")))?;
-    t.render(name, &c)
-        .map_err(|e| TtError::new(format!("rendering {name}: {e:?}")))
-}
-
-fn render_kernels(eng: &tera::Tera, header: &Value, kernels: &[kernels::Kernel]) -> Result<String, TtError> {
-    let mut text = render(eng, "kernels_header", header)?;
-    for k in kernels {
-        let mut ctx = k.ctx.clone();
-        ctx.as_object_mut()
-            .expect("object")
-            .insert("name".into(), json!(k.name));
-        text.push_str("\n\n");
-        text.push_str(&render(eng, k.template(), &ctx)?);
-    }
-    Ok(text)
-}
-
-/// kernels.py and sim_support.py for a hand-made list of kernels (named already): what the
-/// kernel-family tests run. Returns `(kernels_py, sim_support_py)`.
-pub fn render_standalone(
-    target: &TtTarget,
-    title: &str,
-    kernels: &[kernels::Kernel],
-) -> Result<(String, String), TtError> {
-    let eng = engine()?;
-    let header = json!({"target": target.name, "model": title});
-    Ok((
-        render_kernels(&eng, &header, kernels)?,
-        render(&eng, "sim_support", &header)?,
-    ))
-}
-
 /// The generated text files and the numbers for stats.json.
 pub struct Emitted {
     /// File name → contents (kernels.py, model.py, run.py, sim_support.py, README.md).
@@ -133,64 +59,15 @@ pub struct Emitted {
 /// Generates the Python side of the artifact for `plan` (no weights needed).
 pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
     let low = lower::lower(plan, target)?;
-    let eng = engine()?;
-    let header = json!({
-        "target": target.name,
-        "model": plan.model.source.as_deref().map_or_else(|| format!("config {}", plan.model.fingerprint), |s| {
-            Path::new(s).file_name().map_or(s.to_string(), |f| f.to_string_lossy().into_owned())
-        }),
-    });
-    let kernels_py = render_kernels(&eng, &header, &low.kernels)?;
-    let model = &header["model"];
-    let device_weights: Vec<Value> = low
-        .prepared
-        .iter()
-        .filter(|p| !p.host)
-        .map(|p| {
-            // Run-time indices stay float32 on the device: exact integers past bf16's 256.
-            let index = matches!(p.source, lower::Source::Index { .. });
-            let shard = low.shards.get(&p.name).map(|d| d.dim());
-            json!({"name": p.name, "dtype": if index { "float32" } else { p.format(target).ttnn() }, "shard": shard})
-        })
-        .collect();
-    let host_tables: Vec<Value> = low
-        .prepared
-        .iter()
-        .filter(|p| matches!(p.source, lower::Source::Gather { .. }))
-        .map(|p| json!({"name": p.name}))
-        .collect();
-    let ctx = json!({
-        "target": target.name,
-        "model": model,
-        "launches": low.launches.iter().filter(|l| l.device).count(),
-        "mesh": [target.mesh.0, target.mesh.1],
-        "chips": target.chips(),
-        "max_context": low.max_context,
-        "vocab": plan.model.vocab_size,
-        "bos": plan.model.bos_token_id,
-        "eos": plan.model.eos_token_ids,
-        "device_weights": device_weights,
-        "host_tables": host_tables,
-        "masks": low.masks.iter().map(|m| json!({
-            "capacity": m.capacity,
-            "window": m.window.map_or("MAX_CONTEXT".to_string(), |w| w.to_string()),
-            "width": m.width,
-        })).collect::<Vec<_>>(),
-        "caps": low.caps.iter().enumerate().map(|(i, c)| json!({"capacity": c, "col": 32 * (i + 1)})).collect::<Vec<_>>(),
-        "pos_cols": 32 * (1 + low.caps.len()),
-        "states": low.states.iter().map(|s| json!({"rows": s.rows, "cols": s.cols, "name": s.comment})).collect::<Vec<_>>(),
-        "slots": low.slots.iter().map(|s| json!({"rows": s.rows, "cols": s.cols, "comment": s.comment, "per_chip": s.per_chip})).collect::<Vec<_>>(),
-        "logits_slot": low.logits_slot,
-        "default_new_tokens": 16,
-        "host_steps": low.launches.iter().filter(|l| !l.device).map(|l| json!({"code": l.code, "comment": l.comment})).collect::<Vec<_>>(),
-        "steps": low.launches.iter().filter(|l| l.device).map(|l| json!({"code": l.code, "comment": l.comment})).collect::<Vec<_>>(),
-    });
-    let mut files = BTreeMap::new();
-    files.insert("kernels.py".to_string(), kernels_py);
-    files.insert("model.py".to_string(), render(&eng, "model", &ctx)?);
-    files.insert("run.py".to_string(), render(&eng, "run", &ctx)?);
-    files.insert("sim_support.py".to_string(), render(&eng, "sim_support", &ctx)?);
-    files.insert("README.md".to_string(), render(&eng, "README", &ctx)?);
+    let model = plan.model.source.as_deref().map_or_else(
+        || format!("config {}", plan.model.fingerprint),
+        |s| {
+            Path::new(s)
+                .file_name()
+                .map_or(s.to_string(), |f| f.to_string_lossy().into_owned())
+        },
+    );
+    let files = render::files(plan, target, &low, &model)?;
 
     // Per-kernel statistics.
     let mut uses: BTreeMap<usize, usize> = BTreeMap::new();
@@ -222,10 +99,7 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
     let launches: usize = per_kernel_uses.iter().sum::<usize>() + low.all_reduce_bytes.len();
     let layers = decode_layers(plan);
     let dram = dram_use(&low, target);
-    target.check_dram(
-        dram.total(),
-        &format!("the compiled model ({})", header["model"].as_str().unwrap_or("?")),
-    )?;
+    target.check_dram(dram.total(), &format!("the compiled model ({model})"))?;
     let stats = json!({
         "device": target.name,
         "grid": {"cols": target.grid.cols, "rows": target.grid.rows},

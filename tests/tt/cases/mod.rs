@@ -153,7 +153,7 @@ impl Bundle {
     /// Registers a kernel (deduplicated) and returns it with its Python name.
     fn k(&mut self, k: Result<Kernel, gemma4c_backends::tt::TtError>) -> Kernel {
         let mut k = k.expect("kernel fits the target");
-        if let Some(o) = self.kernels.iter().find(|o| o.family == k.family && o.ctx == k.ctx) {
+        if let Some(o) = self.kernels.iter().find(|o| o.same_program(&k)) {
             return o.clone();
         }
         let mut name = k.base.clone();

@@ -1,10 +1,61 @@
 //! The KV cache: the row write at a run-time slot and single-query attention over it.
 
-use serde_json::json;
+use serde::Serialize;
 
-use super::{bc, divisor_le, matmul_flops, py_f32, with_grid, Cost, Dfb, Family, Kernel, KvMode, POS_DFB_TILES};
-use crate::tt::target::{TtTarget, TILE_BYTES};
+use super::{
+    bc, divisor_le, matmul_flops, py_f32, Cost, Dfb, Family, GridCtx, Kernel, KernelCtx, KvMode, POS_DFB_TILES,
+};
+use crate::tt::target::{TtTarget, WeightFormat, TILE_BYTES};
 use crate::tt::TtError;
+
+/// What kv_write.py.tera reads: one block per KV head, rows of `dt` tiles written at the slot
+/// in tile `pos_tile` of the position tensor; `inv_n`, `eps` (Python literals) for the norm modes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KvWriteCtx {
+    pub doc: String,
+    pub mode: KvMode,
+    pub kv_heads: usize,
+    pub capacity: usize,
+    pub cap_t: usize,
+    pub dt: usize,
+    pub bc: usize,
+    pub inv_n: String,
+    pub eps: String,
+    pub pos_tile: usize,
+    /// The V path written by the same launch (`kv_write_pair`).
+    pub pair: bool,
+    #[serde(flatten)]
+    pub grid: GridCtx,
+}
+
+/// What attention.py.tera reads: one block per KV head and its `group` query heads, the cache
+/// streamed in `(sb, dt)` chunks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttentionCtx {
+    pub doc: String,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub group: usize,
+    pub cap_t: usize,
+    pub dt: usize,
+    pub sb: usize,
+    pub n_chunks: usize,
+    pub bc_q: usize,
+    pub bc_kv: usize,
+    pub scale: String,
+    /// The q norm + RoPE folded in (`attention_norm_rope`).
+    pub rope: Option<QRope>,
+    #[serde(flatten)]
+    pub grid: GridCtx,
+}
+
+/// The q norm + RoPE folded into attention (`attention_norm_rope`): the norm's `inv_n` (1 / real
+/// lanes) and `eps` as Python literals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QRope {
+    pub inv_n: String,
+    pub eps: String,
+}
 
 /// KV-cache row write (`KvMode`: plain, after the V norm, after the K norm + RoPE). The slot is read at run time from tile `pos_tile` of the position tensor.
 #[allow(clippy::too_many_arguments)]
@@ -22,11 +73,21 @@ pub fn kv_write(
     let (grid, per_node) = t.grid_for(kv_heads);
     let b = bc(per_node);
     let cap_t = capacity.div_ceil(32);
-    let (mode_name, fam) = mode.name();
-    let ctx = json!({
-        "doc": doc, "mode": mode_name, "kv_heads": kv_heads, "capacity": capacity, "cap_t": cap_t, "dt": dt,
-        "bc": b, "inv_n": py_f32(1.0 / n as f32), "eps": py_f32(eps), "pos_tile": pos_tile,
-    });
+    let fam = mode.prefix();
+    let ctx = KvWriteCtx {
+        doc: doc.to_string(),
+        mode,
+        kv_heads,
+        capacity,
+        cap_t,
+        dt,
+        bc: b,
+        inv_n: py_f32(1.0 / n as f32),
+        eps: py_f32(eps),
+        pos_tile,
+        pair: false,
+        grid: GridCtx::new(grid, per_node, kv_heads),
+    };
     let mut dfbs = vec![Dfb::new("cache", dt, b), Dfb::new("new", dt, b)];
     if mode == KvMode::Rope {
         dfbs.extend([
@@ -48,7 +109,8 @@ pub fn kv_write(
         name: String::new(),
         family: Family::KvWrite,
         base: format!("{fam}_{kv_heads}x{capacity}x{n}"),
-        ctx: with_grid(ctx, grid, per_node, kv_heads),
+        ctx: KernelCtx::KvWrite(ctx),
+        weights: WeightFormat::Bf16,
         dfbs,
         grid,
         cost: Cost::new(
@@ -84,11 +146,11 @@ pub fn kv_write_pair(
     pos_tile: usize,
 ) -> Result<Kernel, TtError> {
     let mut k = kv_write(t, doc, KvMode::Rope, kv_heads, capacity, dt, n, eps, pos_tile)?;
-    let b = k.ctx["bc"].as_u64().unwrap_or(1) as usize;
-    k.ctx
-        .as_object_mut()
-        .expect("kernel contexts are objects")
-        .insert("pair".into(), json!(true));
+    let KernelCtx::KvWrite(c) = &mut k.ctx else {
+        unreachable!("kv_write makes a kv_write context")
+    };
+    c.pair = true;
+    let b = c.bc;
     k.dfbs.extend([
         Dfb::new("cache_v", dt, b),
         Dfb::new("new_v", dt, b),
@@ -167,10 +229,21 @@ fn attention_with(
         }
         sb = divisor_le(cap_t, sb - 1);
     };
-    let mut ctx = json!({
-        "doc": doc, "heads": heads, "kv_heads": kv_heads, "group": group, "cap_t": cap_t,
-        "dt": dt, "sb": sb, "n_chunks": cap_t / sb, "bc_q": bq, "bc_kv": bkv, "scale": py_f32(scale),
-    });
+    let mut ctx = AttentionCtx {
+        doc: doc.to_string(),
+        heads,
+        kv_heads,
+        group,
+        cap_t,
+        dt,
+        sb,
+        n_chunks: cap_t / sb,
+        bc_q: bq,
+        bc_kv: bkv,
+        scale: py_f32(scale),
+        rope: None,
+        grid: GridCtx::new(grid, per_node, kv_heads),
+    };
     let w = match window {
         Some(w) => format!("_w{w}"),
         None => String::new(),
@@ -189,10 +262,10 @@ fn attention_with(
     );
     let mut base = format!("attention_{heads}x{}_{kv_heads}x{capacity}{w}", dt * 32);
     if let Some((n, eps)) = q_rope {
-        let o = ctx.as_object_mut().expect("kernel contexts are objects");
-        o.insert("rope".into(), json!(true));
-        o.insert("inv_n".into(), json!(py_f32(1.0 / n as f32)));
-        o.insert("eps".into(), json!(py_f32(eps)));
+        ctx.rope = Some(QRope {
+            inv_n: py_f32(1.0 / n as f32),
+            eps: py_f32(eps),
+        });
         dfbs.extend([
             Dfb::new("qw", dt, 1),
             Dfb::new("cos", dt, 1),
@@ -209,7 +282,8 @@ fn attention_with(
         name: String::new(),
         family: Family::Attention,
         base,
-        ctx: with_grid(ctx, grid, per_node, kv_heads),
+        ctx: KernelCtx::Attention(ctx),
+        weights: WeightFormat::Bf16,
         dfbs,
         grid,
         cost,

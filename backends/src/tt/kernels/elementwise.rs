@@ -1,10 +1,46 @@
 //! Elementwise operations and the tile-aligned slice copy.
 
-use serde_json::{json, Value};
+use serde::Serialize;
 
-use super::{bc, divisor_le, with_grid, Cost, Dfb, Family, Kernel, Mode, POS_DFB_TILES};
-use crate::tt::target::TtTarget;
+use super::{bc, divisor_le, Cost, Dfb, Family, GridCtx, Kernel, KernelCtx, Mode, POS_DFB_TILES};
+use crate::tt::target::{TtTarget, WeightFormat};
 use crate::tt::TtError;
+
+/// What eltwise.py.tera reads: `expr` over the inputs' blocks, `(1, nb)` blocks of a
+/// `rows_t x cols_t` tile grid.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EltwiseCtx {
+    pub doc: String,
+    pub expr: String,
+    pub inputs: Vec<EltwiseInput>,
+    pub rows_t: usize,
+    pub cols_t: usize,
+    pub nb: usize,
+    pub col_blocks: usize,
+    pub bc: usize,
+    #[serde(flatten)]
+    pub grid: GridCtx,
+}
+
+/// An eltwise operand: its tensor name (`a`, `b`, `c`) and how it is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EltwiseInput {
+    pub name: &'static str,
+    pub mode: Mode,
+}
+
+/// What copy.py.tera reads: `(1, nb)` blocks of the `rows_t x cols_t` slice.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CopyCtx {
+    pub doc: String,
+    pub rows_t: usize,
+    pub cols_t: usize,
+    pub nb: usize,
+    pub col_blocks: usize,
+    pub bc: usize,
+    #[serde(flatten)]
+    pub grid: GridCtx,
+}
 
 /// Elementwise family (add, mul, scale, gelu_tanh, softcap, gelu_mul): `expr` over the operands
 /// `a_v`, `b_v` (already broadcast to the block shape `shp`).
@@ -23,10 +59,10 @@ pub fn eltwise(
     let (grid, per_node) = t.grid_for(n_blocks);
     let b = bc(per_node);
     let names = ["a", "b", "c"];
-    let inputs: Vec<Value> = modes
+    let inputs: Vec<EltwiseInput> = modes
         .iter()
         .enumerate()
-        .map(|(i, m)| json!({"name": names[i], "mode": m.name()}))
+        .map(|(i, &mode)| EltwiseInput { name: names[i], mode })
         .collect();
     let mut dfbs: Vec<Dfb> = modes
         .iter()
@@ -34,15 +70,23 @@ pub fn eltwise(
         .map(|(i, m)| Dfb::new(names[i], if *m == Mode::Scalar { 1 } else { nb }, b))
         .collect();
     dfbs.push(Dfb::new("y", nb, b));
-    let ctx = json!({
-        "doc": doc, "expr": expr, "inputs": inputs, "rows_t": rows_t, "cols_t": cols_t, "nb": nb,
-        "col_blocks": col_blocks, "bc": b,
-    });
+    let ctx = EltwiseCtx {
+        doc: doc.to_string(),
+        expr,
+        inputs,
+        rows_t,
+        cols_t,
+        nb,
+        col_blocks,
+        bc: b,
+        grid: GridCtx::new(grid, per_node, n_blocks),
+    };
     Kernel {
         name: String::new(),
         family: Family::Eltwise,
         base,
-        ctx: with_grid(ctx, grid, per_node, n_blocks),
+        ctx: KernelCtx::Eltwise(ctx),
+        weights: WeightFormat::Bf16,
         dfbs,
         grid,
         cost: Cost::new(
@@ -72,12 +116,21 @@ pub fn copy(t: &TtTarget, doc: &str, rows_t: usize, cols_t: usize) -> Result<Ker
     let n_blocks = rows_t * col_blocks;
     let (grid, per_node) = t.grid_for(n_blocks);
     let b = bc(per_node);
-    let ctx = json!({"doc": doc, "rows_t": rows_t, "cols_t": cols_t, "nb": nb, "col_blocks": col_blocks, "bc": b});
+    let ctx = CopyCtx {
+        doc: doc.to_string(),
+        rows_t,
+        cols_t,
+        nb,
+        col_blocks,
+        bc: b,
+        grid: GridCtx::new(grid, per_node, n_blocks),
+    };
     Kernel {
         name: String::new(),
         family: Family::Copy,
         base: format!("slice_{}", cols_t * 32),
-        ctx: with_grid(ctx, grid, per_node, n_blocks),
+        ctx: KernelCtx::Copy(ctx),
+        weights: WeightFormat::Bf16,
         dfbs: vec![
             Dfb::new("x", nb, b),
             Dfb::new("y", nb, b),

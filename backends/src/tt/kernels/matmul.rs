@@ -1,10 +1,78 @@
 //! Decode matmuls: plain (with an epilogue), the fused gate/up GeGLU, and final norm + LM head.
 
-use serde_json::json;
+use serde::Serialize;
 
-use super::{bc, divisor_le, gelu_expr, matmul_flops, py_f32, with_grid, Cost, Dfb, Family, Kernel, POS_DFB_TILES};
-use crate::tt::target::{TtTarget, TILE_BYTES};
+use super::{
+    bc, divisor_le, gelu_expr, matmul_flops, out_parts, py_f32, Cost, Dfb, Family, GridCtx, Kernel, KernelCtx, OutPart,
+    POS_DFB_TILES,
+};
+use crate::tt::target::{TtTarget, WeightFormat, TILE_BYTES};
 use crate::tt::TtError;
+
+/// What matmul.py.tera reads: `[rows_t x kt] @ [kt x nt]` tiles in `(1, kb) x (kb, nb)` steps,
+/// `epilogue` applied to the accumulator `acc` (`epilogue_doc` names it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MatmulCtx {
+    pub doc: String,
+    pub rows_t: usize,
+    pub kt: usize,
+    pub nt: usize,
+    pub kb: usize,
+    pub nb: usize,
+    pub k_blocks: usize,
+    pub col_blocks: usize,
+    pub bc_in: usize,
+    pub bc_out: usize,
+    pub epilogue: String,
+    pub epilogue_doc: String,
+    /// The result multiplies a run-time slice of `e` (`gated_matmul`).
+    pub gate: bool,
+    /// The output columns split over several tensors (`split_matmul`); empty: one tensor `y`.
+    pub outs: Vec<OutPart>,
+    #[serde(flatten)]
+    pub grid: GridCtx,
+}
+
+/// What geglu_matmul.py.tera reads: `gelu_g` (the GELU of the gate block `g`) times the up
+/// block, the two matmuls sharing the `x` blocks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GegluCtx {
+    pub doc: String,
+    pub rows_t: usize,
+    pub kt: usize,
+    pub nt: usize,
+    pub kb: usize,
+    pub nb: usize,
+    pub k_blocks: usize,
+    pub col_blocks: usize,
+    pub bc_in: usize,
+    pub bc_out: usize,
+    pub gelu_g: String,
+    #[serde(flatten)]
+    pub grid: GridCtx,
+}
+
+/// What logits_head.py.tera reads: the final rms_norm over `n` real columns (`inv_n`, `eps` as
+/// Python literals), then `[1 x kt] @ [kt x nt]` in `(kt, nb)` weight panels.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogitsHeadCtx {
+    pub doc: String,
+    pub rows_t: usize,
+    pub kt: usize,
+    pub nt: usize,
+    pub nb: usize,
+    pub n: usize,
+    pub col_blocks: usize,
+    pub bc_out: usize,
+    pub bc_w: usize,
+    pub bc_x: usize,
+    pub inv_n: String,
+    pub eps: String,
+    pub epilogue: String,
+    pub epilogue_doc: String,
+    #[serde(flatten)]
+    pub grid: GridCtx,
+}
 
 /// `(kb, nb)`: K and N block sizes; `nb` divides `unit` (a divisor of `nt`).
 fn matmul_blocks(
@@ -48,19 +116,10 @@ pub fn split_matmul(t: &TtTarget, doc: &str, rows_t: usize, kt: usize, outs: &[u
     let nt: usize = outs.iter().sum();
     let unit = outs.iter().fold(0, |g, &n| gcd(g, n));
     let mut k = matmul_in_units(t, doc, rows_t, kt, nt, unit, None)?;
-    let mut start = 0;
-    let parts: Vec<_> = outs
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| {
-            start += n;
-            json!({"name": format!("y{i}"), "start": start - n, "end": start})
-        })
-        .collect();
-    k.ctx
-        .as_object_mut()
-        .expect("kernel contexts are objects")
-        .insert("outs".into(), json!(parts));
+    let KernelCtx::Matmul(c) = &mut k.ctx else {
+        unreachable!("matmul_in_units makes a matmul context")
+    };
+    c.outs = out_parts(outs);
     let shape: Vec<String> = outs.iter().map(|n| (n * 32).to_string()).collect();
     k.base = format!("matmul_{}x{}", kt * 32, shape.join("_"));
     k.checked(t)
@@ -92,15 +151,29 @@ fn matmul_in_units(
         Some((d, e)) => (d.to_string(), e.clone(), format!("_{d}")),
         None => (String::new(), "acc".to_string(), String::new()),
     };
-    let ctx = json!({
-        "doc": doc, "rows_t": rows_t, "kt": kt, "nt": nt, "kb": kb, "nb": nb, "k_blocks": kt / kb,
-        "col_blocks": col_blocks, "bc_in": bc_in, "bc_out": bc_out, "epilogue": expr, "epilogue_doc": edoc,
-    });
+    let ctx = MatmulCtx {
+        doc: doc.to_string(),
+        rows_t,
+        kt,
+        nt,
+        kb,
+        nb,
+        k_blocks: kt / kb,
+        col_blocks,
+        bc_in,
+        bc_out,
+        epilogue: expr,
+        epilogue_doc: edoc,
+        gate: false,
+        outs: Vec::new(),
+        grid: GridCtx::new(grid, per_node, n_blocks),
+    };
     Kernel {
         name: String::new(),
         family: Family::Matmul,
         base: format!("matmul_{}x{}{tag}", kt * 32, nt * 32),
-        ctx: with_grid(ctx, grid, per_node, n_blocks),
+        ctx: KernelCtx::Matmul(ctx),
+        weights: WeightFormat::Bf16,
         dfbs: vec![
             Dfb::new("x", kb, bc_in),
             Dfb::new("w", kb * nb, bc_in),
@@ -124,12 +197,11 @@ pub fn gated_matmul(
     epilogue: Option<(&str, String)>,
 ) -> Result<Kernel, TtError> {
     let mut k = matmul(t, doc, rows_t, kt, nt, epilogue)?;
-    let bc_out = k.ctx["bc_out"].as_u64().unwrap_or(1) as usize;
-    let nb = k.ctx["nb"].as_u64().unwrap_or(1) as usize;
-    k.ctx
-        .as_object_mut()
-        .expect("kernel contexts are objects")
-        .insert("gate".into(), json!(true));
+    let KernelCtx::Matmul(c) = &mut k.ctx else {
+        unreachable!("matmul() makes a matmul context")
+    };
+    c.gate = true;
+    let (nb, bc_out) = (c.nb, c.bc_out);
     k.dfbs.push(Dfb::new("e", nb, bc_out));
     k.dfbs.push(Dfb::new("off", POS_DFB_TILES, 1));
     k.base = format!("gated_{}", k.base);
@@ -144,15 +216,26 @@ pub fn geglu_matmul(t: &TtTarget, doc: &str, rows_t: usize, kt: usize, nt: usize
     let n_blocks = rows_t * col_blocks;
     let (grid, per_node) = t.grid_for(n_blocks);
     let (bc_in, bc_out) = (bc(per_node * (kt / kb)), bc(per_node));
-    let ctx = json!({
-        "doc": doc, "rows_t": rows_t, "kt": kt, "nt": nt, "kb": kb, "nb": nb, "k_blocks": kt / kb,
-        "col_blocks": col_blocks, "bc_in": bc_in, "bc_out": bc_out, "gelu_g": gelu_expr("g"),
-    });
+    let ctx = GegluCtx {
+        doc: doc.to_string(),
+        rows_t,
+        kt,
+        nt,
+        kb,
+        nb,
+        k_blocks: kt / kb,
+        col_blocks,
+        bc_in,
+        bc_out,
+        gelu_g: gelu_expr("g"),
+        grid: GridCtx::new(grid, per_node, n_blocks),
+    };
     Kernel {
         name: String::new(),
         family: Family::GegluMatmul,
         base: format!("geglu_matmul_{}x{}", kt * 32, nt * 32),
-        ctx: with_grid(ctx, grid, per_node, n_blocks),
+        ctx: KernelCtx::GegluMatmul(ctx),
+        weights: WeightFormat::Bf16,
         dfbs: vec![
             Dfb::new("x", kb, bc_in),
             Dfb::new("wg", kb * nb, bc_in),
@@ -201,15 +284,29 @@ pub fn logits_head(
         Some((d, e)) => (d.to_string(), e.clone(), format!("_{d}")),
         None => (String::new(), "acc".to_string(), String::new()),
     };
-    let ctx = json!({
-        "doc": doc, "rows_t": rows_t, "kt": kt, "nt": nt, "nb": nb, "n": n, "col_blocks": nt / nb,
-        "bc_out": b, "bc_w": bw, "bc_x": 1, "inv_n": py_f32(1.0 / n as f32), "eps": py_f32(eps), "epilogue": expr, "epilogue_doc": edoc,
-    });
+    let ctx = LogitsHeadCtx {
+        doc: doc.to_string(),
+        rows_t,
+        kt,
+        nt,
+        nb,
+        n,
+        col_blocks: nt / nb,
+        bc_out: b,
+        bc_w: bw,
+        bc_x: 1,
+        inv_n: py_f32(1.0 / n as f32),
+        eps: py_f32(eps),
+        epilogue: expr,
+        epilogue_doc: edoc,
+        grid: GridCtx::new(grid, per_node, n_blocks),
+    };
     Kernel {
         name: String::new(),
         family: Family::LogitsHead,
         base: format!("norm_matmul_{}x{}{tag}", kt * 32, nt * 32),
-        ctx: with_grid(ctx, grid, per_node, n_blocks),
+        ctx: KernelCtx::LogitsHead(ctx),
+        weights: WeightFormat::Bf16,
         dfbs: vec![
             Dfb::new("x", kt, 1),
             Dfb::new("g", kt, 1),

@@ -3,7 +3,7 @@
 //! `backends/templates/tt/`; these files decide only numbers. Shared records and helpers here;
 //! one file per group of families.
 
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use super::target::{Grid, TtTarget, WeightFormat, TILE_BYTES};
 use super::TtError;
@@ -15,12 +15,12 @@ mod moe;
 mod norm;
 mod sandwich;
 
-pub use cache::{attention, attention_norm_rope, kv_write, kv_write_pair};
-pub use elementwise::{copy, eltwise};
-pub use matmul::{gated_matmul, geglu_matmul, logits_head, matmul, split_matmul};
-pub use moe::{moe_act, moe_act_share, moe_route};
-pub use norm::{norm, norm_rope};
-pub use sandwich::{sandwich_matmul, Sandwich, SandwichBody};
+pub use cache::{attention, attention_norm_rope, kv_write, kv_write_pair, AttentionCtx, KvWriteCtx, QRope};
+pub use elementwise::{copy, eltwise, CopyCtx, EltwiseCtx, EltwiseInput};
+pub use matmul::{gated_matmul, geglu_matmul, logits_head, matmul, split_matmul, GegluCtx, LogitsHeadCtx, MatmulCtx};
+pub use moe::{moe_act, moe_act_share, moe_route, MoeActCtx, MoeRouteCtx};
+pub use norm::{norm, norm_rope, NormCtx, NormRopeCtx, NormStreamCtx, StreamDfb, StreamOperand};
+pub use sandwich::{sandwich_matmul, Sandwich, SandwichBody, SandwichCtx, SandwichKind};
 
 /// One dataflow buffer of a kernel: `tiles` per block, `count` blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +57,11 @@ pub struct Kernel {
     pub family: Family,
     /// Descriptive base for the name.
     pub base: String,
-    pub ctx: Value,
+    /// What the family's template reads (besides `name`).
+    pub ctx: KernelCtx,
+    /// How the matmul weights it streams are stored: not read by the template (buffers are made
+    /// like the tensors), but a bfloat8_b kernel is another program (name, L1, DRAM bytes).
+    pub weights: WeightFormat,
     pub dfbs: Vec<Dfb>,
     /// `(cols, rows)` as tt-lang's `grid=` reads it.
     pub grid: Grid,
@@ -116,8 +120,9 @@ pub enum Family {
     Copy,
 }
 
-/// The row-norm families.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The row-norm families (the streamed template compares `kind` with the serialized name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NormKind {
     RmsNorm,
     AddRmsNorm,
@@ -136,8 +141,10 @@ impl NormKind {
     }
 }
 
-/// What the KV-cache write computes before writing the row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the KV-cache write computes before writing the row (the template's `mode`: the
+/// lower-case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum KvMode {
     /// The row as it is (kv_write).
     Plain,
@@ -148,12 +155,12 @@ pub enum KvMode {
 }
 
 impl KvMode {
-    /// The template's `mode` and the kernel name's prefix.
-    pub fn name(self) -> (&'static str, &'static str) {
+    /// The kernel name's prefix.
+    pub fn prefix(self) -> &'static str {
         match self {
-            KvMode::Plain => ("plain", "kv_write"),
-            KvMode::Norm => ("norm", "norm_kv_write"),
-            KvMode::Rope => ("rope", "rope_kv_write"),
+            KvMode::Plain => "kv_write",
+            KvMode::Norm => "norm_kv_write",
+            KvMode::Rope => "rope_kv_write",
         }
     }
 }
@@ -181,12 +188,16 @@ impl Family {
 impl Kernel {
     /// The template that renders this kernel.
     pub fn template(&self) -> &'static str {
-        let streamed = self.ctx.get("kind").is_some();
         match self.family {
-            Family::Norm(_) if streamed => "norm_stream",
+            Family::Norm(_) if matches!(self.ctx, KernelCtx::NormStream(_)) => "norm_stream",
             Family::Norm(NormKind::NormAdd) => "norm_add_norm",
             f => f.name(),
         }
+    }
+
+    /// Whether `other` is the same generated program (lowering registers one kernel for both).
+    pub fn same_program(&self, other: &Kernel) -> bool {
+        self.family == other.family && self.weights == other.weights && self.ctx == other.ctx
     }
 
     /// Modelled L1 bytes per core: all dataflow buffers.
@@ -207,10 +218,7 @@ impl Kernel {
             }
         }
         self.cost.dram_bytes -= self.cost.weight_tiles * (TILE_BYTES - fmt.tile_bytes()) as u64;
-        self.ctx
-            .as_object_mut()
-            .expect("kernel contexts are objects")
-            .insert("weights".into(), json!(fmt.name()));
+        self.weights = fmt;
         self.base = format!("{}_{}", self.base, fmt.name());
         self.checked(t)
     }
@@ -297,19 +305,98 @@ pub fn softcap_expr(v: &str, cap: f32) -> String {
     format!("ttl.block.fill({c}, shp) * ttl.math.tanh({v} / ttl.block.fill({c}, shp))")
 }
 
-/// `gx` = columns, `gy` = rows (tt-lang's `grid=(gx, gy)`); templates flatten the node
-/// `(nx, ny)` row-major as `ny * gx + nx`.
-pub(crate) fn with_grid(mut ctx: Value, grid: Grid, per_node: usize, n_blocks: usize) -> Value {
-    let m = ctx.as_object_mut().expect("kernel contexts are objects");
-    m.insert("gx".into(), json!(grid.cols));
-    m.insert("gy".into(), json!(grid.rows));
-    m.insert("per_node".into(), json!(per_node));
-    m.insert("n_blocks".into(), json!(n_blocks));
-    ctx
+/// The template context of a kernel: one record per template (the whole-row norm templates
+/// share `NormCtx`). Serialized as the record itself; `Kernel::template` picks the template.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum KernelCtx {
+    Eltwise(EltwiseCtx),
+    Copy(CopyCtx),
+    Matmul(MatmulCtx),
+    GegluMatmul(GegluCtx),
+    LogitsHead(LogitsHeadCtx),
+    SandwichMatmul(SandwichCtx),
+    Norm(NormCtx),
+    NormStream(NormStreamCtx),
+    NormRope(NormRopeCtx),
+    KvWrite(KvWriteCtx),
+    Attention(AttentionCtx),
+    MoeRoute(MoeRouteCtx),
+    MoeAct(MoeActCtx),
 }
 
-/// How an eltwise operand is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl KernelCtx {
+    /// The grid part every template reads.
+    pub fn grid(&self) -> &GridCtx {
+        match self {
+            KernelCtx::Eltwise(c) => &c.grid,
+            KernelCtx::Copy(c) => &c.grid,
+            KernelCtx::Matmul(c) => &c.grid,
+            KernelCtx::GegluMatmul(c) => &c.grid,
+            KernelCtx::LogitsHead(c) => &c.grid,
+            KernelCtx::SandwichMatmul(c) => &c.grid,
+            KernelCtx::Norm(c) => &c.grid,
+            KernelCtx::NormStream(c) => &c.grid,
+            KernelCtx::NormRope(c) => &c.grid,
+            KernelCtx::KvWrite(c) => &c.grid,
+            KernelCtx::Attention(c) => &c.grid,
+            KernelCtx::MoeRoute(c) => &c.grid,
+            KernelCtx::MoeAct(c) => &c.grid,
+        }
+    }
+}
+
+/// How a kernel's blocks are spread: `gx` = columns, `gy` = rows (tt-lang's `grid=(gx, gy)`);
+/// templates flatten the node `(nx, ny)` row-major as `ny * gx + nx`; `n_blocks` blocks,
+/// `per_node` per node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GridCtx {
+    pub gx: usize,
+    pub gy: usize,
+    pub per_node: usize,
+    pub n_blocks: usize,
+}
+
+impl GridCtx {
+    pub(crate) fn new(grid: Grid, per_node: usize, n_blocks: usize) -> GridCtx {
+        GridCtx {
+            gx: grid.cols,
+            gy: grid.rows,
+            per_node,
+            n_blocks,
+        }
+    }
+}
+
+/// One of the tensors a matmul's output columns are split into (the fused q/k/v projections):
+/// tile columns `start..end` of the product go to `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutPart {
+    pub name: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// `y0, y1, ...` over consecutive runs of `parts` tile columns.
+pub(crate) fn out_parts(parts: &[usize]) -> Vec<OutPart> {
+    let mut start = 0;
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            start += n;
+            OutPart {
+                name: format!("y{i}"),
+                start: start - n,
+                end: start,
+            }
+        })
+        .collect()
+}
+
+/// How an eltwise operand is read (the template compares the lower-case name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Same tile grid as the output.
     Full,
@@ -317,16 +404,6 @@ pub enum Mode {
     Row,
     /// One value (tile element (0, 0)) broadcast everywhere.
     Scalar,
-}
-
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::Full => "full",
-            Mode::Row => "row",
-            Mode::Scalar => "scalar",
-        }
-    }
 }
 
 #[cfg(test)]
@@ -343,7 +420,7 @@ mod tests {
         // A wide matmul (E4B's LM head: 2560 -> 262144) spreads over all 13 x 10 cores.
         let k = matmul(&t, "doc", 1, 80, 8192, None).unwrap();
         assert_eq!(k.grid, Grid { cols: 13, rows: 10 });
-        assert_eq!((k.ctx["gx"].as_u64(), k.ctx["gy"].as_u64()), (Some(13), Some(10)));
+        assert_eq!((k.ctx.grid().gx, k.ctx.grid().gy), (13, 10));
         // A kernel grid wider than the device is refused, naming kernel and figures.
         let narrow = TtTarget {
             grid: Grid { cols: 4, rows: 13 },

@@ -1,20 +1,55 @@
 //! MoE routing and the dense expert activations.
 
-use serde_json::json;
+use serde::Serialize;
 
-use super::{bc, divisor_le, gelu_expr, with_grid, Cost, Dfb, Family, Kernel};
-use crate::tt::target::{Grid, TtTarget};
+use super::{bc, divisor_le, gelu_expr, Cost, Dfb, Family, GridCtx, Kernel, KernelCtx};
+use crate::tt::target::{Grid, TtTarget, WeightFormat};
 use crate::tt::TtError;
+
+/// What moe_route.py.tera reads: the router scores of `experts` (`et` tiles), `top_k` kept.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoeRouteCtx {
+    pub doc: String,
+    pub experts: usize,
+    pub et: usize,
+    pub top_k: usize,
+    #[serde(flatten)]
+    pub grid: GridCtx,
+}
+
+/// What moe_act.py.tera reads: `experts` experts of `it` intermediate tiles (gate and up halves
+/// of `it2`), in `(1, nb)` blocks (`jb` per expert); the routing row spans `et` tiles.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoeActCtx {
+    pub doc: String,
+    pub experts: usize,
+    pub et: usize,
+    pub it: usize,
+    pub it2: usize,
+    pub nb: usize,
+    pub jb: usize,
+    pub bc: usize,
+    pub gelu_g: String,
+    #[serde(flatten)]
+    pub grid: GridCtx,
+}
 
 /// MoE routing to a dense weight row.
 pub fn moe_route(t: &TtTarget, doc: &str, experts: usize, top_k: usize) -> Result<Kernel, TtError> {
     let et = experts.div_ceil(32);
-    let ctx = json!({"doc": doc, "experts": experts, "et": et, "top_k": top_k});
+    let ctx = MoeRouteCtx {
+        doc: doc.to_string(),
+        experts,
+        et,
+        top_k,
+        grid: GridCtx::new(Grid { cols: 1, rows: 1 }, 1, 1),
+    };
     Kernel {
         name: String::new(),
         family: Family::MoeRoute,
         base: format!("moe_route_{experts}_top{top_k}"),
-        ctx: with_grid(ctx, Grid { cols: 1, rows: 1 }, 1, 1),
+        ctx: KernelCtx::MoeRoute(ctx),
+        weights: WeightFormat::Bf16,
         dfbs: ["scores", "scale", "pad", "y"]
             .iter()
             .map(|&name| Dfb::new(name, et, 1))
@@ -40,10 +75,18 @@ pub fn moe_act_share(t: &TtTarget, doc: &str, experts: usize, lanes: usize, it: 
     let n_blocks = experts * jb;
     let (grid, per_node) = t.grid_for(n_blocks);
     let b = bc(per_node);
-    let ctx = json!({
-        "doc": doc, "experts": experts, "et": et, "it": it, "it2": 2 * it, "nb": nb, "jb": jb, "bc": b,
-        "gelu_g": gelu_expr("g"),
-    });
+    let ctx = MoeActCtx {
+        doc: doc.to_string(),
+        experts,
+        et,
+        it,
+        it2: 2 * it,
+        nb,
+        jb,
+        bc: b,
+        gelu_g: gelu_expr("g"),
+        grid: GridCtx::new(grid, per_node, n_blocks),
+    };
     Kernel {
         name: String::new(),
         family: Family::MoeAct,
@@ -52,7 +95,8 @@ pub fn moe_act_share(t: &TtTarget, doc: &str, experts: usize, lanes: usize, it: 
         } else {
             format!("moe_act_{experts}of{lanes}x{}", it * 32)
         },
-        ctx: with_grid(ctx, grid, per_node, n_blocks),
+        ctx: KernelCtx::MoeAct(ctx),
+        weights: WeightFormat::Bf16,
         dfbs: vec![
             Dfb::new("gate", nb, b),
             Dfb::new("up", nb, b),

@@ -4,10 +4,13 @@
 //! instead of two for the MLP input (norm_add_norm → gate/up GeGLU), the per-layer-input gate
 //! (norm_add → gated matmul) and the next layer's projections (scaled norm_add_norm → q/k/v).
 
-use serde_json::json;
+use serde::Serialize;
 
-use super::{bc, divisor_le, gelu_expr, matmul_flops, py_f32, with_grid, Cost, Dfb, Family, Kernel, POS_DFB_TILES};
-use crate::tt::target::{TtTarget, TILE_BYTES};
+use super::{
+    bc, divisor_le, gelu_expr, matmul_flops, out_parts, py_f32, Cost, Dfb, Family, GridCtx, Kernel, KernelCtx, OutPart,
+    POS_DFB_TILES,
+};
+use crate::tt::target::{TtTarget, WeightFormat, TILE_BYTES};
 use crate::tt::TtError;
 
 /// The prologue: `s = (res + rms_norm(h) * w_post) [* scale]`, and `x = rms_norm(s) * w_pre`
@@ -33,13 +36,55 @@ pub enum SandwichBody {
     Geglu { nt: usize },
 }
 
+/// Which `SandwichBody` a sandwich_matmul computes (the template's `body`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandwichKind {
+    Matmul,
+    Gated,
+    Geglu,
+}
+
+/// What sandwich_matmul.py.tera reads: the prologue over rows of `kt` tiles (`n` real columns;
+/// `inv_n`, `eps` as Python literals), then `body` over `(kt, nb)` weight panels.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SandwichCtx {
+    pub doc: String,
+    pub kt: usize,
+    pub nt: usize,
+    pub nb: usize,
+    pub n: usize,
+    pub inv_n: String,
+    pub eps: String,
+    /// `x = rms_norm(s) * w_pre` (else `x = s`).
+    pub has_pre: bool,
+    /// `s` is multiplied by the layer scalar.
+    pub scaled: bool,
+    pub body: SandwichKind,
+    pub bc_w: usize,
+    pub bc_out: usize,
+    pub gelu_g: String,
+    /// The gated body's epilogue on `acc` (`acc` and no name otherwise).
+    pub epilogue: String,
+    pub epilogue_doc: String,
+    /// The matmul body's output columns split over several tensors; empty: one tensor `y`.
+    pub outs: Vec<OutPart>,
+    #[serde(flatten)]
+    pub grid: GridCtx,
+}
+
 /// One launch of the sandwich prologue and `body`.
 pub fn sandwich_matmul(t: &TtTarget, doc: &str, pro: Sandwich, body: &SandwichBody) -> Result<Kernel, TtError> {
     let kt = pro.kt;
     let (nt, unit, weights, kind) = match body {
-        SandwichBody::Matmul { parts } => (parts.iter().sum(), parts.iter().fold(0, |g, &n| gcd(g, n)), 1, "matmul"),
-        SandwichBody::Gated { nt, .. } => (*nt, *nt, 1, "gated"),
-        SandwichBody::Geglu { nt } => (*nt, *nt, 2, "geglu"),
+        SandwichBody::Matmul { parts } => (
+            parts.iter().sum(),
+            parts.iter().fold(0, |g, &n| gcd(g, n)),
+            1,
+            SandwichKind::Matmul,
+        ),
+        SandwichBody::Gated { nt, .. } => (*nt, *nt, 1, SandwichKind::Gated),
+        SandwichBody::Geglu { nt } => (*nt, *nt, 2, SandwichKind::Geglu),
     };
     let gated = matches!(body, SandwichBody::Gated { .. });
     // res, h, w_post, s (+ w_pre) rows and the scalar, held for the whole launch.
@@ -60,12 +105,25 @@ pub fn sandwich_matmul(t: &TtTarget, doc: &str, pro: Sandwich, body: &SandwichBo
         }
         nb = divisor_le(unit, nb - 1);
     };
-    let mut ctx = json!({
-        "doc": doc, "kt": kt, "nt": nt, "nb": nb, "n": pro.n, "inv_n": py_f32(1.0 / pro.n as f32),
-        "eps": py_f32(pro.eps), "has_pre": pro.pre, "scaled": pro.scaled, "body": kind,
-        "bc_w": bw, "bc_out": b, "gelu_g": gelu_expr("g"), "epilogue": "acc", "epilogue_doc": "",
-    });
-    let m = ctx.as_object_mut().expect("kernel contexts are objects");
+    let mut ctx = SandwichCtx {
+        doc: doc.to_string(),
+        kt,
+        nt,
+        nb,
+        n: pro.n,
+        inv_n: py_f32(1.0 / pro.n as f32),
+        eps: py_f32(pro.eps),
+        has_pre: pro.pre,
+        scaled: pro.scaled,
+        body: kind,
+        bc_w: bw,
+        bc_out: b,
+        gelu_g: gelu_expr("g"),
+        epilogue: "acc".to_string(),
+        epilogue_doc: String::new(),
+        outs: Vec::new(),
+        grid: GridCtx::new(grid, per_node, n_blocks),
+    };
     let mut dfbs = vec![Dfb::new("res", kt, 1), Dfb::new("h", kt, 1), Dfb::new("w_post", kt, 1)];
     if pro.pre {
         dfbs.push(Dfb::new("w_pre", kt, 1));
@@ -79,16 +137,7 @@ pub fn sandwich_matmul(t: &TtTarget, doc: &str, pro: Sandwich, body: &SandwichBo
         SandwichBody::Matmul { parts } => {
             dfbs.push(Dfb::new("w", kt * nb, bw));
             if parts.len() > 1 {
-                let mut start = 0;
-                let outs: Vec<_> = parts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &n)| {
-                        start += n;
-                        json!({"name": format!("y{i}"), "start": start - n, "end": start})
-                    })
-                    .collect();
-                m.insert("outs".into(), json!(outs));
+                ctx.outs = out_parts(parts);
             }
             let shape: Vec<String> = parts.iter().map(|n| (n * 32).to_string()).collect();
             tag.push_str(&format!("matmul_{}x{}", kt * 32, shape.join("_")));
@@ -97,8 +146,8 @@ pub fn sandwich_matmul(t: &TtTarget, doc: &str, pro: Sandwich, body: &SandwichBo
             dfbs.push(Dfb::new("w", kt * nb, bw));
             dfbs.push(Dfb::new("e", nb, b));
             dfbs.push(Dfb::new("off", POS_DFB_TILES, 1));
-            m.insert("epilogue_doc".into(), json!(epilogue.0));
-            m.insert("epilogue".into(), json!(epilogue.1));
+            ctx.epilogue_doc = epilogue.0.clone();
+            ctx.epilogue = epilogue.1.clone();
             tag.push_str(&format!("gated_matmul_{}x{}_{}", kt * 32, nt * 32, epilogue.0));
         }
         SandwichBody::Geglu { .. } => {
@@ -121,7 +170,8 @@ pub fn sandwich_matmul(t: &TtTarget, doc: &str, pro: Sandwich, body: &SandwichBo
         name: String::new(),
         family: Family::SandwichMatmul,
         base: format!("{norm}_{tag}"),
-        ctx: with_grid(ctx, grid, per_node, n_blocks),
+        ctx: KernelCtx::SandwichMatmul(ctx),
+        weights: WeightFormat::Bf16,
         dfbs,
         grid,
         cost: Cost::new(tiles, weights * matmul_flops(1, kt, nt)).weights(weights * kt * nt),

@@ -66,7 +66,7 @@ impl Ctx<'_> {
     }
 
     pub(super) fn kernel(&mut self, mut k: Kernel) -> usize {
-        if let Some(i) = self.kernels.iter().position(|o| o.family == k.family && o.ctx == k.ctx) {
+        if let Some(i) = self.kernels.iter().position(|o| o.same_program(&k)) {
             return i;
         }
         let mut name = k.base.clone();
