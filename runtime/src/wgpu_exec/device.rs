@@ -72,4 +72,30 @@ impl Gpu {
             Some(e) => Err(RuntimeError::Other(format!("{what}: {e}"))),
         }
     }
+
+    /// A bind group giving `buffers` to a kernel's bindings in order (binding `i` = buffer
+    /// `i`, the order every kernel lists its parameters in).
+    pub fn bind_buffers(
+        &self,
+        what: &str,
+        label: Option<&str>,
+        layout: &wgpu::BindGroupLayout,
+        buffers: &[&wgpu::Buffer],
+    ) -> Result<wgpu::BindGroup, RuntimeError> {
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        self.checked(what, |d| {
+            d.create_bind_group(&wgpu::BindGroupDescriptor {
+                label,
+                layout,
+                entries: &entries,
+            })
+        })
+    }
 }

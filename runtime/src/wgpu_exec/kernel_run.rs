@@ -55,21 +55,8 @@ pub fn run_kernel(gpu: &Gpu, k: &GpuKernel, buffers: &[Vec<u8>]) -> Result<Vec<V
         .collect();
     // Bindings the shader never uses are absent from the derived layout.
     let layout = pipeline.get_bind_group_layout(0);
-    let entries: Vec<wgpu::BindGroupEntry> = bufs
-        .iter()
-        .enumerate()
-        .map(|(i, b)| wgpu::BindGroupEntry {
-            binding: i as u32,
-            resource: b.as_entire_binding(),
-        })
-        .collect();
-    let bind_group = gpu.checked("binding the kernel's buffers", |d| {
-        d.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &layout,
-            entries: &entries,
-        })
-    })?;
+    let bound: Vec<&wgpu::Buffer> = bufs.iter().collect();
+    let bind_group = gpu.bind_buffers("binding the kernel's buffers", None, &layout, &bound)?;
     let readback: Vec<wgpu::Buffer> = buffers
         .iter()
         .map(|b| {

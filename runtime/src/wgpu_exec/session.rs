@@ -191,21 +191,12 @@ impl WgpuSession {
                     })
                     .collect();
                 let pipeline = index[&l.kernel];
-                let entries: Vec<wgpu::BindGroupEntry> = bufs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| wgpu::BindGroupEntry {
-                        binding: i as u32,
-                        resource: b.as_entire_binding(),
-                    })
-                    .collect();
-                let bind_group = gpu.checked(&format!("binding the buffers of step `{}`", l.step), |d| {
-                    d.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some(&l.kernel),
-                        layout: &layouts[pipeline],
-                        entries: &entries,
-                    })
-                })?;
+                let bind_group = gpu.bind_buffers(
+                    &format!("binding the buffers of step `{}`", l.step),
+                    Some(&l.kernel),
+                    &layouts[pipeline],
+                    &bufs,
+                )?;
                 let n = l.workgroups;
                 let x = n.clamp(1, max_dim);
                 let y = n.div_ceil(x).max(1);
