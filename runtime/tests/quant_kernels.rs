@@ -198,7 +198,8 @@ fn moe_expert_kernels_match_their_f32_kernels_on_dequantized_weights() {
 }
 
 /// `out` against f64 dot products of `x [m, k]` and `wf [n, k]` (soft-capped).
-fn check_dots(what: &str, out: &[f32], x: &[f32], wf: &[f32], m: usize, n: usize, k: usize, cap: Option<f32>) {
+fn check_dots(what: &str, out: &[f32], x: &[f32], wf: &[f32], k: usize, cap: Option<f32>) {
+    let (m, n) = (x.len() / k, wf.len() / k);
     for i in 0..m {
         for j in 0..n {
             let dot: f64 = (0..k).map(|c| x[i * k + c] as f64 * wf[j * k + c] as f64).sum();
@@ -251,7 +252,7 @@ fn tiled_prefill_matmul_matches_dot_products() {
                 ],
                 n / r_block,
             );
-            check_dots(&kern.name, &out, &x, &wf, m, n, k, cap);
+            check_dots(&kern.name, &out, &x, &wf, k, cap);
         }
     }
 }
