@@ -8,8 +8,8 @@ use gemma4c_ir::Op;
 
 use super::ctx::Ctx;
 use super::lookup::Lookup;
-use super::steps::head_tiles;
-use super::{Arg, Item, MaskUse};
+use super::steps::{attention_geometry, AttnGeometry};
+use super::{Arg, Item};
 use crate::tt::kernels;
 use crate::tt::layout::DevLayout;
 use crate::tt::TtError;
@@ -60,20 +60,16 @@ pub(super) fn lower(c: &mut Ctx, g: AttnRope, items: &mut Vec<Item>) -> Result<(
         return Err(c.err(s, "not a norm_rope feeding attention"));
     };
     let (x, out) = (r.inputs[0], s.outputs[0]);
-    let (ks, vs) = (
-        c.state(s.inputs[1]).ok_or_else(|| c.err(s, "K is not a cache"))?,
-        c.state(s.inputs[2]).ok_or_else(|| c.err(s, "V is not a cache"))?,
-    );
-    let shape = c.shape(x).to_vec();
-    let (heads, d) = (shape[1], shape[2]);
-    let (kv, capacity) = (c.plan.state[ks].shape[0], c.plan.state[ks].shape[1]);
-    let dt = head_tiles(c, r, x, d)?;
-    if heads % kv != 0 {
-        return Err(c.err(
-            s,
-            format!("unsupported attention geometry: {heads} heads, {kv} kv heads, head_dim {d}"),
-        ));
-    }
+    let AttnGeometry {
+        ks,
+        vs,
+        heads,
+        kv,
+        capacity,
+        d,
+        dt,
+        mask: m,
+    } = attention_geometry(c, s, r, x, *window)?;
     let (key, _) = c
         .weight(r.inputs[1])
         .ok_or_else(|| c.err(r, "the norm weight is not a checkpoint tensor"))?;
@@ -81,11 +77,6 @@ pub(super) fn lower(c: &mut Ctx, g: AttnRope, items: &mut Vec<Item>) -> Result<(
     let w = c.row(&key, DevLayout::flat(1, d))?;
     let (cos, sin) = c.rope(rope)?;
     let rot = c.rotate_half(d)?;
-    let m = c.mask(MaskUse {
-        capacity,
-        window: *window,
-        width: capacity.div_ceil(32) * 32,
-    });
     let k = kernels::attention_norm_rope(
         c.t,
         "q rms_norm + RoPE, then decode attention (GQA, online softmax)",

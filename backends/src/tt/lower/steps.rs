@@ -383,25 +383,16 @@ fn attention(
         Item::kernel(comment.clone(), kernel, args, reads, writes)
     };
     let (q, out) = (s.inputs[0], s.outputs[0]);
-    let (ks, vs) = (
-        c.state(s.inputs[1]).ok_or_else(|| c.err(s, "K is not a cache"))?,
-        c.state(s.inputs[2]).ok_or_else(|| c.err(s, "V is not a cache"))?,
-    );
-    let shape = c.shape(q).to_vec();
-    let (heads, d) = (shape[1], shape[2]);
-    let (kv, capacity) = (c.plan.state[ks].shape[0], c.plan.state[ks].shape[1]);
-    let dt = head_tiles(c, s, q, d)?;
-    if heads % kv != 0 {
-        return Err(c.err(
-            s,
-            format!("unsupported attention geometry: {heads} heads, {kv} kv heads, head_dim {d}"),
-        ));
-    }
-    let m = c.mask(MaskUse {
+    let AttnGeometry {
+        ks,
+        vs,
+        heads,
+        kv,
         capacity,
-        window: *window,
-        width: capacity.div_ceil(32) * 32,
-    });
+        dt,
+        mask: m,
+        ..
+    } = attention_geometry(c, s, s, q, *window)?;
     let k = kernels::attention(
         t,
         "decode attention (GQA, online softmax)",
@@ -519,6 +510,59 @@ fn slice(
         vec![out],
     ));
     Ok(())
+}
+
+/// What a decode attention launch needs to know of its step: the K/V cache states, heads,
+/// KV heads, cache capacity, head_dim (and its tiles) and the mask for its window.
+pub(super) struct AttnGeometry {
+    pub(super) ks: usize,
+    pub(super) vs: usize,
+    pub(super) heads: usize,
+    pub(super) kv: usize,
+    pub(super) capacity: usize,
+    pub(super) d: usize,
+    pub(super) dt: usize,
+    pub(super) mask: usize,
+}
+
+/// The geometry of the attention step `s` whose queries are buffer `q` (laid out by step
+/// `q_step`, which a tile-layout error names).
+pub(super) fn attention_geometry(
+    c: &mut Ctx,
+    s: &Step,
+    q_step: &Step,
+    q: usize,
+    window: Option<usize>,
+) -> Result<AttnGeometry, TtError> {
+    let (ks, vs) = (
+        c.state(s.inputs[1]).ok_or_else(|| c.err(s, "K is not a cache"))?,
+        c.state(s.inputs[2]).ok_or_else(|| c.err(s, "V is not a cache"))?,
+    );
+    let shape = c.shape(q).to_vec();
+    let (heads, d) = (shape[1], shape[2]);
+    let (kv, capacity) = (c.plan.state[ks].shape[0], c.plan.state[ks].shape[1]);
+    let dt = head_tiles(c, q_step, q, d)?;
+    if heads % kv != 0 {
+        return Err(c.err(
+            s,
+            format!("unsupported attention geometry: {heads} heads, {kv} kv heads, head_dim {d}"),
+        ));
+    }
+    let mask = c.mask(MaskUse {
+        capacity,
+        window,
+        width: capacity.div_ceil(32) * 32,
+    });
+    Ok(AttnGeometry {
+        ks,
+        vs,
+        heads,
+        kv,
+        capacity,
+        d,
+        dt,
+        mask,
+    })
 }
 
 /// Tiles per head of a `[tokens, heads, d]` activation. A head_dim that is not a multiple of 32
