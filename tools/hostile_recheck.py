@@ -160,8 +160,9 @@ def gguf_layout(b):
         kvs[key] = (pos, p, t, p + 4); pos = skip(t, p + 4)
     for _ in range(struct.unpack_from("<Q", b, 8)[0]):
         name, p = string(pos); nd = struct.unpack_from("<I", b, p)[0]
-        tensors.append({"name": name, "ndims": p, "dims": p + 4, "type": p + 4 + 8 * nd, "offset": p + 12 + 8 * nd})
-        pos = p + 20 + 8 * nd
+        # name, n_dims u32, dims u64 x n_dims, type u32, offset u64
+        tensors.append({"name": name, "ndims": p, "dims": p + 4, "type": p + 4 + 8 * nd, "offset": p + 8 + 8 * nd})
+        pos = p + 16 + 8 * nd
     return kvs, tensors, pos
 gkv, gt, gend = gguf_layout(graw)
 def gguf_case(name, data, args=None, expect_ok=False):
