@@ -201,6 +201,39 @@ fn context_beyond_max_position_embeddings() {
         c.insert("max_position_embeddings".into(), Value::from(8));
     });
     assert_clean_error(&run_ids(&dir, IDS, "6"), &["max_position_embeddings"]);
+    // A context of no tokens is refused when the config is read, by `inspect` too.
+    edit_config(&dir, |c| {
+        c.insert("max_position_embeddings".into(), Value::from(0));
+    });
+    let inspect = gemma4c(&["inspect", "--model", dir.to_str().unwrap()]);
+    assert_clean_error(
+        &inspect,
+        &["config.json", "max_position_embeddings", "must be positive"],
+    );
+}
+
+#[test]
+fn quant_with_a_config_alone_is_refused() {
+    // --config has no weights to quantize: the flag would be ignored, so it is refused.
+    let config = fixture("tiny_ple").join("config.json");
+    let out = tempfile::tempdir().unwrap();
+    let o = gemma4c(&[
+        "compile",
+        "--config",
+        config.to_str().unwrap(),
+        "--quant",
+        "q8_0",
+        "--target",
+        "cpu",
+        "--out",
+        out.path().join("plan").to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("--quant") && o.stderr.contains("--config"),
+        "{}",
+        o.stderr
+    );
 }
 
 #[test]

@@ -205,6 +205,12 @@ fn missing_or_odd_keys_are_named() {
             }),
         ),
         (
+            "gemma4.context_length",
+            Box::new(|m, _| {
+                m.insert("gemma4.context_length".into(), MetaValue::U32(0));
+            }),
+        ),
+        (
             "general.architecture",
             Box::new(|m, _| {
                 m.insert("general.architecture".into(), MetaValue::String("llama".into()));

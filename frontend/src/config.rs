@@ -344,6 +344,10 @@ impl Common {
                 format!("must be false: {model} has no attention biases"),
             ));
         }
+        // No prompt fits a context of 0 tokens: say so at load, not at the first run.
+        if self.max_position_embeddings.0 == 0 {
+            return Err(at.err("max_position_embeddings", "must be positive"));
+        }
         Ok(())
     }
 

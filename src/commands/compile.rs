@@ -45,7 +45,7 @@ pub struct Args {
     weights: Option<String>,
     /// Quantize the checkpoint's matmul weights at load: q8_0, q4_0, q4_k or q6_k (embeddings,
     /// per-layer inputs and norms stay as stored; cpu target only).
-    #[arg(long, value_name = "FORMAT", value_parser = super::parse_quant, requires = "model")]
+    #[arg(long, value_name = "FORMAT", value_parser = super::parse_quant, requires = "model", conflicts_with = "config")]
     quant: Option<gemma4c_ir::QuantFormat>,
     /// With --quant, also quantize the token embedding (and so a tied LM head), as llama.cpp's
     /// files do; by default it stays as stored. The PLE table always stays.

@@ -5,7 +5,7 @@ pub struct Args {
     #[command(flatten)]
     source: super::ModelOrConfig,
     /// Show the weight formats as `run/compile --quant FORMAT` would load them.
-    #[arg(long, value_name = "FORMAT", value_parser = super::parse_quant, requires = "model")]
+    #[arg(long, value_name = "FORMAT", value_parser = super::parse_quant, requires = "model", conflicts_with = "config")]
     quant: Option<gemma4c_ir::QuantFormat>,
     /// With --quant, also quantize the token embedding (and so a tied LM head), as llama.cpp's
     /// files do; by default it stays as stored. The PLE table always stays.

@@ -132,6 +132,14 @@ impl ArchMeta<'_> {
         }
     }
 
+    /// A positive integer, or `default` when the key is absent.
+    pub fn positive_or(&self, k: &str, default: usize) -> Result<usize, FrontendError> {
+        match self.g.meta(&self.key(k)) {
+            None => Ok(default),
+            Some(_) => self.positive(k),
+        }
+    }
+
     /// A per-layer integer: one value for every layer, or an array with one
     /// entry per layer (llama.cpp writes arrays when layers differ).
     pub fn per_layer(&self, k: &str, n_layers: usize) -> Result<Vec<usize>, FrontendError> {

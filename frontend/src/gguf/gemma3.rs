@@ -101,7 +101,7 @@ pub(crate) fn config(g: &GgufFile) -> Result<Gemma4Config, FrontendError> {
         sliding_window,
         rms_norm_eps: m.rms_norm_eps()?,
         final_logit_softcapping: (softcap.is_finite() && softcap > 0.0).then_some(softcap as f32),
-        max_position_embeddings: g.usize_or(&m.key("context_length"), 131_072)?,
+        max_position_embeddings: m.positive_or("context_length", 131_072)?,
         tie_word_embeddings: g.tensor("output.weight").is_none(),
         multimodal_placeholder_ids: Vec::new(),
         num_kv_shared_layers: 0,
