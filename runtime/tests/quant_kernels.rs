@@ -80,9 +80,10 @@ fn matmul_kernels_match_dequantized_dot_products() {
         let w = random_blocks(q, n * k / q.block_elems(), &mut rng);
         let mut wf = vec![0f32; n * k];
         q.dequantize(&w, &mut wf).unwrap();
-        // Decode (one row, one output feature per grid row), and prefill with
-        // 4-row blocks plus a remainder and a soft-cap epilogue.
-        for (m, r_block, cap) in [(1, 1, None), (1, 4, None), (6, 4, Some(3.0f32))] {
+        // Decode (one row, one output feature per grid row; Q8_0 decode has its
+        // own kernel, so also with a soft-cap), and prefill with 4-row blocks
+        // plus a remainder and a soft-cap epilogue.
+        for (m, r_block, cap) in [(1, 1, None), (1, 4, None), (1, 2, Some(3.0f32)), (6, 4, Some(3.0f32))] {
             let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0f32..1.0)).collect();
             let kern = ops::matmul_quant(m, n, k, q, cap, r_block, "");
             let jit = JitModule::compile(&print_module("test", [&kern]), None, 1).unwrap();
