@@ -6,7 +6,7 @@ use super::{
     bc, divisor_le, gelu_expr, matmul_flops, out_parts, py_f32, Cost, Dfb, Family, GridCtx, Kernel, KernelCtx, OutPart,
     POS_DFB_TILES,
 };
-use crate::tt::target::{TtTarget, WeightFormat, TILE_BYTES};
+use crate::tt::target::{Grid, TtTarget, WeightFormat, TILE_BYTES};
 use crate::tt::TtError;
 
 /// What matmul.py.tera reads: `[rows_t x kt] @ [kt x nt]` tiles in `(1, kb) x (kb, nb)` steps,
@@ -14,23 +14,14 @@ use crate::tt::TtError;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MatmulCtx {
     pub doc: String,
-    pub rows_t: usize,
-    pub kt: usize,
-    pub nt: usize,
-    pub kb: usize,
-    pub nb: usize,
-    pub k_blocks: usize,
-    pub col_blocks: usize,
-    pub bc_in: usize,
-    pub bc_out: usize,
+    #[serde(flatten)]
+    pub tiles: MatmulTiles,
     pub epilogue: String,
     pub epilogue_doc: String,
     /// The result multiplies a run-time slice of `e` (`gated_matmul`).
     pub gate: bool,
     /// The output columns split over several tensors (`split_matmul`); empty: one tensor `y`.
     pub outs: Vec<OutPart>,
-    #[serde(flatten)]
-    pub grid: GridCtx,
 }
 
 /// What geglu_matmul.py.tera reads: `gelu_g` (the GELU of the gate block `g`) times the up
@@ -38,6 +29,16 @@ pub struct MatmulCtx {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GegluCtx {
     pub doc: String,
+    #[serde(flatten)]
+    pub tiles: MatmulTiles,
+    pub gelu_g: String,
+}
+
+/// The blocking both matmul templates read: `[rows_t x kt] @ [kt x nt]` tiles in `(1, kb) x
+/// (kb, nb)` steps, `col_blocks` output blocks per tile row dealt over the grid, and the
+/// dataflow-buffer depths of the input and output blocks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MatmulTiles {
     pub rows_t: usize,
     pub kt: usize,
     pub nt: usize,
@@ -47,9 +48,40 @@ pub struct GegluCtx {
     pub col_blocks: usize,
     pub bc_in: usize,
     pub bc_out: usize,
-    pub gelu_g: String,
     #[serde(flatten)]
     pub grid: GridCtx,
+}
+
+impl MatmulTiles {
+    /// The blocking of `[rows_t x kt] @ [kt x nt]` with `weights` weight matrices per K step
+    /// (2 for GeGLU's gate and up) and output blocks that divide `unit` columns, and the grid
+    /// it runs on.
+    fn new(
+        t: &TtTarget,
+        rows_t: usize,
+        kt: usize,
+        nt: usize,
+        unit: usize,
+        weights: usize,
+    ) -> Result<(MatmulTiles, Grid), TtError> {
+        let (kb, nb) = matmul_blocks(t, rows_t, kt, nt, unit, weights)?;
+        let col_blocks = nt / nb;
+        let n_blocks = rows_t * col_blocks;
+        let (grid, per_node) = t.grid_for(n_blocks);
+        let tiles = MatmulTiles {
+            rows_t,
+            kt,
+            nt,
+            kb,
+            nb,
+            k_blocks: kt / kb,
+            col_blocks,
+            bc_in: bc(per_node * (kt / kb)),
+            bc_out: bc(per_node),
+            grid: GridCtx::new(grid, per_node, n_blocks),
+        };
+        Ok((tiles, grid))
+    }
 }
 
 /// What logits_head.py.tera reads: the final rms_norm over `n` real columns (`inv_n`, `eps` as
@@ -142,31 +174,19 @@ fn matmul_in_units(
     unit: usize,
     epilogue: Option<(&str, String)>,
 ) -> Result<Kernel, TtError> {
-    let (kb, nb) = matmul_blocks(t, rows_t, kt, nt, unit, 1)?;
-    let col_blocks = nt / nb;
-    let n_blocks = rows_t * col_blocks;
-    let (grid, per_node) = t.grid_for(n_blocks);
-    let (bc_in, bc_out) = (bc(per_node * (kt / kb)), bc(per_node));
+    let (tiles, grid) = MatmulTiles::new(t, rows_t, kt, nt, unit, 1)?;
+    let (kb, nb, bc_in, bc_out) = (tiles.kb, tiles.nb, tiles.bc_in, tiles.bc_out);
     let (edoc, expr, tag) = match &epilogue {
         Some((d, e)) => (d.to_string(), e.clone(), format!("_{d}")),
         None => (String::new(), "acc".to_string(), String::new()),
     };
     let ctx = MatmulCtx {
         doc: doc.to_string(),
-        rows_t,
-        kt,
-        nt,
-        kb,
-        nb,
-        k_blocks: kt / kb,
-        col_blocks,
-        bc_in,
-        bc_out,
+        tiles,
         epilogue: expr,
         epilogue_doc: edoc,
         gate: false,
         outs: Vec::new(),
-        grid: GridCtx::new(grid, per_node, n_blocks),
     };
     Kernel {
         name: String::new(),
@@ -201,7 +221,7 @@ pub fn gated_matmul(
         unreachable!("matmul() makes a matmul context")
     };
     c.gate = true;
-    let (nb, bc_out) = (c.nb, c.bc_out);
+    let (nb, bc_out) = (c.tiles.nb, c.tiles.bc_out);
     k.dfbs.push(Dfb::new("e", nb, bc_out));
     k.dfbs.push(Dfb::new("off", POS_DFB_TILES, 1));
     k.base = format!("gated_{}", k.base);
@@ -211,24 +231,12 @@ pub fn gated_matmul(
 
 /// `gelu_tanh(x @ wg) * (x @ wu)` in one launch.
 pub fn geglu_matmul(t: &TtTarget, doc: &str, rows_t: usize, kt: usize, nt: usize) -> Result<Kernel, TtError> {
-    let (kb, nb) = matmul_blocks(t, rows_t, kt, nt, nt, 2)?;
-    let col_blocks = nt / nb;
-    let n_blocks = rows_t * col_blocks;
-    let (grid, per_node) = t.grid_for(n_blocks);
-    let (bc_in, bc_out) = (bc(per_node * (kt / kb)), bc(per_node));
+    let (tiles, grid) = MatmulTiles::new(t, rows_t, kt, nt, nt, 2)?;
+    let (kb, nb, bc_in, bc_out) = (tiles.kb, tiles.nb, tiles.bc_in, tiles.bc_out);
     let ctx = GegluCtx {
         doc: doc.to_string(),
-        rows_t,
-        kt,
-        nt,
-        kb,
-        nb,
-        k_blocks: kt / kb,
-        col_blocks,
-        bc_in,
-        bc_out,
+        tiles,
         gelu_g: gelu_expr("g"),
-        grid: GridCtx::new(grid, per_node, n_blocks),
     };
     Kernel {
         name: String::new(),

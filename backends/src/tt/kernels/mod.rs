@@ -331,8 +331,8 @@ impl KernelCtx {
         match self {
             KernelCtx::Eltwise(c) => &c.grid,
             KernelCtx::Copy(c) => &c.grid,
-            KernelCtx::Matmul(c) => &c.grid,
-            KernelCtx::GegluMatmul(c) => &c.grid,
+            KernelCtx::Matmul(c) => &c.tiles.grid,
+            KernelCtx::GegluMatmul(c) => &c.tiles.grid,
             KernelCtx::LogitsHead(c) => &c.grid,
             KernelCtx::SandwichMatmul(c) => &c.grid,
             KernelCtx::Norm(c) => &c.grid,
