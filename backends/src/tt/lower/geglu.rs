@@ -10,7 +10,7 @@ use super::ctx::{transposed, Ctx};
 use super::lookup::Lookup;
 use super::sandwich::Prologue;
 use super::{Arg, Item};
-use crate::tt::kernels::{self, SandwichBody};
+use crate::tt::kernels::{self, Kernel, SandwichBody};
 use crate::tt::TtError;
 
 /// The steps of one fused MLP input: the gate and up matmuls feeding the `gelu_mul`.
@@ -67,29 +67,8 @@ pub(super) fn lower(c: &mut Ctx, g: GeGlu, pro: Option<&Prologue>, items: &mut V
     let (lx, lo) = (c.lay(x)?, c.lay(s.outputs[0])?);
     let wg = transposed(c, sg, sg.inputs[1], lx, lo)?;
     let wu = transposed(c, su, su.inputs[1], lx, lo)?;
-    let mut comment = format!("{} + {} + {}: {}", sg.name, su.name, s.name, s.op);
-    let (k, mut args, reads, mut writes) = match pro {
-        Some(pro) => {
-            let k = kernels::sandwich_matmul(
-                c.t,
-                "sandwich norm, then gelu_mul with its gate/up matmuls",
-                pro.spec(c)?,
-                &SandwichBody::Geglu { nt: lo.col_tiles() },
-            )?;
-            comment = format!("{} + {comment}", pro.comment(c));
-            (k, pro.args(c)?, vec![pro.res, pro.h], vec![pro.s])
-        }
-        None => {
-            let k = kernels::geglu_matmul(
-                c.t,
-                "gelu_mul with its gate/up matmuls",
-                lx.row_tiles(),
-                lx.col_tiles(),
-                lo.col_tiles(),
-            )?;
-            (k, vec![Arg::Buf(x)], vec![x], vec![])
-        }
-    };
+    let comment = format!("{} + {} + {}: {}", sg.name, su.name, s.name, s.op);
+    let (k, mut args, reads, mut writes, comment) = gate_up_kernel(c, pro, x, lo.col_tiles(), "", comment)?;
     let k = c.weight_kernel(k, &wg)?;
     args.extend([Arg::W(wg), Arg::W(wu)]);
     if let Some(pro) = pro {
@@ -99,4 +78,42 @@ pub(super) fn lower(c: &mut Ctx, g: GeGlu, pro: Option<&Prologue>, items: &mut V
     writes.push(s.outputs[0]);
     items.push(Item::kernel(comment, k, args, reads, writes));
     Ok(())
+}
+
+/// The gate/up kernel of a GeGLU on `x` with `nt` output tile columns (`doc_suffix` says how
+/// it is split, if at all): with `pro`, the sandwich norm that makes `x` runs in the same launch
+/// (`sandwich_matmul`), else `geglu_matmul` reads `x`. Returns the kernel, the arguments in front
+/// of the weights, what it reads and writes, and `comment` with the prologue's in front.
+#[allow(clippy::type_complexity)]
+pub(super) fn gate_up_kernel(
+    c: &mut Ctx,
+    pro: Option<&Prologue>,
+    x: usize,
+    nt: usize,
+    doc_suffix: &str,
+    comment: String,
+) -> Result<(Kernel, Vec<Arg>, Vec<usize>, Vec<usize>, String), TtError> {
+    Ok(match pro {
+        Some(pro) => {
+            let k = kernels::sandwich_matmul(
+                c.t,
+                &format!("sandwich norm, then gelu_mul with its gate/up matmuls{doc_suffix}"),
+                pro.spec(c)?,
+                &SandwichBody::Geglu { nt },
+            )?;
+            let comment = format!("{} + {comment}", pro.comment(c));
+            (k, pro.args(c)?, vec![pro.res, pro.h], vec![pro.s], comment)
+        }
+        None => {
+            let lx = c.lay(x)?;
+            let k = kernels::geglu_matmul(
+                c.t,
+                &format!("gelu_mul with its gate/up matmuls{doc_suffix}"),
+                lx.row_tiles(),
+                lx.col_tiles(),
+                nt,
+            )?;
+            (k, vec![Arg::Buf(x)], vec![x], vec![], comment)
+        }
+    })
 }

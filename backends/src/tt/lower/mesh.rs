@@ -22,11 +22,11 @@ use gemma4c_ir::Op;
 use gemma4c_passes::plan::Step;
 
 use super::ctx::{transposed, Ctx};
-use super::geglu::GeGlu;
+use super::geglu::{gate_up_kernel, GeGlu};
 use super::lookup::Lookup;
 use super::sandwich::Prologue;
 use super::{Arg, Call, Item};
-use crate::tt::kernels::{self, SandwichBody};
+use crate::tt::kernels;
 use crate::tt::layout::DevLayout;
 use crate::tt::TtError;
 
@@ -113,30 +113,16 @@ pub(super) fn lower_gate_up(
     let x = sg.inputs[0];
     let lx = c.lay(x)?;
     let n = m.per_chip_tiles;
-    let mut comment = format!("{} + {} + {}: {} (column-parallel)", sg.name, su.name, s.name, s.op);
+    let comment = format!("{} + {} + {}: {} (column-parallel)", sg.name, su.name, s.name, s.op);
     // With `pro`, every chip computes the (replicated) sandwich norm in front of its share.
-    let (k, mut args, reads, mut writes) = match pro {
-        Some(pro) => {
-            let k = kernels::sandwich_matmul(
-                c.t,
-                "sandwich norm, then gelu_mul with its gate/up matmuls, column-parallel: this chip's share of the intermediate",
-                pro.spec(c)?,
-                &SandwichBody::Geglu { nt: n },
-            )?;
-            comment = format!("{} + {comment}", pro.comment(c));
-            (k, pro.args(c)?, vec![pro.res, pro.h], vec![pro.s])
-        }
-        None => {
-            let k = kernels::geglu_matmul(
-                c.t,
-                "gelu_mul with its gate/up matmuls, column-parallel: this chip's share of the intermediate",
-                lx.row_tiles(),
-                lx.col_tiles(),
-                n,
-            )?;
-            (k, vec![Arg::Buf(x)], vec![x], vec![])
-        }
-    };
+    let (k, mut args, reads, mut writes, comment) = gate_up_kernel(
+        c,
+        pro,
+        x,
+        n,
+        ", column-parallel: this chip's share of the intermediate",
+        comment,
+    )?;
     let wg = transposed(c, sg, sg.inputs[1], lx, m.full)?;
     let wu = transposed(c, su, su.inputs[1], lx, m.full)?;
     for w in [&wg, &wu] {
