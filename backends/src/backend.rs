@@ -75,6 +75,10 @@ pub trait Backend: Sync {
     fn describe(&self) -> &'static str;
     /// What fusion's extraction minimizes for this target.
     fn cost_model(&self) -> CostModel;
+    /// The prefill chunk when `--prefill-chunk` is not given (`None`: the model's sliding window).
+    fn default_prefill_chunk(&self) -> Option<usize> {
+        None
+    }
     /// Writes the target's files for `plan` into `out` (which exists). `checkpoint` is absent
     /// when compiling from a config alone.
     fn emit(&self, plan: &Plan, out: &Path, checkpoint: Option<&dyn Checkpoint>) -> Result<Emitted, BackendError>;

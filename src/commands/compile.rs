@@ -71,7 +71,10 @@ pub fn compile_model(
             cfg.path.display()
         );
     }
-    let chunk = prefill_chunk.unwrap_or(cfg.sliding_window).min(ctx);
+    let chunk = prefill_chunk
+        .or(target.default_prefill_chunk())
+        .unwrap_or(cfg.sliding_window)
+        .min(ctx);
     if chunk == 0 {
         bail!("--prefill-chunk must be at least 1");
     }

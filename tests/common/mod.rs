@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use safetensors::{Dtype, SafeTensors};
 
+pub mod tt_sim;
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

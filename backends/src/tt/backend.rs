@@ -26,6 +26,11 @@ impl Backend for TtBackend {
         CostModel::accelerator()
     }
 
+    /// One tile row of tokens (`lower::PREFILL_CHUNK`).
+    fn default_prefill_chunk(&self) -> Option<usize> {
+        Some(super::lower::PREFILL_CHUNK)
+    }
+
     fn emit(&self, plan: &Plan, out: &Path, checkpoint: Option<&dyn Checkpoint>) -> Result<Emitted, BackendError> {
         self.emit_with(plan, out, checkpoint, &EmitOptions::default())
     }

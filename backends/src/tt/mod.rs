@@ -98,6 +98,7 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
     // Launches per token: kernels and the all-reduces (each one TT-NN operation to dispatch).
     let launches: usize = per_kernel_uses.iter().sum::<usize>() + low.all_reduce_bytes.len();
     let layers = decode_layers(plan);
+    let prefill = prefill_stats(target, &low);
     let dram = dram_use(&low, target);
     target.check_dram(dram.total(), &format!("the compiled model ({model})"))?;
     let stats = json!({
@@ -124,6 +125,7 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
         "layers": layers,
         "launches_per_layer": (launches as f64 / layers.max(1) as f64 * 100.0).round() / 100.0,
         "performance": perf_total,
+        "prefill": prefill,
         // Distinct TT-Lang programs to compile: one per kernel, whatever the position, sequence
         // length or --max-context (positions and offsets are read from device tensors).
         "programs": low.kernels.len(),
@@ -136,6 +138,34 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
         files,
         lowered: low,
         stats,
+    })
+}
+
+/// The prefill program's launches per chunk and its modelled speed (null without one). A chunk's
+/// launches cost what decode's do: decode already computes (and the model counts) whole 32-row
+/// tiles, so a chunk streams one decode step's weights for 32 tokens. model.py runs chunks
+/// untraced (`modelled_tok_s`); `modelled_tok_s_traced` is what a captured chunk would give.
+fn prefill_stats(target: &TtTarget, low: &lower::Lowered) -> Value {
+    let Some(p) = &low.prefill else {
+        return Value::Null;
+    };
+    let mut uses = vec![0; low.kernels.len()];
+    for l in &p.launches {
+        if let Some(k) = l.kernel {
+            uses[k] += 1;
+        }
+    }
+    let (_, total) = perf::model(target, &low.kernels, &uses, &p.all_reduce_bytes);
+    let tokens = lower::PREFILL_CHUNK as f64;
+    let ms = |k: &str| total[k].as_f64().unwrap_or(f64::NAN);
+    let tok_s = |k: &str| (tokens / ms(k) * 1e3 * 10.0).round() / 10.0;
+    json!({
+        "chunk_tokens": lower::PREFILL_CHUNK,
+        "launches_per_chunk": uses.iter().sum::<usize>() + p.all_reduce_bytes.len(),
+        "modelled_ms_per_chunk": ms("modelled_ms_per_token"),
+        "modelled_ms_per_chunk_traced": ms("modelled_ms_per_token_traced"),
+        "modelled_tok_s": tok_s("modelled_ms_per_token"),
+        "modelled_tok_s_traced": tok_s("modelled_ms_per_token_traced"),
     })
 }
 

@@ -13,7 +13,7 @@ use super::lower::{self, Lowered};
 use super::{TtError, TtTarget};
 
 /// Template sources, embedded so the compiler binary is self-contained.
-const TEMPLATES: [(&str, &str); 20] = [
+const TEMPLATES: [(&str, &str); 21] = [
     ("eltwise", include_str!("../../templates/tt/eltwise.py.tera")),
     ("matmul", include_str!("../../templates/tt/matmul.py.tera")),
     ("geglu_matmul", include_str!("../../templates/tt/geglu_matmul.py.tera")),
@@ -32,6 +32,10 @@ const TEMPLATES: [(&str, &str); 20] = [
     ("norm_rope", include_str!("../../templates/tt/norm_rope.py.tera")),
     ("kv_write", include_str!("../../templates/tt/kv_write.py.tera")),
     ("attention", include_str!("../../templates/tt/attention.py.tera")),
+    (
+        "attention_chunk",
+        include_str!("../../templates/tt/attention_chunk.py.tera"),
+    ),
     ("moe_route", include_str!("../../templates/tt/moe_route.py.tera")),
     ("moe_act", include_str!("../../templates/tt/moe_act.py.tera")),
     ("copy", include_str!("../../templates/tt/copy.py.tera")),
@@ -130,6 +134,18 @@ struct HostCtx<'a> {
     default_new_tokens: usize,
     host_steps: Vec<StepCtx<'a>>,
     steps: Vec<StepCtx<'a>>,
+    prefill: Option<PrefillCtx<'a>>,
+}
+
+/// The prefill program's host side: one chunk of `rows` tokens.
+#[derive(Serialize)]
+struct PrefillCtx<'a> {
+    rows: usize,
+    /// Device operations of one chunk.
+    launches: usize,
+    logits_slot: usize,
+    host_steps: Vec<StepCtx<'a>>,
+    steps: Vec<StepCtx<'a>>,
 }
 
 /// A prepared weight uploaded once: its ttnn dtype, and the axis it is split over the mesh by
@@ -150,6 +166,8 @@ struct HostTable<'a> {
 /// for full attention), `width` columns.
 #[derive(Serialize)]
 struct MaskCtx {
+    /// 1 (decode) or a prefill chunk's rows.
+    rows: usize,
     capacity: usize,
     window: String,
     width: usize,
@@ -186,11 +204,11 @@ struct StepCtx<'a> {
 }
 
 /// kernels.py, model.py, run.py, sim_support.py and README.md of `low` (model name `model`).
-pub(super) fn files(
-    plan: &Plan,
+pub(super) fn files<'a>(
+    plan: &'a Plan,
     target: &TtTarget,
-    low: &Lowered,
-    model: &str,
+    low: &'a Lowered,
+    model: &'a str,
 ) -> Result<BTreeMap<String, String>, TtError> {
     let eng = engine()?;
     let header = Header {
@@ -217,8 +235,8 @@ pub(super) fn files(
         .filter(|p| matches!(p.source, lower::Source::Gather { .. }))
         .map(|p| HostTable { name: &p.name })
         .collect();
-    let steps = |device: bool| {
-        low.launches
+    let steps = |launches: &'a [lower::Launch], device: bool| -> Vec<StepCtx<'a>> {
+        launches
             .iter()
             .filter(|l| l.device == device)
             .map(|l| StepCtx {
@@ -243,6 +261,7 @@ pub(super) fn files(
             .masks
             .iter()
             .map(|m| MaskCtx {
+                rows: m.rows,
                 capacity: m.capacity,
                 window: m.window.map_or("MAX_CONTEXT".to_string(), |w| w.to_string()),
                 width: m.width,
@@ -279,8 +298,15 @@ pub(super) fn files(
             .collect(),
         logits_slot: low.logits_slot,
         default_new_tokens: 16,
-        host_steps: steps(false),
-        steps: steps(true),
+        host_steps: steps(&low.launches, false),
+        steps: steps(&low.launches, true),
+        prefill: low.prefill.as_ref().map(|p| PrefillCtx {
+            rows: lower::PREFILL_CHUNK,
+            launches: p.launches.iter().filter(|l| l.device).count(),
+            logits_slot: p.logits_slot,
+            host_steps: steps(&p.launches, false),
+            steps: steps(&p.launches, true),
+        }),
     };
     let mut files = BTreeMap::new();
     files.insert("kernels.py".to_string(), render_kernels(&eng, &header, &low.kernels)?);

@@ -24,6 +24,8 @@ pub struct KvWriteCtx {
     pub pos_tile: usize,
     /// The V path written by the same launch (`kv_write_pair`).
     pub pair: bool,
+    /// A prefill chunk: the whole tile row is written (`chunk.rs`).
+    pub chunk: bool,
     #[serde(flatten)]
     pub grid: GridCtx,
 }
@@ -45,6 +47,8 @@ pub struct AttentionCtx {
     pub scale: String,
     /// The q norm + RoPE folded in (`attention_norm_rope`).
     pub rope: Option<QRope>,
+    /// One query head per block, 32 positions (`chunk.rs`, attention_chunk.py.tera).
+    pub chunk: bool,
     #[serde(flatten)]
     pub grid: GridCtx,
 }
@@ -86,6 +90,7 @@ pub fn kv_write(
         eps: py_f32(eps),
         pos_tile,
         pair: false,
+        chunk: false,
         grid: GridCtx::new(grid, per_node, kv_heads),
     };
     let mut dfbs = vec![Dfb::new("cache", dt, b), Dfb::new("new", dt, b)];
@@ -242,6 +247,7 @@ fn attention_with(
         bc_kv: bkv,
         scale: py_f32(scale),
         rope: None,
+        chunk: false,
         grid: GridCtx::new(grid, per_node, kv_heads),
     };
     let w = match window {

@@ -9,6 +9,7 @@ use super::target::{Grid, TtTarget, WeightFormat, TILE_BYTES};
 use super::TtError;
 
 mod cache;
+mod chunk;
 mod elementwise;
 mod matmul;
 mod moe;
@@ -16,6 +17,7 @@ mod norm;
 mod sandwich;
 
 pub use cache::{attention, attention_norm_rope, kv_write, kv_write_pair, AttentionCtx, KvWriteCtx, QRope};
+pub use chunk::attention_chunk;
 pub use elementwise::{copy, eltwise, CopyCtx, EltwiseCtx, EltwiseInput};
 pub use matmul::{gated_matmul, geglu_matmul, logits_head, matmul, split_matmul, GegluCtx, LogitsHeadCtx, MatmulCtx};
 pub use moe::{moe_act, moe_act_share, moe_route, MoeActCtx, MoeRouteCtx};
@@ -191,6 +193,7 @@ impl Kernel {
         match self.family {
             Family::Norm(_) if matches!(self.ctx, KernelCtx::NormStream(_)) => "norm_stream",
             Family::Norm(NormKind::NormAdd) => "norm_add_norm",
+            Family::Attention if matches!(&self.ctx, KernelCtx::Attention(c) if c.chunk) => "attention_chunk",
             f => f.name(),
         }
     }

@@ -81,6 +81,8 @@ pub struct NormRopeCtx {
     pub has_norm: bool,
     pub inv_n: String,
     pub eps: String,
+    /// A prefill chunk: whole cos/sin tiles (`chunk.rs`).
+    pub chunk: bool,
     #[serde(flatten)]
     pub grid: GridCtx,
 }
@@ -252,6 +254,7 @@ pub fn norm_rope(
         has_norm,
         inv_n: py_f32(1.0 / n as f32),
         eps: py_f32(eps.unwrap_or(0.0)),
+        chunk: false,
         grid: GridCtx::new(grid, per_node, heads),
     };
     let mut dfbs = vec![Dfb::new("x", dt, b)];

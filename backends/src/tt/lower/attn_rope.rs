@@ -77,18 +77,32 @@ pub(super) fn lower(c: &mut Ctx, g: AttnRope, items: &mut Vec<Item>) -> Result<(
     let w = c.row(&key, DevLayout::flat(1, d))?;
     let (cos, sin) = c.rope(rope)?;
     let rot = c.rotate_half(d)?;
-    let k = kernels::attention_norm_rope(
-        c.t,
-        "q rms_norm + RoPE, then decode attention (GQA, online softmax)",
-        heads,
-        kv,
-        capacity,
-        dt,
-        *scale,
-        *window,
-        d,
-        *eps,
-    )?;
+    let k = if c.prefill {
+        kernels::attention_chunk(
+            c.t,
+            "q rms_norm + RoPE, then prefill attention over the cache (32 queries per head)",
+            heads,
+            kv,
+            capacity,
+            dt,
+            *scale,
+            *window,
+            Some((d, *eps)),
+        )?
+    } else {
+        kernels::attention_norm_rope(
+            c.t,
+            "q rms_norm + RoPE, then decode attention (GQA, online softmax)",
+            heads,
+            kv,
+            capacity,
+            dt,
+            *scale,
+            *window,
+            d,
+            *eps,
+        )?
+    };
     let k = c.kernel(k);
     items.push(Item::kernel(
         format!("{}: {} + {}: {}", r.name, r.op, s.name, s.op),

@@ -19,6 +19,8 @@ pub(super) struct Ctx<'a> {
     pub(super) plan: &'a Plan,
     pub(super) p: &'a Program,
     pub(super) lay: BTreeMap<usize, DevLayout>,
+    /// Lowering the prefill program: every row of a tile is a real position (`kernels::chunk`).
+    pub(super) prefill: bool,
     pub(super) kernels: Vec<Kernel>,
     pub(super) prepared: Vec<Prepared>,
     pub(super) ropes: Vec<(RopeSpec, String, String)>,
@@ -63,6 +65,16 @@ impl Ctx<'_> {
             BufferKind::State { index } => Some(index),
             _ => None,
         }
+    }
+
+    /// `(kv_heads, capacity, head_dim)` of state `si`, the capacity rounded up to whole tile rows:
+    /// a prefill chunk (32 positions from a multiple of 32) then fills exactly one tile row of a
+    /// ring and never wraps inside it. Rounding up is safe: the plan's ring capacity already keeps
+    /// `window - 1 + chunk` positions, and a larger ring only keeps more (the masks hide them);
+    /// a full cache (capacity = max context) keeps the same slots.
+    pub(super) fn ring(&self, si: usize) -> (usize, usize, usize) {
+        let sh = &self.plan.state[si].shape;
+        (sh[0], sh[1].div_ceil(32) * 32, sh[2])
     }
 
     pub(super) fn kernel(&mut self, mut k: Kernel) -> usize {

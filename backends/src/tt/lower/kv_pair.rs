@@ -55,10 +55,7 @@ pub(super) fn lower(c: &mut Ctx, p: &Program, i: usize, j: usize, items: &mut Ve
         c.state(v.inputs[0])
             .ok_or_else(|| c.err(v, "the cache is not a state buffer"))?,
     );
-    let (kv, capacity, d) = {
-        let sh = &c.plan.state[ks].shape;
-        (sh[0], sh[1], sh[2])
-    };
+    let (kv, capacity, d) = c.ring(ks);
     let (kn, vn) = (k.inputs[1], v.inputs[1]);
     let dt = head_tiles(c, k, kn, d)?;
     let ci = c.cap(capacity);
@@ -92,6 +89,7 @@ pub(super) fn lower(c: &mut Ctx, p: &Program, i: usize, j: usize, items: &mut Ve
         eps,
         1 + ci,
     )?;
+    let kern = if c.prefill { kern.over_chunk(c.t)? } else { kern };
     let kern = c.kernel(kern);
     let comment = format!("{}: {} + {}: {}", k.name, k.op, v.name, v.op);
     items.push(Item::kernel(comment, kern, args, vec![kn, vn], vec![]));

@@ -9,10 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use gemma4c_ir::Op;
 use gemma4c_passes::Plan;
 
-use super::kernels::{self, Kernel, SandwichBody};
+use super::kernels::Kernel;
 use super::layout;
 use super::target::TtTarget;
 use super::TtError;
@@ -26,13 +25,13 @@ pub mod mesh;
 mod moe;
 mod ple_gate;
 mod prepared;
+mod program;
 mod qkv;
 mod sandwich;
 mod scaled_norm;
 mod steps;
 
 use ctx::Ctx;
-use lookup::Lookup;
 pub use prepared::{Prepared, Source};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +96,8 @@ pub struct Slot {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaskUse {
+    /// 1 (decode: this position's row) or the prefill chunk's 32 rows.
+    pub rows: usize,
     pub capacity: usize,
     /// `None`: causal only (full attention).
     pub window: Option<usize>,
@@ -128,9 +129,29 @@ pub struct Lowered {
     pub shards: BTreeMap<String, mesh::ShardDim>,
     /// Bytes of the tensor of each all-reduce of the decode step, in launch order.
     pub all_reduce_bytes: Vec<usize>,
+    /// The prefill program (chunks of one tile row), when the plan has one.
+    pub prefill: Option<ProgramLaunches>,
 }
 
-/// Lowers the plan's decode program for target `t`.
+/// The launches of one program (decode: one token; prefill: one chunk of `rows` tokens, one
+/// tile row).
+pub struct ProgramLaunches {
+    pub launches: Vec<Launch>,
+    /// The device tensor holding the logits (prefill: one row per chunk position).
+    pub logits_slot: usize,
+    /// Bytes of the tensor of each all-reduce, in launch order.
+    pub all_reduce_bytes: Vec<usize>,
+    /// Tokens per call.
+    pub rows: usize,
+}
+
+/// Tokens of a prefill chunk on Tenstorrent: one tile row. Every row-wise kernel computes whole
+/// 32-row tiles already (in decode only row 0 is real), so a chunk of 32 costs a decode step's
+/// weight traffic once for 32 tokens; more rows would need every kernel to loop over row tiles
+/// and the KV write to span tile rows.
+pub const PREFILL_CHUNK: usize = 32;
+
+/// Lowers the plan's decode program for target `t`, and its prefill program when it has one.
 pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
     let p = plan
         .program("decode")
@@ -141,12 +162,24 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
             p.seq_len
         )));
     }
-    let lay = layout::infer(p)?;
+    let prefill = plan.program("prefill");
+    if let Some(q) = prefill {
+        // A chunk is one tile row starting at a multiple of 32 (the host feeds 32 tokens, padded);
+        // a shorter program only where the whole context is shorter than a tile row.
+        if q.seq_len != PREFILL_CHUNK.min(plan.model.max_context) {
+            return Err(TtError::new(format!(
+                "the prefill program has chunks of {} tokens; on Tenstorrent a chunk is one tile row \
+                 (compile with --prefill-chunk {PREFILL_CHUNK}, the default for tt-* targets)",
+                q.seq_len
+            )));
+        }
+    }
     let mut c = Ctx {
         t,
         plan,
         p,
-        lay,
+        lay: layout::infer(p)?,
+        prefill: false,
         kernels: Vec::new(),
         prepared: Vec::new(),
         ropes: Vec::new(),
@@ -160,259 +193,26 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
     c.prep("kv.select".into(), 32 * 32, 32, false, Source::KvSelect)?;
     c.prep("kv.keep".into(), 32 * 32, 32, false, Source::KvKeep)?;
 
-    let root = |id: usize| lookup::storage(p, id);
-    // Backend fusions, found on the whole program before any step is lowered. A step fused into
-    // another one's launch is `absorbed` (the launch is emitted at the group's key step).
-    let mut absorbed = vec![false; p.steps.len()];
-    let (geglus, sharded_mlps, scaled, gates, projections, kv_pairs, attn_ropes, prologues) = {
-        let l = Lookup::new(&c, p);
-        // gate/up matmuls + gelu_mul.
-        let geglus = geglu::find(&l);
-        for g in geglus.values() {
-            absorbed[g.gate] = true;
-            absorbed[g.up] = true;
+    let mut slots = Vec::new();
+    let decode = program::lower_program(&mut c, &mut slots)?;
+    // The prefill program shares the kernels (a matmul over one tile row is the same program),
+    // prepared tensors, masks, rings and device tensors of decode.
+    let prefill = match prefill {
+        Some(q) => {
+            c = Ctx {
+                p: q,
+                lay: layout::infer(q)?,
+                prefill: true,
+                scratch: 0,
+                per_chip: Default::default(),
+                ..c
+            };
+            Some(program::lower_program(&mut c, &mut slots)?)
         }
-        // Tensor parallelism: the MLPs split over the chips (none on a one-chip board).
-        let sharded_mlps = mesh::find(&l, &geglus);
-        // norm_add, the layer scalar and the next input norm.
-        let scaled = scaled_norm::find(&l);
-        for g in scaled.values() {
-            absorbed[g.norm_add] = true;
-            if let Some(q) = g.next_norm {
-                absorbed[q] = true;
-            }
-        }
-        // The per-layer-input gate (matmul, slice, gelu_mul).
-        let gates = ple_gate::find(&l);
-        for g in gates.values() {
-            absorbed[g.matmul] = true;
-            absorbed[g.slice] = true;
-        }
-        // Matmuls of one input (q, k, v projections).
-        let mut not_fused = absorbed.clone();
-        for m in sharded_mlps.values() {
-            not_fused[m.down] = true;
-        }
-        let projections = qkv::find(&l, &not_fused);
-        for g in projections.values() {
-            for &i in &g[1..] {
-                absorbed[i] = true;
-            }
-        }
-        // A layer's K and V cache writes.
-        let kv_pairs = kv_pair::find(&l, &absorbed);
-        for &i in kv_pairs.values() {
-            absorbed[i] = true;
-        }
-        // The q norm + RoPE into its attention.
-        let attn_ropes = attn_rope::find(&l);
-        for g in attn_ropes.values() {
-            absorbed[g.norm_rope] = true;
-        }
-        // The sandwich norms into the matmul launches that read them (on a mesh, into each
-        // chip's share of the column-parallel gate/up: the norm is replicated anyway).
-        let mut consumers: Vec<sandwich::Consumer> = Vec::new();
-        let tiles = |b: usize| c.lay(b).map_or(0, |l| l.col_tiles());
-        for g in geglus.values() {
-            consumers.push(sandwich::Consumer {
-                key: g.gelu_mul,
-                x: p.steps[g.gate].inputs[0],
-                steps: vec![g.gate, g.up, g.gelu_mul],
-                body: SandwichBody::Geglu {
-                    nt: tiles(p.steps[g.gelu_mul].outputs[0]),
-                },
-            });
-        }
-        for g in gates.values() {
-            consumers.push(sandwich::Consumer {
-                key: g.gelu_mul,
-                x: p.steps[g.matmul].inputs[0],
-                steps: vec![g.matmul, g.slice, g.gelu_mul],
-                body: SandwichBody::Gated {
-                    nt: tiles(p.steps[g.gelu_mul].outputs[0]),
-                    epilogue: ("gelu".into(), kernels::gelu_expr("acc")),
-                },
-            });
-        }
-        for (&key, g) in &projections {
-            consumers.push(sandwich::Consumer {
-                key,
-                x: p.steps[key].inputs[0],
-                steps: g.clone(),
-                body: SandwichBody::Matmul {
-                    parts: g.iter().map(|&i| tiles(p.steps[i].outputs[0])).collect(),
-                },
-            });
-        }
-        for (i, s) in p.steps.iter().enumerate() {
-            let plain = matches!(s.op, Op::MatMul)
-                && !absorbed[i]
-                && !not_fused[i]
-                && !projections.contains_key(&i)
-                && c.weight(s.inputs[1]).is_some()
-                && !l.is_output(s.outputs[0])
-                && c.lay(s.inputs[0]).is_ok()
-                && c.lay(s.outputs[0]).is_ok();
-            if plain {
-                consumers.push(sandwich::Consumer {
-                    key: i,
-                    x: s.inputs[0],
-                    steps: vec![i],
-                    body: SandwichBody::Matmul {
-                        parts: vec![tiles(s.outputs[0])],
-                    },
-                });
-            }
-        }
-        consumers.sort_by_key(|k| k.key);
-        let prologues = sandwich::find(&l, &consumers, &scaled, &absorbed);
-        for pro in prologues.values() {
-            for &i in &pro.steps {
-                absorbed[i] = true;
-            }
-        }
-        (
-            geglus,
-            sharded_mlps,
-            scaled,
-            gates,
-            projections,
-            kv_pairs,
-            attn_ropes,
-            prologues,
-        )
+        None => None,
     };
-    let sharded_down: BTreeMap<usize, usize> = sharded_mlps.iter().map(|(&g, m)| (m.down, g)).collect();
 
-    let mut items: Vec<Item> = Vec::new();
-    for (i, s) in p.steps.iter().enumerate() {
-        if absorbed[i] {
-            continue;
-        }
-        if let Some(&k) = kv_pairs.get(&i) {
-            kv_pair::lower(&mut c, p, k, i, &mut items)?;
-            continue;
-        }
-        let pro = prologues.get(&i);
-        if let Some(g) = projections.get(&i) {
-            qkv::lower(&mut c, p, g, pro, &mut items)?;
-            continue;
-        }
-        if let Some(&g) = gates.get(&i) {
-            ple_gate::lower(&mut c, p, g, pro, &mut items)?;
-            continue;
-        }
-        if let Some(&g) = scaled.get(&i) {
-            scaled_norm::lower(&mut c, p, g, &mut items)?;
-            continue;
-        }
-        if let Some(g) = sharded_down.get(&i) {
-            mesh::lower_down(&mut c, &sharded_mlps[g], s, &mut items)?;
-            continue;
-        }
-        if let Some(&g) = attn_ropes.get(&i) {
-            attn_rope::lower(&mut c, g, &mut items)?;
-            continue;
-        }
-        if let (Some(m), Some(&g)) = (sharded_mlps.get(&i), geglus.get(&i)) {
-            mesh::lower_gate_up(&mut c, m, g, pro, &mut items)?;
-            continue;
-        }
-        if let Some(&g) = geglus.get(&i) {
-            geglu::lower(&mut c, g, pro, &mut items)?;
-            continue;
-        }
-        if pro.is_some() {
-            // A plain matmul with the sandwich norm in front.
-            qkv::lower(&mut c, p, &[i], pro, &mut items)?;
-            continue;
-        }
-        let comment = format!("{}: {}", s.name, s.op);
-        steps::lower_step(&mut c, s, comment, &mut items)?;
-    }
-
-    // Host work first: the token bookkeeping and the embedding-row writes come before every
-    // launch, so that the launches alone are the decode step a trace captures (their order among
-    // themselves, and the kernels' order, is unchanged).
-    let (host, device): (Vec<Item>, Vec<Item>) = items
-        .into_iter()
-        .partition(|it| !matches!(it.call, Call::Kernel { .. } | Call::AllReduce { .. }));
-    let items: Vec<Item> = host.into_iter().chain(device).collect();
-
-    // ---- device tensors: activations share a tensor when their lifetimes are disjoint
-    let logits = p
-        .output("logits")
-        .ok_or_else(|| TtError::new("the decode program has no `logits` output"))?;
-    let end = items.len();
-    let mut life: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
-    for (i, it) in items.iter().enumerate() {
-        for &w in &it.writes {
-            life.entry(root(w)).or_insert((i, i));
-        }
-        for &r in &it.reads {
-            if let Some(l) = life.get_mut(&root(r)) {
-                l.1 = l.1.max(i);
-            } else {
-                return Err(TtError::new(format!("buffer {r} is read before any launch writes it")));
-            }
-        }
-    }
-    if let Some(l) = life.get_mut(&root(logits)) {
-        l.1 = end;
-    }
-    let mut slots: Vec<Slot> = Vec::new();
-    let mut slot_of: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut busy: Vec<(usize, usize)> = Vec::new(); // (slot, last)
-    let mut free: Vec<usize> = Vec::new();
-    for (i, it) in items.iter().enumerate() {
-        busy.retain(|&(s, last)| {
-            if last < i {
-                free.push(s);
-                false
-            } else {
-                true
-            }
-        });
-        free.sort_unstable();
-        for &w in &it.writes {
-            let r = root(w);
-            if life[&r].0 != i || slot_of.contains_key(&r) {
-                continue;
-            }
-            let [rows, cols] = c.lay(r)?.dev_shape();
-            let per_chip = c.per_chip.contains(&r);
-            let name = if r < p.buffers.len() {
-                p.steps
-                    .iter()
-                    .find(|s| s.outputs.contains(&r))
-                    .map_or("scratch", |s| s.name.as_str())
-            } else {
-                "scratch"
-            };
-            let s = match free
-                .iter()
-                .position(|&s| slots[s].rows == rows && slots[s].cols == cols && slots[s].per_chip == per_chip)
-            {
-                Some(k) => {
-                    let s = free.remove(k);
-                    slots[s].comment.push_str(", ");
-                    slots[s].comment.push_str(name);
-                    s
-                }
-                None => {
-                    slots.push(Slot {
-                        rows,
-                        cols,
-                        comment: name.to_string(),
-                        per_chip,
-                    });
-                    slots.len() - 1
-                }
-            };
-            slot_of.insert(r, s);
-            busy.push((s, life[&r].1));
-        }
-    }
+    // KV caches with ring capacities rounded up to whole tile rows (`Ctx::ring`).
     let states: Vec<Slot> = plan
         .state
         .iter()
@@ -426,82 +226,18 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
             }
         })
         .collect();
-
-    let arg = |a: &Arg| -> String {
-        match a {
-            Arg::Buf(id) => format!("b[{}]", slot_of[&root(*id)]),
-            Arg::State(i) => format!("s[{i}]"),
-            Arg::W(n) => format!("w[\"{n}\"]"),
-            Arg::Mask(i) => format!("self.masks[{i}]"),
-            Arg::Pos => "self.pos".to_string(),
-        }
-    };
-    let launches = items
-        .iter()
-        .map(|it| match &it.call {
-            Call::Kernel { kernel, args } => {
-                // A launch that touches a per-chip tensor runs on each chip's own values (on
-                // hardware every launch does; the simulator's mesh needs to be told).
-                let sharded = args.iter().any(|a| match a {
-                    Arg::Buf(id) => c.per_chip.contains(&root(*id)),
-                    Arg::W(n) => c.shards.contains_key(n),
-                    _ => false,
-                });
-                let args: Vec<String> = args.iter().map(arg).collect();
-                let name = &c.kernels[*kernel].name;
-                let code = if sharded {
-                    format!("m.each(K.{name}, {})", args.join(", "))
-                } else {
-                    format!("K.{name}({})", args.join(", "))
-                };
-                Launch {
-                    code,
-                    comment: it.comment.clone(),
-                    kernel: Some(*kernel),
-                    device: true,
-                }
-            }
-            Call::AllReduce { src, dst } => Launch {
-                code: format!("m.all_reduce({}, {})", arg(&Arg::Buf(*src)), arg(&Arg::Buf(*dst))),
-                comment: it.comment.clone(),
-                kernel: None,
-                device: true,
-            },
-            Call::Gather { table, out } => Launch {
-                code: format!("self.write(b[{}], self.row(\"{table}\", token))", slot_of[&root(*out)]),
-                comment: it.comment.clone(),
-                kernel: None,
-                device: false,
-            },
-            Call::Host { code } => Launch {
-                code: code.clone(),
-                comment: it.comment.clone(),
-                kernel: None,
-                device: false,
-            },
-        })
-        .collect();
-    let all_reduce_bytes = items
-        .iter()
-        .filter_map(|it| match it.call {
-            Call::AllReduce { dst, .. } => {
-                let s = &slots[slot_of[&root(dst)]];
-                Some(s.rows * s.cols * 2)
-            }
-            _ => None,
-        })
-        .collect();
     Ok(Lowered {
-        logits_slot: slot_of[&root(logits)],
+        logits_slot: decode.logits_slot,
         kernels: c.kernels,
         prepared: c.prepared,
         masks: c.masks,
         caps: c.caps,
         states,
         slots,
-        launches,
+        launches: decode.launches,
         max_context: plan.model.max_context,
         shards: c.shards,
-        all_reduce_bytes,
+        all_reduce_bytes: decode.all_reduce_bytes,
+        prefill,
     })
 }

@@ -87,7 +87,11 @@ fn replace_ids(
     if !matches!(c.p.buffers[s.inputs[0]].kind, BufferKind::Input { .. }) {
         return Err(c.err(s, "only the step's token ids can be remapped"));
     }
-    let code = format!("token = {with} if token in {} else token", py_tuple(ids));
+    let code = if c.prefill {
+        format!("tokens = [{with} if t in {} else t for t in tokens]", py_tuple(ids))
+    } else {
+        format!("token = {with} if token in {} else token", py_tuple(ids))
+    };
     items.push(Item {
         comment,
         call: Call::Host { code },
@@ -321,6 +325,7 @@ fn norm_rope(
     ]);
     let doc = if eps.is_some() { "q/k rms_norm + RoPE" } else { "RoPE" };
     let k = kernels::norm_rope(t, doc, heads, dt, d, eps)?;
+    let k = if c.prefill { k.over_chunk(t)? } else { k };
     let k = c.kernel(k);
     items.push(kcall(k, args, vec![x], vec![out]));
     Ok(())
@@ -332,10 +337,7 @@ fn kv_write(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>, kind:
     let si = c
         .state(cache)
         .ok_or_else(|| c.err(s, "the cache is not a state buffer"))?;
-    let (kv, capacity, d) = {
-        let sh = &c.plan.state[si].shape;
-        (sh[0], sh[1], sh[2])
-    };
+    let (kv, capacity, d) = c.ring(si);
     let new = s.inputs[1];
     let dt = head_tiles(c, s, new, d)?;
     let ci = c.cap(capacity);
@@ -365,6 +367,7 @@ fn kv_write(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec<Item>, kind:
     };
     args.extend([Arg::W("kv.select".into()), Arg::W("kv.keep".into()), Arg::Pos]);
     let k = kernels::kv_write(t, doc, mode, kv, capacity, dt, d, eps, 1 + ci)?;
+    let k = if c.prefill { k.over_chunk(t)? } else { k };
     let k = c.kernel(k);
     items.push(Item::kernel(comment, k, args, vec![new], vec![]));
     Ok(())
@@ -393,16 +396,30 @@ fn attention(
         mask: m,
         ..
     } = attention_geometry(c, s, s, q, *window)?;
-    let k = kernels::attention(
-        t,
-        "decode attention (GQA, online softmax)",
-        heads,
-        kv,
-        capacity,
-        dt,
-        *scale,
-        *window,
-    )?;
+    let k = if c.prefill {
+        kernels::attention_chunk(
+            t,
+            "prefill attention over the cache (32 queries per head)",
+            heads,
+            kv,
+            capacity,
+            dt,
+            *scale,
+            *window,
+            None,
+        )?
+    } else {
+        kernels::attention(
+            t,
+            "decode attention (GQA, online softmax)",
+            heads,
+            kv,
+            capacity,
+            dt,
+            *scale,
+            *window,
+        )?
+    };
     let k = c.kernel(k);
     items.push(kcall(
         k,
@@ -480,7 +497,7 @@ fn slice(
     let (lx, lo) = (c.lay(x)?, c.lay(out)?);
     let shape = c.shape(x).to_vec();
     if *axis == 0 {
-        return Err(c.err(s, "slicing tokens is not supported in the decode step"));
+        return last_position(c, s, comment, items, *start, *end);
     }
     let inner: usize = shape[axis + 1..].iter().product();
     let (c0, len) = (start * inner, (end - start) * inner);
@@ -540,7 +557,7 @@ pub(super) fn attention_geometry(
     );
     let shape = c.shape(q).to_vec();
     let (heads, d) = (shape[1], shape[2]);
-    let (kv, capacity) = (c.plan.state[ks].shape[0], c.plan.state[ks].shape[1]);
+    let (kv, capacity, _) = c.ring(ks);
     let dt = head_tiles(c, q_step, q, d)?;
     if heads % kv != 0 {
         return Err(c.err(
@@ -549,6 +566,7 @@ pub(super) fn attention_geometry(
         ));
     }
     let mask = c.mask(MaskUse {
+        rows: if c.prefill { 32 } else { 1 },
         capacity,
         window,
         width: capacity.div_ceil(32) * 32,
@@ -580,6 +598,36 @@ pub(super) fn head_tiles(c: &Ctx, s: &Step, x: usize, d: usize) -> Result<usize,
         return Err(c.err(s, format!("head_dim {d} does not match the tile layout {l:?}")));
     }
     Ok(d.div_ceil(32))
+}
+
+/// The prefill program's `last_position` slice (the last token's row, before the LM head): the
+/// chunk's last real row is only known at run time (a last chunk is padded), so the whole tile
+/// is copied and the LM head computes every row (one tile row costs the tile engine the same as
+/// one); the host reads the row it needs.
+fn last_position(
+    c: &mut Ctx,
+    s: &Step,
+    comment: String,
+    items: &mut Vec<Item>,
+    start: usize,
+    end: usize,
+) -> Result<(), TtError> {
+    let (x, out) = (s.inputs[0], s.outputs[0]);
+    let (lx, lo) = (c.lay(x)?, c.lay(out)?);
+    if !c.prefill || end != c.p.seq_len || start + 1 != end || lx.dev_shape() != lo.dev_shape() {
+        return Err(c.err(s, "only the prefill chunk's last row can be sliced out of the tokens"));
+    }
+    let off = c.prep("slice.offset0".into(), 1, 32, false, Source::Index { value: 0 })?;
+    let k = kernels::copy(c.t, "tile-aligned slice", lo.row_tiles(), lo.col_tiles())?;
+    let k = c.kernel(k);
+    items.push(Item::kernel(
+        comment,
+        k,
+        vec![Arg::Buf(x), Arg::W(off), Arg::Buf(out)],
+        vec![x],
+        vec![out],
+    ));
+    Ok(())
 }
 
 fn py_tuple(ids: &[i32]) -> String {

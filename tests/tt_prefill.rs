@@ -1,0 +1,150 @@
+//! Tenstorrent prefill: the prompt runs through the prefill program in chunks of 32 positions
+//! (one tile row each, the last one padded), then decode continues from the KV caches the chunks
+//! wrote. Checked in the simulator (`tt-lang-sim`) against Hugging Face's greedy ids:
+//!
+//! * prompts of 32 tokens (exactly one chunk) and 70 tokens (two whole chunks and one padded
+//!   chunk of 6; longer than every fixture's sliding window and than the 64-slot rings, so each
+//!   ring wraps during prefill), from `reference_prompts.json`
+//!   (`tools/make_prompt_length_reference.py`), on every Gemma 4 fixture compiled for tt-p300
+//!   (dense, KV-shared layers, K=V, MoE, head dims 16/40/48, windows 3 to 9);
+//! * the 70-token prompt on a dense, a PLE and a MoE fixture compiled for tt-p150 (one chip);
+//! * prompts shorter than a chunk: every fixture's own 12-token (24 for `tiny_ple_long`) prompt
+//!   goes through prefill in `tests/tt_sim.rs` (`generate` prefills by default).
+//!
+//! Compile-only checks: stats.json reports the chunk's launches and modelled speed, and a
+//! prefill chunk other than one tile row is refused with the flag to use.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Child;
+
+use common::tt_sim::*;
+use common::*;
+
+/// `(prompt, HF's greedy ids)` of each prompt in `reference_prompts.json`.
+fn prompts(dir: &std::path::Path) -> Vec<(Vec<u32>, Vec<u32>)> {
+    let path = dir.join("reference_prompts.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).expect("reference_prompts.json");
+    v["prompts"]
+        .as_array()
+        .expect("prompts")
+        .iter()
+        .map(|p| (json_ids(&p["prompt_ids"]), json_ids(&p["generated_ids"])))
+        .collect()
+}
+
+struct Job {
+    name: String,
+    out: PathBuf,
+    prompt: Vec<u32>,
+    want: Vec<u32>,
+}
+
+/// Runs the jobs two simulator processes at a time; asserts HF's ids and that the prompt went
+/// through ceil(len / 32) prefill chunks (run.py's summary line).
+fn run_all(venv: &std::path::Path, jobs: &[Job]) {
+    for chunk in jobs.chunks(2) {
+        let children: Vec<Child> = chunk
+            .iter()
+            .map(|j| spawn_sim(venv, &j.out, &j.prompt, j.want.len(), &[]))
+            .collect();
+        for (j, child) in chunk.iter().zip(children) {
+            let out = child.wait_with_output().expect("wait for tt-lang-sim");
+            let what = format!("{} ({} prompt ids)", j.name, j.prompt.len());
+            let got = last_line_ids(&out, &what);
+            assert_eq!(got, j.want, "{what}: greedy ids under tt-lang-sim differ from HF");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let chunks = format!("{} prefill chunks", j.prompt.len().div_ceil(32));
+            assert!(stderr.contains(&chunks), "{what}: expected {chunks}: {stderr}");
+            eprintln!("{what}: {} ids match HF ({})", got.len(), stderr.trim());
+        }
+    }
+}
+
+#[test]
+fn tt_prefill_gives_hf_ids_for_prompts_of_one_tile_row_and_longer_than_the_rings() {
+    let Some(venv) = sim_venv("tt_prefill_gives_hf_ids_for_prompts_of_one_tile_row_and_longer_than_the_rings") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut dirs = fixtures();
+    dirs.extend(odd_dim_fixtures());
+    let mut jobs = Vec::new();
+    for dir in &dirs {
+        let name = dir.file_name().expect("fixture name").to_string_lossy().into_owned();
+        let out = tmp.path().join(format!("{name}-p300"));
+        compile_tt_for("tt-p300", &["--model", dir.to_str().expect("utf-8 path")], &out);
+        for (prompt, want) in prompts(dir) {
+            jobs.push(Job {
+                name: format!("{name} on tt-p300"),
+                out: out.clone(),
+                prompt,
+                want,
+            });
+        }
+    }
+    // One chip: a dense fixture with KV-shared layers, a PLE one and a MoE one, the long prompt.
+    for name in ["tiny_dense_kv", "tiny_ple", "tiny_moe"] {
+        let dir = fixture(name);
+        let out = tmp.path().join(format!("{name}-p150"));
+        compile_tt_for("tt-p150", &["--model", dir.to_str().expect("utf-8 path")], &out);
+        let (prompt, want) = prompts(&dir).pop().expect("a long prompt");
+        assert!(prompt.len() > 64, "{name}: the long prompt must wrap the 64-slot rings");
+        jobs.push(Job {
+            name: format!("{name} on tt-p150"),
+            out,
+            prompt,
+            want,
+        });
+    }
+    assert_eq!(jobs.len(), 2 * dirs.len() + 3);
+    run_all(&venv, &jobs);
+}
+
+#[test]
+fn tt_stats_report_the_prefill_chunk() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = repo_root().join("tests/configs/gemma-4-e4b.json");
+    compile_tt_for("tt-p150", &["--config", cfg.to_str().expect("utf-8 path")], tmp.path());
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("stats.json")).unwrap()).unwrap();
+    let tt = &stats["tt"];
+    let p = &tt["prefill"];
+    assert_eq!(p["chunk_tokens"], 32);
+    let launches = p["launches_per_chunk"].as_u64().expect("launches_per_chunk");
+    let decode = tt["device_launches_per_token"].as_u64().unwrap();
+    // The same fused launches as a decode step, plus the copy of the last-position slice.
+    assert_eq!(launches, decode + 1, "{p}");
+    // A chunk streams one decode step's weights for 32 tokens: about 32x decode's tokens/s.
+    let decode_tok_s = tt["performance"]["modelled_tok_s_untraced"].as_f64().unwrap();
+    let prefill_tok_s = p["modelled_tok_s"].as_f64().unwrap();
+    let ratio = prefill_tok_s / decode_tok_s;
+    assert!(
+        (20.0..=33.0).contains(&ratio),
+        "prefill {prefill_tok_s} vs decode {decode_tok_s} tok/s"
+    );
+    let model = std::fs::read_to_string(tmp.path().join("model.py")).unwrap();
+    assert!(model.contains("    def prefill(self, ids, start=0):"));
+    assert!(model.contains("K.prefill_"), "no prefill kernel launched");
+}
+
+#[test]
+fn tt_prefill_chunks_other_than_a_tile_row_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = fixture("tiny_ple");
+    let r = gemma4c(&[
+        "compile",
+        "--model",
+        dir.to_str().unwrap(),
+        "--target",
+        "tt-p150",
+        "--prefill-chunk",
+        "16",
+        "--out",
+        tmp.path().join("out").to_str().unwrap(),
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("--prefill-chunk 32"), "{}", r.stderr);
+}
