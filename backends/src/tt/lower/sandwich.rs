@@ -124,7 +124,7 @@ pub(super) fn find(
             && pro.scale.is_none_or(|w| c.weight(w).is_some());
         let lays = match (c.lay(pro.s), c.lay(x), c.lay(pro.h), c.lay(pro.res)) {
             (Ok(a), Ok(b), Ok(h), Ok(r)) => {
-                a == b && a == h && a == r && a.rows == 1 && a.groups == 1 && a.width.is_multiple_of(32)
+                a == b && a == h && a == r && a.row_tiles() == 1 && a.groups == 1 && a.width.is_multiple_of(32)
             }
             _ => false,
         };
