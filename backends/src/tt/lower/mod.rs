@@ -29,6 +29,7 @@ mod program;
 mod qkv;
 mod sandwich;
 mod scaled_norm;
+mod slice;
 mod steps;
 
 use ctx::Ctx;

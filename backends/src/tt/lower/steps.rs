@@ -6,7 +6,7 @@ use gemma4c_ir::{Op, RopeSpec};
 use gemma4c_passes::plan::{BufferKind, Step};
 
 use super::ctx::{transposed, Ctx};
-use super::{moe, Arg, Call, Item, MaskUse, Source};
+use super::{moe, slice, Arg, Call, Item, MaskUse, Source};
 use crate::tt::kernels::{self, gelu_expr, py_f32, softcap_expr, KvMode, Mode, NormKind};
 use crate::tt::layout::DevLayout;
 use crate::tt::TtError;
@@ -68,7 +68,7 @@ pub(super) fn lower_step(c: &mut Ctx, s: &Step, comment: String, items: &mut Vec
         Op::RopeKvWrite { eps, rope } => kv_write(c, s, comment, items, KvKind::Rope { eps: *eps, rope }),
         Op::Attention { window, scale } => attention(c, s, comment, items, window, scale),
         Op::LogitsHead { eps, cap } => logits_head(c, s, comment, items, eps, cap),
-        Op::Slice { axis, start, end } => slice(c, s, comment, items, axis, start, end),
+        Op::Slice { axis, start, end } => slice::lower(c, s, comment, items, *axis, *start, *end),
         Op::MoeRouter { eps, scalar, top_k } => moe::router(c, s, comment, items, eps, scalar, top_k),
         Op::MoeRoute { top_k } => moe::route(c, s, comment, items, top_k),
         Op::MoeExperts => moe::experts(c, s, comment, items),
@@ -482,53 +482,6 @@ fn logits_head(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn slice(
-    c: &mut Ctx,
-    s: &Step,
-    comment: String,
-    items: &mut Vec<Item>,
-    axis: &usize,
-    start: &usize,
-    end: &usize,
-) -> Result<(), TtError> {
-    let t = c.t;
-    let (x, out) = (s.inputs[0], s.outputs[0]);
-    let (lx, lo) = (c.lay(x)?, c.lay(out)?);
-    let shape = c.shape(x).to_vec();
-    if *axis == 0 {
-        return last_position(c, s, comment, items, *start, *end);
-    }
-    let inner: usize = shape[axis + 1..].iter().product();
-    let (c0, len) = (start * inner, (end - start) * inner);
-    let aligned = if lx.width % 32 == 0 {
-        c0 % 32 == 0 && len % 32 == 0
-    } else {
-        c0 % lx.width == 0 && len % lx.width == 0 && lo.width == lx.width
-    };
-    if !aligned || lo.cols() != len {
-        return Err(c.err(s, format!("slice {c0}..{} is not tile aligned in {lx:?}", c0 + len)));
-    }
-    let offset = lx.dev_col(c0) / 32;
-    let off = c.prep(
-        format!("slice.offset{offset}"),
-        1,
-        32,
-        false,
-        Source::Index { value: offset },
-    )?;
-    let k = kernels::copy(t, "tile-aligned slice", lo.row_tiles(), lo.col_tiles())?;
-    let k = c.kernel(k);
-    items.push(Item::kernel(
-        comment,
-        k,
-        vec![Arg::Buf(x), Arg::W(off), Arg::Buf(out)],
-        vec![x],
-        vec![out],
-    ));
-    Ok(())
-}
-
 /// What a decode attention launch needs to know of its step: the K/V cache states, heads,
 /// KV heads, cache capacity, head_dim (and its tiles) and the mask for its window.
 pub(super) struct AttnGeometry {
@@ -598,36 +551,6 @@ pub(super) fn head_tiles(c: &Ctx, s: &Step, x: usize, d: usize) -> Result<usize,
         return Err(c.err(s, format!("head_dim {d} does not match the tile layout {l:?}")));
     }
     Ok(d.div_ceil(32))
-}
-
-/// The prefill program's `last_position` slice (the last token's row, before the LM head): the
-/// chunk's last real row is only known at run time (a last chunk is padded), so the whole tile
-/// is copied and the LM head computes every row (one tile row costs the tile engine the same as
-/// one); the host reads the row it needs.
-fn last_position(
-    c: &mut Ctx,
-    s: &Step,
-    comment: String,
-    items: &mut Vec<Item>,
-    start: usize,
-    end: usize,
-) -> Result<(), TtError> {
-    let (x, out) = (s.inputs[0], s.outputs[0]);
-    let (lx, lo) = (c.lay(x)?, c.lay(out)?);
-    if !c.prefill || end != c.p.seq_len || start + 1 != end || lx.dev_shape() != lo.dev_shape() {
-        return Err(c.err(s, "only the prefill chunk's last row can be sliced out of the tokens"));
-    }
-    let off = c.prep("slice.offset0".into(), 1, 32, false, Source::Index { value: 0 })?;
-    let k = kernels::copy(c.t, "tile-aligned slice", lo.row_tiles(), lo.col_tiles())?;
-    let k = c.kernel(k);
-    items.push(Item::kernel(
-        comment,
-        k,
-        vec![Arg::Buf(x), Arg::W(off), Arg::Buf(out)],
-        vec![x],
-        vec![out],
-    ));
-    Ok(())
 }
 
 fn py_tuple(ids: &[i32]) -> String {
