@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn rope_tables(c: &mut Case, spec: &RopeSpec, p: usize) {
+pub(super) fn rope_tables(c: &mut Case, spec: &RopeSpec, p: usize) {
     let d = spec.head_dim;
     for (name, sin) in [("cos", false), ("sin", true)] {
         let prep = Prepared {
@@ -33,7 +33,7 @@ fn rope_tables(c: &mut Case, spec: &RopeSpec, p: usize) {
 
 /// The position tensor of `model.py`: tile 0 holds (p // 32, p % 32), tile 1 the same of the slot
 /// `p mod capacity`.
-fn position(c: &mut Case, p: usize, capacity: usize) {
+pub(super) fn position(c: &mut Case, p: usize, capacity: usize) {
     let mut v = vec![0.0; 32 * 64];
     let slot = p % capacity;
     v[0] = (p / 32) as f32;
@@ -44,7 +44,7 @@ fn position(c: &mut Case, p: usize, capacity: usize) {
 }
 
 /// The 32 selection and keep tiles, whole (kernels index them at run time).
-fn sel_keep(c: &mut Case) {
+pub(super) fn sel_keep(c: &mut Case) {
     for (name, src) in [("sel", Source::KvSelect), ("keep", Source::KvKeep)] {
         let p = Prepared {
             name: name.into(),
@@ -150,7 +150,7 @@ pub(super) fn attention_norm_rope_cases(b: &mut Bundle, rng: &mut Rng) {
 }
 
 /// Cache `[kv, cap, d]` → device `[kv * cap_t * 32, d]`.
-fn cache_dev(v: &[f32], kv: usize, cap: usize, d: usize) -> (usize, usize, Vec<f32>) {
+pub(super) fn cache_dev(v: &[f32], kv: usize, cap: usize, d: usize) -> (usize, usize, Vec<f32>) {
     let capp = cap.div_ceil(32) * 32;
     let mut out = vec![0.0; kv * capp * d];
     for h in 0..kv {

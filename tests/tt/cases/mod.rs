@@ -7,7 +7,7 @@
 //! prepared-weight sources), so a case checks the kernel *and* the layout it is fed with.
 //! This file holds the case/bundle records and the shared helpers; the cases are split by kernel
 //! group: `dense.rs` (matmuls, norms, elementwise), `sandwich.rs` (sandwich norms folded into
-//! matmuls), `cache.rs` (RoPE, KV writes, attention), `moe.rs` (routing and experts).
+//! matmuls), `cache.rs` (RoPE, KV writes, attention), `chunk.rs` (their prefill-chunk variants), `moe.rs` (routing and experts).
 
 #![allow(dead_code)]
 
@@ -28,11 +28,13 @@ use rand::{Rng as _, SeedableRng};
 use serde_json::{json, Value};
 
 mod cache;
+mod chunk;
 mod dense;
 mod moe;
 mod sandwich;
 
 use cache::{attention_cases, attention_norm_rope_cases, kv_cases, kv_pair_case, rope_cases};
+use chunk::chunk_cases;
 use dense::{eltwise_cases, matmul_cases, norm_cases};
 use moe::moe_cases;
 use sandwich::sandwich_cases;
@@ -268,6 +270,7 @@ pub fn write_bundle(dir: &Path) -> usize {
     moe_cases(&mut b, &mut rng);
     attention_norm_rope_cases(&mut b, &mut rng);
     sandwich_cases(&mut b, &mut rng);
+    chunk_cases(&mut b, &mut rng);
     let (kernels_py, sim_py) =
         gemma4c_backends::tt::render_standalone(&b.t, "kernel-family tests", &b.kernels).unwrap();
     std::fs::write(dir.join("kernels.py"), kernels_py).unwrap();
