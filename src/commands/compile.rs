@@ -33,7 +33,8 @@ pub struct Args {
     /// (default: max_position_embeddings, at most 4096).
     #[arg(long)]
     max_context: Option<usize>,
-    /// Tokens per prefill call (default: the sliding window, at most the context).
+    /// Tokens per prefill call (default: the sliding window, at most the context; 32, one tile
+    /// row, on the tt-* targets).
     #[arg(long)]
     prefill_chunk: Option<usize>,
     /// Print launches per token with and without fusion.

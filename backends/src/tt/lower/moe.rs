@@ -102,7 +102,8 @@ pub(super) fn route(
     let scores = s.inputs[0];
     let e = *c.shape(scores).last().unwrap_or(&1);
     let out = s.outputs[0];
-    let dense = DevLayout::flat(1, e);
+    // One routing row per token (decode: 1, a prefill chunk: 32; one tile row either way).
+    let dense = DevLayout::flat(c.lay(scores)?.rows, e);
     c.lay.insert(out, dense);
     let (key, _) = c
         .weight(s.inputs[1])
@@ -117,7 +118,7 @@ pub(super) fn route(
         Source::MoePad { experts: e },
     )?;
     if c.lay(scores)? != dense {
-        return Err(c.err(s, "router scores must be one row"));
+        return Err(c.err(s, "router scores must be one unsegmented row per token"));
     }
     let k = kernels::moe_route(
         t,
