@@ -5,9 +5,9 @@
 //! The kernels are rendered from one tera template per family (`backends/templates/tt/`, each
 //! from a typed context: `render.rs`, `kernels::KernelCtx`), with
 //! every shape, grid and block size a literal; output is deterministic. The host program runs the
-//! plan's decode program one launch per step, in plan order (prompt tokens go through the decode
-//! step one position at a time); see `lower.rs` for how steps map to launches and `layout.rs` for
-//! the device layout of activations.
+//! plan's prefill program over the prompt in chunks of 32 positions (one tile row), then its
+//! decode program one token at a time, one launch per step in plan order; see `lower/` for how
+//! steps map to launches and `layout.rs` for the device layout of activations.
 
 pub mod backend;
 pub mod bfp8;

@@ -1,11 +1,12 @@
-//! The decode program of a plan as a list of device launches: which kernel each step becomes,
-//! which prepared weights and per-position inputs it reads, and which device tensor holds each
-//! activation.
+//! The decode and prefill programs of a plan as lists of device launches: which kernel each step
+//! becomes, which prepared weights and per-position inputs it reads, and which device tensor holds
+//! each activation.
 //!
-//! Split by job: `ctx.rs` (lowering state: prepared tensors, kernels, layouts), `steps.rs` (one
-//! plan step → launches, dense ops), `moe.rs` (the MoE steps), `prepared.rs` (the device tensors
-//! made from the checkpoint); this file holds the launch records and the driver (backend
-//! fusion, device-tensor allocation, launch code).
+//! Split by job: `ctx.rs` (lowering state: prepared tensors, kernels, layouts), `program.rs` (one
+//! program: backend fusion, device-tensor allocation, launch code), `steps.rs` (one plan step →
+//! launches, dense ops), `moe.rs` (the MoE steps), `slice.rs` (slices), `prepared.rs` (the device
+//! tensors made from the checkpoint); this file holds the launch records and the driver, which
+//! lowers decode, then prefill on the same kernels, prepared tensors and device tensors.
 
 use std::collections::BTreeMap;
 
