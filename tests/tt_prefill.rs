@@ -1,11 +1,12 @@
-//! Tenstorrent prefill: the prompt runs through the prefill program in chunks of 32 positions
-//! (one tile row each, the last one padded), then decode continues from the KV caches the chunks
+//! Tenstorrent prefill: all prompt ids but the last run through the prefill program in chunks of
+//! 32 positions (one tile row each, the last one padded), then the decode step runs the last one
+//! (choosing the first new token on the device) and continues from the KV caches the chunks
 //! wrote. Checked in the simulator (`tt-lang-sim`) against Hugging Face's greedy ids:
 //!
-//! * a 70-token prompt (two whole chunks and one padded chunk of 6; longer than every fixture's
+//! * a 70-token prompt (two whole chunks and one padded chunk of 5; longer than every fixture's
 //!   sliding window and than the 64-slot rings, so each ring wraps during prefill) on every
 //!   Gemma 4 fixture compiled for tt-p300 (dense, KV-shared layers, K=V, MoE, head dims
-//!   16/40/48, windows 3 to 9), and a 32-token prompt (exactly one chunk) on three of them;
+//!   16/40/48, windows 3 to 9), and a 32-token prompt (one chunk of 31) on three of them;
 //!   prompts and ids from `reference_prompts.json` (`tools/make_prompt_length_reference.py`);
 //! * the 70-token prompt on a dense and a MoE fixture compiled for tt-p150 (one chip);
 //! * prompts shorter than a chunk: every fixture's own 12-token (24 for `tiny_ple_long`) prompt
@@ -42,8 +43,10 @@ struct Job {
     want: Vec<u32>,
 }
 
-/// Runs the jobs two simulator processes at a time; asserts HF's ids and that the prompt went
-/// through ceil(len / 32) prefill chunks (run.py's summary line).
+/// Runs the jobs two simulator processes at a time; asserts HF's ids, that all prompt ids but the
+/// last went through ceil((len - 1) / 32) prefill chunks and that the rest were decode steps (the
+/// prompt's last id, which chooses the first new token on the device, then one per new token
+/// after the first: run.py's summary line).
 fn run_all(venv: &std::path::Path, jobs: &[Job]) {
     for chunk in jobs.chunks(2) {
         let children: Vec<Child> = chunk
@@ -56,7 +59,11 @@ fn run_all(venv: &std::path::Path, jobs: &[Job]) {
             let got = last_line_ids(&out, &what);
             assert_eq!(got, j.want, "{what}: greedy ids under tt-lang-sim differ from HF");
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let chunks = format!("{} prefill chunks", j.prompt.len().div_ceil(32));
+            let chunks = format!(
+                "{} prefill chunks and {} decode steps",
+                (j.prompt.len() - 1).div_ceil(32),
+                j.want.len()
+            );
             assert!(stderr.contains(&chunks), "{what}: expected {chunks}: {stderr}");
             eprintln!("{what}: {} ids match HF ({})", got.len(), stderr.trim());
         }
@@ -72,9 +79,9 @@ fn tt_prefill_gives_hf_ids_for_prompts_of_one_tile_row_and_longer_than_the_rings
     let mut dirs = fixtures();
     dirs.extend(odd_dim_fixtures());
     let mut jobs = Vec::new();
-    // The 70-token prompt on every fixture; the 32-token one (a whole chunk, no padding: the
-    // logits are the tile's last row) on a dense, a MoE and a head_dim 16 PLE fixture, to keep
-    // the simulator time modest.
+    // The 70-token prompt on every fixture; the 32-token one (one chunk padded by a single row,
+    // which the decode step then overwrites) on a dense, a MoE and a head_dim 16 PLE fixture, to
+    // keep the simulator time modest.
     let whole_chunk = ["tiny_dense_kv", "moe_hd48", "ple_hd16"];
     for dir in &dirs {
         let name = dir.file_name().expect("fixture name").to_string_lossy().into_owned();

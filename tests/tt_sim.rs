@@ -69,6 +69,9 @@ fn tt_p300_greedy_ids_match_hf_on_every_fixture_in_the_simulator() {
             let got = last_line_ids(&out, name);
             assert!(want.len() >= 8, "{name}: the reference has fewer than 8 new tokens");
             assert_eq!(&got, want, "{name}: greedy ids under tt-lang-sim differ from HF");
+            // The argmax runs on the device: per step only the id (4 bytes) is read back.
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("read back 4 bytes/step"), "{name}: {err}");
             eprintln!(
                 "{name}: {} ids match HF ({})",
                 got.len(),
@@ -450,18 +453,28 @@ fn tt_decode_step_is_launches_only_and_replayed_from_a_trace_on_hardware() {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('"') && !l.starts_with("captures)") && !l.starts_with('#'))
         .collect();
-    // Kernel launches, per-chip kernel launches on the mesh and the all-reduces.
+    // Kernel launches, per-chip kernel launches on the mesh, the all-reduces and, last, the
+    // token selection (ttnn.argmax / ttnn.topk).
     let launches = body
         .iter()
-        .filter(|l| l.starts_with("K.") || l.starts_with("m.each(K.") || l.starts_with("m.all_reduce("))
+        .filter(|l| {
+            l.starts_with("K.")
+                || l.starts_with("m.each(K.")
+                || l.starts_with("m.all_reduce(")
+                || l.starts_with("self.select(b[")
+        })
         .count();
     assert_eq!(launches + 1, body.len(), "non-launch lines in Model.step: {body:?}");
+    assert!(body.last().is_some_and(|l| l.starts_with("self.select(b[")), "{body:?}");
     let stats: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(tmp.path().join("stats.json")).unwrap()).unwrap();
     assert_eq!(
         launches as u64,
         stats["tt"]["device_launches_per_token"].as_u64().unwrap()
     );
+    // Only the chosen id crosses to the host per token (the logits row stays on the device).
+    assert_eq!(stats["tt"]["host_readback_bytes_per_token"], 4);
+    assert!(model.contains("ttnn.argmax(logits, dim=-1, keepdim=True, output_tensor=self.token_id)"));
     for call in [
         "ttnn.begin_trace_capture(",
         "ttnn.end_trace_capture(",

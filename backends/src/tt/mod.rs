@@ -79,7 +79,15 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
     let per_kernel_uses: Vec<usize> = (0..low.kernels.len())
         .map(|i| uses.get(&i).copied().unwrap_or(0))
         .collect();
-    let (perf_per_kernel, perf_total) = perf::model(target, &low.kernels, &per_kernel_uses, &low.all_reduce_bytes);
+    // The token selection reads the logits row's tiles (bf16): one tile row of the vocabulary.
+    let logits_bytes = plan.model.vocab_size.div_ceil(32) * 32 * 32 * 2;
+    let (perf_per_kernel, perf_total) = perf::model(
+        target,
+        &low.kernels,
+        &per_kernel_uses,
+        &low.all_reduce_bytes,
+        Some(logits_bytes),
+    );
     let kernels: serde_json::Map<String, Value> = low
         .kernels
         .iter()
@@ -95,8 +103,9 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
             (k.name.clone(), perf)
         })
         .collect();
-    // Launches per token: kernels and the all-reduces (each one TT-NN operation to dispatch).
-    let launches: usize = per_kernel_uses.iter().sum::<usize>() + low.all_reduce_bytes.len();
+    // Launches per token: kernels, the all-reduces and the token selection (each one operation
+    // to dispatch).
+    let launches: usize = per_kernel_uses.iter().sum::<usize>() + low.all_reduce_bytes.len() + 1;
     let layers = decode_layers(plan);
     let prefill = prefill_stats(target, &low);
     let dram = dram_use(&low, target);
@@ -129,6 +138,12 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
         // Distinct TT-Lang programs to compile: one per kernel, whatever the position, sequence
         // length or --max-context (positions and offsets are read from device tensors).
         "programs": low.kernels.len(),
+        // What crosses to the host per token (one chip's copy, as model.py reads it): the
+        // greedy id (uint32, row major), or when sampling (--top-k <= 32) one bf16 tile of
+        // values and one uint32 tile of ids as ttnn.topk writes them (twice that for k <= 64).
+        "host_readback_bytes_per_token": 4,
+        "host_readback_bytes_per_token_sampling": 32 * 32 * (2 + 4),
+        "token_selection": "on the device: ttnn.argmax (greedy) or ttnn.topk (sampling)",
         "host_row_fetches_per_token": low.launches.iter().filter(|l| l.kernel.is_none()).count(),
         "max_l1_bytes_per_core": low.kernels.iter().map(|k| k.l1_bytes()).max().unwrap_or(0),
         "max_dataflow_buffers_per_kernel": low.kernels.iter().map(|k| k.dfbs.len()).max().unwrap_or(0),
@@ -155,7 +170,7 @@ fn prefill_stats(target: &TtTarget, low: &lower::Lowered) -> Value {
             uses[k] += 1;
         }
     }
-    let (_, total) = perf::model(target, &low.kernels, &uses, &p.all_reduce_bytes);
+    let (_, total) = perf::model(target, &low.kernels, &uses, &p.all_reduce_bytes, None);
     let tokens = lower::PREFILL_CHUNK as f64;
     let ms = |k: &str| total[k].as_f64().unwrap_or(f64::NAN);
     let tok_s = |k: &str| (tokens / ms(k) * 1e3 * 10.0).round() / 10.0;

@@ -37,12 +37,29 @@ pub fn all_reduce_seconds(t: &TtTarget, bytes: usize) -> f64 {
     t.all_reduce_s + bytes as f64 / t.link_bw
 }
 
+/// Seconds of the token selection at the end of the step (`ttnn.argmax` over the logits row, in
+/// TILE layout, `logits_bytes` of tiles), without dispatch: TT-NN runs the tile-layout argmax on
+/// one core, so it streams the row's tiles through one core's NoC port. Its scalar compare loop
+/// on that core's RISC-V is not modelled (no published figure).
+pub fn selection_seconds(t: &TtTarget, logits_bytes: usize) -> f64 {
+    logits_bytes as f64 / (t.dram_bw * BW_EFFICIENCY).min(PER_CORE_BW)
+}
+
 /// Per-kernel entries and the modelled decode speed, for stats.json. `uses[i]`: launches of
-/// kernel `i` per token; `all_reduces`: the bytes of each all-reduce of one token.
-pub fn model(t: &TtTarget, kernels: &[Kernel], uses: &[usize], all_reduces: &[usize]) -> (Vec<Value>, Value) {
+/// kernel `i` per token; `all_reduces`: the bytes of each all-reduce of one token;
+/// `logits_bytes`: the logits row's tiles, which the token selection (one more launch) reads;
+/// `None` for a program that ends without one (a prefill chunk).
+pub fn model(
+    t: &TtTarget,
+    kernels: &[Kernel],
+    uses: &[usize],
+    all_reduces: &[usize],
+    logits_bytes: Option<usize>,
+) -> (Vec<Value>, Value) {
     let collectives = all_reduces.iter().fold(0.0, |a, &b| a + all_reduce_seconds(t, b));
-    let mut work = collectives;
-    let mut launches = all_reduces.len();
+    let selection = logits_bytes.map_or(0.0, |b| selection_seconds(t, b));
+    let mut work = collectives + selection;
+    let mut launches = all_reduces.len() + usize::from(logits_bytes.is_some());
     let per_kernel = kernels
         .iter()
         .zip(uses)
@@ -71,6 +88,7 @@ pub fn model(t: &TtTarget, kernels: &[Kernel], uses: &[usize], all_reduces: &[us
         "modelled_ms_per_token_traced": round(traced * 1e3),
         "modelled_device_work_ms": round(work * 1e3),
         "modelled_all_reduce_ms": round(collectives * 1e3),
+        "modelled_token_selection_ms": round(selection * 1e3),
         "model": {
             "bw_efficiency": BW_EFFICIENCY,
             "per_core_bw_gbs": PER_CORE_BW / 1e9,

@@ -171,6 +171,8 @@ struct MaskCtx {
     capacity: usize,
     window: String,
     width: usize,
+    /// Python bool: the variant for launches that write the current position's K/V row.
+    fresh: &'static str,
 }
 
 /// A cache capacity and the position tensor's column that holds the slot for it.
@@ -248,7 +250,8 @@ pub(super) fn files<'a>(
     let ctx = HostCtx {
         target: target.name,
         model,
-        launches: low.launches.iter().filter(|l| l.device).count(),
+        // The kernels and collectives, and the token selection that ends the step.
+        launches: low.launches.iter().filter(|l| l.device).count() + 1,
         mesh: [target.mesh.0, target.mesh.1],
         chips: target.chips(),
         max_context: low.max_context,
@@ -265,6 +268,7 @@ pub(super) fn files<'a>(
                 capacity: m.capacity,
                 window: m.window.map_or("MAX_CONTEXT".to_string(), |w| w.to_string()),
                 width: m.width,
+                fresh: if m.fresh { "True" } else { "False" },
             })
             .collect(),
         caps: low

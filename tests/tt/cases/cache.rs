@@ -60,7 +60,10 @@ pub(super) fn sel_keep(c: &mut Case) {
 
 /// Attention with the q norm + RoPE step folded in (`attention_norm_rope`): the expectation is the
 /// two IR ops one after the other. A wrapped sliding ring with head_dim 256, and GQA 4:1 with
-/// head_dim 512 and partial (proportional) rotary.
+/// head_dim 512 and partial (proportional) rotary. Each geometry also with the layer's K/V cache
+/// writes folded in (`attention_kv_write`): the expectation is `rope_kv_write`, `norm_kv_write`
+/// and then the two ops over the written caches, and the caches themselves; the mask is the
+/// `fresh` variant (this position's slot hidden, one more tile for the fresh row).
 pub(super) fn attention_norm_rope_cases(b: &mut Bundle, rng: &mut Rng) {
     let eps = 1e-6;
     for (name, heads, kv, d, cap, window, p, theta, pairs) in [
@@ -87,65 +90,110 @@ pub(super) fn attention_norm_rope_cases(b: &mut Bundle, rng: &mut Rng) {
             64,
         ),
     ] {
-        let mut c = Case::new(name);
-        let spec = RopeSpec {
-            theta,
-            head_dim: d,
-            rotated_pairs: pairs,
-            factor: 1.0,
-        };
-        let q = rng.normal(heads * d, 2.0);
-        let w = rng.range(d, 0.5, 1.5);
-        // Keys of size 2/sqrt(d): scores of a few units against the unit-RMS normalized q.
-        let kc = rng.normal(kv * cap * d, 2.0 / (d as f32).sqrt());
-        let vc = rng.normal(kv * cap * d, 1.0);
-        let qr = eval(
-            &Op::NormRope {
+        for fused in [false, true] {
+            let name = if fused {
+                format!("{name}_kv_write")
+            } else {
+                name.to_string()
+            };
+            let mut c = Case::new(&name);
+            let spec = RopeSpec {
+                theta,
+                head_dim: d,
+                rotated_pairs: pairs,
+                factor: 1.0,
+            };
+            let q = rng.normal(heads * d, 2.0);
+            let w = rng.range(d, 0.5, 1.5);
+            // Keys of size 2/sqrt(d): scores of a few units against the unit-RMS normalized q.
+            let mut kc = rng.normal(kv * cap * d, 2.0 / (d as f32).sqrt());
+            let mut vc = rng.normal(kv * cap * d, 1.0);
+            let pt = pos(p as i32);
+            let (kc0, vc0) = (kc.clone(), vc.clone());
+            let (kn, kw, vn) = (rng.normal(kv * d, 2.0), rng.range(d, 0.5, 1.5), rng.normal(kv * d, 1.0));
+            if fused {
+                kc = f(&eval(
+                    &Op::RopeKvWrite {
+                        eps,
+                        rope: spec.clone(),
+                    },
+                    &[&t2(&[kv, cap, d], &kc), &t2(&[1, kv, d], &kn), &t2(&[d], &kw), &pt],
+                )
+                .unwrap()[0]);
+                vc = f(&eval(
+                    &Op::NormKvWrite { eps },
+                    &[&t2(&[kv, cap, d], &vc), &t2(&[1, kv, d], &vn), &pt],
+                )
+                .unwrap()[0]);
+            }
+            let qr = eval(
+                &Op::NormRope {
+                    eps,
+                    rope: spec.clone(),
+                },
+                &[&t2(&[1, heads, d], &q), &t2(&[d], &w), &pt],
+            )
+            .unwrap()
+            .remove(0);
+            let want = f(&eval(
+                &Op::Attention { window, scale: 1.0 },
+                &[&qr, &t2(&[kv, cap, d], &kc), &t2(&[kv, cap, d], &vc), &pt],
+            )
+            .unwrap()[0]);
+            let fold = fused.then_some(kernels::KvFold { n: d, eps, pos_tile: 1 });
+            let k = b.k(kernels::attention_norm_rope(
+                &b.t,
+                "test",
+                heads,
+                kv,
+                cap,
+                d / 32,
+                1.0,
+                window,
+                d,
                 eps,
-                rope: spec.clone(),
-            },
-            &[&t2(&[1, heads, d], &q), &t2(&[d], &w), &pos(p as i32)],
-        )
-        .unwrap()
-        .remove(0);
-        let want = f(&eval(
-            &Op::Attention { window, scale: 1.0 },
-            &[&qr, &t2(&[kv, cap, d], &kc), &t2(&[kv, cap, d], &vc), &pos(p as i32)],
-        )
-        .unwrap()[0]);
-        let k = b.k(kernels::attention_norm_rope(
-            &b.t,
-            "test",
-            heads,
-            kv,
-            cap,
-            d / 32,
-            1.0,
-            window,
-            d,
-            eps,
-        ));
-        c.act("q", flat(heads * d), &q);
-        let vals = BTreeMap::from([("qw".to_string(), w)]);
-        let (r, cc, src) = row_source("qw", flat(d));
-        c.weight("qw", r, cc, src, &vals);
-        rope_tables(&mut c, &spec, p);
-        position(&mut c, p, cap);
-        let (r, cc, v) = cache_dev(&kc, kv, cap, d);
-        c.tensor("k", r, cc, v);
-        let (r, cc, v) = cache_dev(&vc, kv, cap, d);
-        c.tensor("v", r, cc, v);
-        let width = cap.div_ceil(32) * 32;
-        c.tensor("mask", 1, width, mask_row(p as i64, cap, window, width));
-        sel_keep(&mut c);
-        c.zeros("o", flat(heads * d));
-        c.call(
-            &k,
-            None,
-            &["q", "qw", "cos", "sin", "rot", "pos", "k", "v", "mask", "sel", "o"],
-        );
-        c.expect_row("o", flat(heads * d), &want);
-        b.cases.push(c);
+                fold,
+            ));
+            c.act("q", flat(heads * d), &q);
+            let mut vals = BTreeMap::from([("qw".to_string(), w)]);
+            let (r, cc, src) = row_source("qw", flat(d));
+            c.weight("qw", r, cc, src, &vals);
+            rope_tables(&mut c, &spec, p);
+            position(&mut c, p, cap);
+            // The device caches hold the old rows: a fused launch writes the new ones.
+            let (r, cc, v) = cache_dev(&kc0, kv, cap, d);
+            c.tensor("k", r, cc, v);
+            let (r, cc, v) = cache_dev(&vc0, kv, cap, d);
+            c.tensor("v", r, cc, v);
+            let width = cap.div_ceil(32) * 32;
+            let mut mask = mask_row(p as i64, cap, window, width);
+            if fused {
+                mask[p % cap] = -1.0e9;
+                mask.extend((0..32).map(|j| if j == 0 { 0.0 } else { -1.0e9 }));
+            }
+            c.tensor("mask", 1, mask.len(), mask);
+            sel_keep(&mut c);
+            c.zeros("o", flat(heads * d));
+            let mut args = vec!["q", "qw", "cos", "sin", "rot", "pos", "k", "v", "mask", "sel"];
+            if fused {
+                c.act("nk", flat(kv * d), &kn);
+                c.act("nv", flat(kv * d), &vn);
+                vals.insert("kw".to_string(), kw);
+                let (r, cc, src) = row_source("kw", flat(d));
+                c.weight("kw", r, cc, src, &vals);
+                args.extend(["nk", "kw", "nv", "keep"]);
+            }
+            args.push("o");
+            c.call(&k, None, &args);
+            c.expect_row("o", flat(heads * d), &want);
+            if fused {
+                let (r, cc, v) = cache_dev(&kc, kv, cap, d);
+                c.expect_all("k", r, cc, v);
+                let (r, cc, v) = cache_dev(&vc, kv, cap, d);
+                c.expect_all("v", r, cc, v);
+            }
+            b.cases.push(c);
+        }
     }
 }
 

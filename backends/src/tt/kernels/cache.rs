@@ -49,8 +49,29 @@ pub struct AttentionCtx {
     pub rope: Option<QRope>,
     /// One query head per block, 32 positions (`chunk.rs`, attention_chunk.py.tera).
     pub chunk: bool,
+    /// The layer's K and V cache writes folded in (`attention_kv_write`).
+    pub fresh: Option<FreshKv>,
     #[serde(flatten)]
     pub grid: GridCtx,
+}
+
+/// The K and V row writes folded into attention: the K norm (`inv_n`, `eps` as Python literals,
+/// shared by the weightless V norm, as in `kv_write_pair`) and the position tensor's tile that
+/// holds the slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FreshKv {
+    pub inv_n: String,
+    pub eps: String,
+    pub pos_tile: usize,
+}
+
+/// The K/V write of `attention_kv_write`: the norms' real lanes `n`, their `eps`, and the
+/// position tensor's tile holding the slot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KvFold {
+    pub n: usize,
+    pub eps: f32,
+    pub pos_tile: usize,
 }
 
 /// The q norm + RoPE folded into attention (`attention_norm_rope`): the norm's `inv_n` (1 / real
@@ -179,12 +200,15 @@ pub fn attention(
     scale: f32,
     window: Option<usize>,
 ) -> Result<Kernel, TtError> {
-    attention_with(t, doc, heads, kv_heads, capacity, dt, scale, window, None)
+    attention_with(t, doc, heads, kv_heads, capacity, dt, scale, window, None, None)
 }
 
 /// Decode attention whose query heads are normalized and rotated in the kernel (the q_norm +
 /// RoPE step folded in): `q_h = rope(rms_norm(q_h) * w)` over the `n` real lanes of each head,
-/// the position's cos/sin rows gathered at run time. Saves one launch per layer.
+/// the position's cos/sin rows gathered at run time. Saves one launch per layer. With `kv`, the
+/// layer's K and V rows are normalized (K also rotated, with the same cos/sin rows), used as the
+/// first online-softmax step and written into the caches by the same launch (the mask must hide
+/// the slot being written): one launch fewer per layer that writes K/V.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_norm_rope(
     t: &TtTarget,
@@ -197,8 +221,9 @@ pub fn attention_norm_rope(
     window: Option<usize>,
     n: usize,
     eps: f32,
+    kv: Option<KvFold>,
 ) -> Result<Kernel, TtError> {
-    attention_with(t, doc, heads, kv_heads, capacity, dt, scale, window, Some((n, eps)))
+    attention_with(t, doc, heads, kv_heads, capacity, dt, scale, window, Some((n, eps)), kv)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -212,7 +237,13 @@ fn attention_with(
     scale: f32,
     window: Option<usize>,
     q_rope: Option<(usize, f32)>,
+    kv: Option<KvFold>,
 ) -> Result<Kernel, TtError> {
+    if kv.is_some() && q_rope.is_none() {
+        return Err(TtError::new(
+            "attention: the K/V write is folded in only with the q norm + RoPE (its cos/sin rows)",
+        ));
+    }
     // One block per KV head (GQA-packed: its query heads share every K/V chunk read).
     let group = heads / kv_heads;
     let (grid, per_node) = t.grid_for(kv_heads);
@@ -225,10 +256,13 @@ fn attention_with(
     } else {
         0
     };
+    // The K/V write: new K/V rows, k_norm weight, the fresh row's mask tile, the slot's two cache
+    // tiles, sel/keep, the two written tiles and the writer's position tile.
+    let fresh_tiles = if kv.is_some() { 7 * dt + 3 + POS_DFB_TILES } else { 0 };
     let mut sb = divisor_le(cap_t, 8);
     let bkv = loop {
         let bkv = bc(per_node * (cap_t / sb));
-        let bytes = (2 * dt * bq + 2 + rope_tiles + (2 * sb * dt + sb) * bkv) * TILE_BYTES;
+        let bytes = (2 * dt * bq + 2 + rope_tiles + fresh_tiles + (2 * sb * dt + sb) * bkv) * TILE_BYTES;
         if bytes <= t.l1_bytes || sb == 1 {
             break bkv;
         }
@@ -248,6 +282,7 @@ fn attention_with(
         scale: py_f32(scale),
         rope: None,
         chunk: false,
+        fresh: None,
         grid: GridCtx::new(grid, per_node, kv_heads),
     };
     let w = match window {
@@ -283,6 +318,32 @@ fn attention_with(
         cost.dram_bytes += (kv_heads * (3 * dt + dt * dt + 1 + POS_DFB_TILES) * TILE_BYTES) as u64;
         cost.flops += (heads * (matmul_flops(1, dt, dt) + 2 * matmul_flops(1, 1, dt))) as u64;
         base = format!("norm_rope_{base}");
+    }
+    if let Some(f) = kv {
+        ctx.fresh = Some(FreshKv {
+            inv_n: py_f32(1.0 / f.n as f32),
+            eps: py_f32(f.eps),
+            pos_tile: f.pos_tile,
+        });
+        dfbs.extend([
+            Dfb::new("new_k", dt, 1),
+            Dfb::new("k_norm", dt, 1),
+            Dfb::new("new_v", dt, 1),
+            Dfb::new("fresh_mask", 1, 1),
+            Dfb::new("cache_k", dt, 1),
+            Dfb::new("cache_v", dt, 1),
+            Dfb::new("slot_sel", 1, 1),
+            Dfb::new("slot_keep", 1, 1),
+            Dfb::new("out_k", dt, 1),
+            Dfb::new("out_v", dt, 1),
+            Dfb::new("writer_pos", POS_DFB_TILES, 1),
+        ]);
+        // Per KV head: the new rows, the weight, the two slot tiles read and written, sel/keep,
+        // the mask tile; the K rope and both norms, the fresh score and its weighted V row.
+        cost.dram_bytes += (kv_heads * (7 * dt + 3) * TILE_BYTES) as u64;
+        cost.flops +=
+            (kv_heads * (matmul_flops(1, dt, dt) + 2 * matmul_flops(1, 1, dt) + 2 * matmul_flops(1, dt, 1))) as u64;
+        base = format!("{base}_kv_write");
     }
     Kernel {
         name: String::new(),

@@ -98,6 +98,7 @@ pub fn attention_chunk(
             eps: py_f32(eps),
         }),
         chunk: true,
+        fresh: None,
         grid: GridCtx::new(grid, per_node, heads),
     };
     let mut dfbs = vec![

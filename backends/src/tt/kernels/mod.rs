@@ -16,7 +16,9 @@ mod moe;
 mod norm;
 mod sandwich;
 
-pub use cache::{attention, attention_norm_rope, kv_write, kv_write_pair, AttentionCtx, KvWriteCtx, QRope};
+pub use cache::{
+    attention, attention_norm_rope, kv_write, kv_write_pair, AttentionCtx, FreshKv, KvFold, KvWriteCtx, QRope,
+};
 pub use chunk::attention_chunk;
 pub use elementwise::{copy, eltwise, CopyCtx, EltwiseCtx, EltwiseInput};
 pub use matmul::{gated_matmul, geglu_matmul, logits_head, matmul, split_matmul, GegluCtx, LogitsHeadCtx, MatmulCtx};

@@ -17,6 +17,7 @@ use super::layout;
 use super::target::TtTarget;
 use super::TtError;
 
+mod attn_kv;
 mod attn_rope;
 mod ctx;
 mod geglu;
@@ -104,6 +105,10 @@ pub struct MaskUse {
     /// `None`: causal only (full attention).
     pub window: Option<usize>,
     pub width: usize,
+    /// For launches that write this step's K/V row themselves (`attn_kv.rs`): the slot of the
+    /// current position is hidden (the launch supplies that row from registers), and the last
+    /// tile is the fresh row's own mask (column 0 visible, the rest hidden).
+    pub fresh: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

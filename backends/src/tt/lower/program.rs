@@ -9,7 +9,7 @@ use gemma4c_ir::Op;
 
 use super::ctx::Ctx;
 use super::lookup::{self, Lookup};
-use super::{attn_rope, geglu, kv_pair, mesh, ple_gate, qkv, sandwich, scaled_norm, steps};
+use super::{attn_kv, attn_rope, geglu, kv_pair, mesh, ple_gate, qkv, sandwich, scaled_norm, steps};
 use super::{Arg, Call, Item, Launch, ProgramLaunches, Slot};
 use crate::tt::kernels::{self, SandwichBody};
 use crate::tt::TtError;
@@ -21,7 +21,7 @@ pub(super) fn lower_program(c: &mut Ctx, slots: &mut Vec<Slot>) -> Result<Progra
     // Backend fusions, found on the whole program before any step is lowered. A step fused into
     // another one's launch is `absorbed` (the launch is emitted at the group's key step).
     let mut absorbed = vec![false; p.steps.len()];
-    let (geglus, sharded_mlps, scaled, gates, projections, kv_pairs, attn_ropes, prologues) = {
+    let (geglus, sharded_mlps, scaled, gates, projections, kv_pairs, attn_ropes, attn_kvs, prologues) = {
         let l = Lookup::new(c, p);
         // gate/up matmuls + gelu_mul.
         let geglus = geglu::find(&l);
@@ -65,6 +65,17 @@ pub(super) fn lower_program(c: &mut Ctx, slots: &mut Vec<Slot>) -> Result<Progra
         let attn_ropes = attn_rope::find(&l);
         for g in attn_ropes.values() {
             absorbed[g.norm_rope] = true;
+        }
+        // A layer's K/V write pair into the attention that reads its caches (decode: a prefill
+        // chunk writes whole tiles that its 32 queries then read, in launches of their own).
+        let attn_kvs = if c.prefill {
+            BTreeMap::new()
+        } else {
+            attn_kv::find(&l, &kv_pairs, &attn_ropes)
+        };
+        for f in attn_kvs.values() {
+            absorbed[f.k] = true;
+            absorbed[f.v] = true;
         }
         // The sandwich norms into the matmul launches that read them (on a mesh, into each
         // chip's share of the column-parallel gate/up: the norm is replicated anyway).
@@ -136,6 +147,7 @@ pub(super) fn lower_program(c: &mut Ctx, slots: &mut Vec<Slot>) -> Result<Progra
             projections,
             kv_pairs,
             attn_ropes,
+            attn_kvs,
             prologues,
         )
     };
@@ -168,7 +180,7 @@ pub(super) fn lower_program(c: &mut Ctx, slots: &mut Vec<Slot>) -> Result<Progra
             continue;
         }
         if let Some(&g) = attn_ropes.get(&i) {
-            attn_rope::lower(c, g, &mut items)?;
+            attn_rope::lower(c, g, attn_kvs.get(&i).copied(), &mut items)?;
             continue;
         }
         if let (Some(m), Some(&g)) = (sharded_mlps.get(&i), geglus.get(&i)) {
@@ -246,10 +258,12 @@ pub(super) fn lower_program(c: &mut Ctx, slots: &mut Vec<Slot>) -> Result<Progra
             } else {
                 "scratch"
             };
-            let s = match free
-                .iter()
-                .position(|&s| slots[s].rows == rows && slots[s].cols == cols && slots[s].per_chip == per_chip)
-            {
+            // The logits get a tensor of their own: model.py allocates it with its logical shape
+            // [1, vocabulary], which the on-device token selection reads.
+            let shareable = r != root(logits);
+            let s = match free.iter().position(|&s| {
+                shareable && slots[s].rows == rows && slots[s].cols == cols && slots[s].per_chip == per_chip
+            }) {
                 Some(k) => {
                     let s = free.remove(k);
                     if !slots[s].comment.split(", ").any(|n| n == name) {

@@ -395,7 +395,7 @@ fn attention(
         dt,
         mask: m,
         ..
-    } = attention_geometry(c, s, s, q, *window)?;
+    } = attention_geometry(c, s, s, q, *window, false)?;
     let k = if c.prefill {
         kernels::attention_chunk(
             t,
@@ -503,6 +503,7 @@ pub(super) fn attention_geometry(
     q_step: &Step,
     q: usize,
     window: Option<usize>,
+    fresh: bool,
 ) -> Result<AttnGeometry, TtError> {
     let (ks, vs) = (
         c.state(s.inputs[1]).ok_or_else(|| c.err(s, "K is not a cache"))?,
@@ -518,11 +519,14 @@ pub(super) fn attention_geometry(
             format!("unsupported attention geometry: {heads} heads, {kv} kv heads, head_dim {d}"),
         ));
     }
+    // A launch that also writes this step's K/V row reads the mask that hides its slot, plus one
+    // tile for the fresh row (see `MaskUse::fresh`).
     let mask = c.mask(MaskUse {
         rows: if c.prefill { 32 } else { 1 },
         capacity,
         window,
-        width: capacity.div_ceil(32) * 32,
+        width: (capacity.div_ceil(32) + usize::from(fresh)) * 32,
+        fresh,
     });
     Ok(AttnGeometry {
         ks,
