@@ -135,8 +135,15 @@ fn tt_stats_report_the_prefill_chunk() {
     assert_eq!(p["chunk_tokens"], 32);
     let launches = p["launches_per_chunk"].as_u64().expect("launches_per_chunk");
     let decode = tt["device_launches_per_token"].as_u64().unwrap();
-    // The same fused launches as a decode step, plus the copy of the last-position slice.
-    assert_eq!(launches, decode + 1, "{p}");
+    // A decode step's fused launches, less its token selection, plus the copy of the
+    // last-position slice and one K/V write launch per layer that writes the caches: decode folds
+    // that write into the attention launch (from registers), a chunk writes its 32 rows as a
+    // whole tile before its attention reads them. E4B: 42 layers, the last 18 share K/V.
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let layers = |k: &str| config[k].as_u64().unwrap();
+    let writers = layers("num_hidden_layers") - layers("num_kv_shared_layers");
+    assert_eq!(writers, 24);
+    assert_eq!(launches, decode - 1 + 1 + writers, "{p}");
     // A chunk streams one decode step's weights for 32 tokens, and its launches cost about what
     // decode's do (the model already counts whole 32-row tiles): close to 32x decode's tok/s.
     let decode_tok_s = tt["performance"]["modelled_tok_s_untraced"].as_f64().unwrap();
