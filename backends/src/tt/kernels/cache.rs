@@ -259,15 +259,7 @@ fn attention_with(
     // The K/V write: new K/V rows, k_norm weight, the fresh row's mask tile, the slot's two cache
     // tiles, sel/keep, the two written tiles and the writer's position tile.
     let fresh_tiles = if kv.is_some() { 7 * dt + 3 + POS_DFB_TILES } else { 0 };
-    let mut sb = divisor_le(cap_t, 8);
-    let bkv = loop {
-        let bkv = bc(per_node * (cap_t / sb));
-        let bytes = (2 * dt * bq + 2 + rope_tiles + fresh_tiles + (2 * sb * dt + sb) * bkv) * TILE_BYTES;
-        if bytes <= t.l1_bytes || sb == 1 {
-            break bkv;
-        }
-        sb = divisor_le(cap_t, sb - 1);
-    };
+    let (sb, bkv) = cache_stream(t, cap_t, dt, per_node, 2 * dt * bq + 2 + rope_tiles + fresh_tiles);
     let mut ctx = AttentionCtx {
         doc: doc.to_string(),
         heads,
@@ -356,4 +348,25 @@ fn attention_with(
         cost,
     }
     .checked(t)
+}
+
+/// How an attention kernel streams a KV head's cache: `sb` tile rows per K/V/mask block (a
+/// divisor of the `cap_t` tile rows, at most 8) and the blocks' buffer depth, the largest `sb`
+/// whose buffers fit L1 beside the kernel's `fixed_tiles` (the query, output and operand tiles).
+pub(super) fn cache_stream(
+    t: &TtTarget,
+    cap_t: usize,
+    dt: usize,
+    per_node: usize,
+    fixed_tiles: usize,
+) -> (usize, usize) {
+    let mut sb = divisor_le(cap_t, 8);
+    loop {
+        let bkv = bc(per_node * (cap_t / sb));
+        let bytes = (fixed_tiles + (2 * sb * dt + sb) * bkv) * TILE_BYTES;
+        if bytes <= t.l1_bytes || sb == 1 {
+            return (sb, bkv);
+        }
+        sb = divisor_le(cap_t, sb - 1);
+    }
 }

@@ -6,13 +6,11 @@
 //! so a chunk never straddles the ring's end), and attention has 32 queries per head, each row
 //! with its own mask row.
 
-use super::{
-    bc, divisor_le, matmul_flops, py_f32, Cost, Dfb, Family, GridCtx, Kernel, KernelCtx, QRope, POS_DFB_TILES,
-};
+use super::{bc, matmul_flops, py_f32, Cost, Dfb, Family, GridCtx, Kernel, KernelCtx, QRope, POS_DFB_TILES};
 use crate::tt::target::{TtTarget, WeightFormat, TILE_BYTES};
 use crate::tt::TtError;
 
-use super::cache::AttentionCtx;
+use super::cache::{cache_stream, AttentionCtx};
 
 impl Kernel {
     /// The same KV write or RoPE kernel over a prefill chunk (`chunk` in its template): no row
@@ -72,15 +70,7 @@ pub fn attention_chunk(
     } else {
         0
     };
-    let mut sb = divisor_le(cap_t, 8);
-    let bkv = loop {
-        let bkv = bc(per_node * (cap_t / sb));
-        let bytes = (2 * dt * bq + rope_tiles + (2 * sb * dt + sb) * bkv) * TILE_BYTES;
-        if bytes <= t.l1_bytes || sb == 1 {
-            break bkv;
-        }
-        sb = divisor_le(cap_t, sb - 1);
-    };
+    let (sb, bkv) = cache_stream(t, cap_t, dt, per_node, 2 * dt * bq + rope_tiles);
     let ctx = AttentionCtx {
         doc: doc.to_string(),
         heads,
