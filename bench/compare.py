@@ -7,10 +7,14 @@ bench/run.sh sets that up):
     python bench/compare.py [--layers 6] [--threads 2] [--tokens 32] [--prompt-tokens 64]
                             [--rounds 3] [--model-dir DIR] [--no-llama] [--gguf FILE] [--exe GEMMA4C]
                             [--quant q8_0 [--quant-embedding]]
+                            [--baseline-exe GEMMA4C | --baseline-env NAME=VALUE]
 
 With --gguf FILE (e.g. the real Gemma 3 270M Q4_K_M, tools/fetch_gemma3_270m.sh) both programs
 read that same file (gemma4c dequantizes its block formats inside its kernels) and steps 1 and 3's
 conversion are skipped. --exe uses that gemma4c binary instead of building a release one.
+--baseline-exe alternates a second gemma4c binary (say, a build of the previous commit) in the same
+rounds, and --baseline-env the same binary with an environment variable set (GEMMA4C_JIT_VARIANTS=0:
+without the kernel variants for CPU extensions); both print the gemma4c / baseline ratios too.
 With --quant q8_0 gemma4c quantizes the bf16 checkpoint at load (`bench --quant q8_0`) and llama.cpp
 runs its own Q8_0 quantization of the same bf16 GGUF (`llama_model_quantize`, as `llama-quantize`
 does; tools/llama_cpp_compat.py); gemma4c's Q8_0 blocks are byte-identical to llama.cpp's for the
@@ -144,6 +148,11 @@ def main() -> int:
     ap.add_argument("--no-llama", action="store_true")
     ap.add_argument("--gguf", default=None, help="bench this GGUF file with both programs")
     ap.add_argument("--exe", default=None, help="gemma4c binary to use (default: cargo build --release)")
+    ap.add_argument("--baseline-exe", default=None,
+                    help="another gemma4c binary (e.g. a build of the previous commit) alternated in the same rounds")
+    ap.add_argument("--baseline-env", default=None,
+                    help="NAME=VALUE: alternate the same gemma4c binary with this variable set as the baseline "
+                         "(e.g. GEMMA4C_JIT_VARIANTS=0)")
     ap.add_argument("--quant", choices=["q8_0"], default=None,
                     help="gemma4c --quant FORMAT against llama.cpp's FORMAT file of the same weights")
     ap.add_argument("--quant-embedding", action="store_true", help="gemma4c quantizes the token embedding too")
@@ -175,16 +184,29 @@ def main() -> int:
         if py and gguf:
             llama = (py, gguf)
 
-    ours, theirs = [], []
+    ours, base, theirs = [], [], []
     llama_env = dict(os.environ)
+    baseline = None
+    if args.baseline_exe:
+        baseline = (args.baseline_exe, dict(os.environ), f"baseline {args.baseline_exe}")
+    elif args.baseline_env:
+        name, _, value = args.baseline_env.partition("=")
+        baseline = (exe, dict(os.environ, **{name: value}), f"baseline {args.baseline_env}")
     for r in range(args.rounds):
         quant = ["--quant", args.quant] if args.quant else []
         quant += ["--quant-embedding"] if args.quant and args.quant_embedding else []
-        out = run([exe, "bench", "--model", model_dir, "--threads", str(args.threads), "--tokens", str(args.tokens),
-                   "--prompt-tokens", str(args.prompt_tokens), "--json"] + quant)
+        cmd = ["bench", "--model", model_dir, "--threads", str(args.threads), "--tokens", str(args.tokens),
+               "--prompt-tokens", str(args.prompt_tokens), "--json"] + quant
+        out = run([exe] + cmd)
         ours.append(json.loads(out.stdout))
-        log(f"round {r + 1}: gemma4c decode {ours[-1]['decode_tok_s']:.2f} tok/s "
+        log(f"round {r + 1}: gemma4c decode {ours[-1]['decode_tok_s']:.2f} tok/s, "
+            f"prefill {ours[-1]['prefill_tok_s']:.1f} tok/s "
             f"({100 * ours[-1]['bandwidth_fraction']:.0f}% of {ours[-1]['measured_bandwidth_gb_s']:.1f} GB/s)")
+        if baseline:
+            out = run([baseline[0]] + cmd, env=baseline[1])
+            base.append(json.loads(out.stdout))
+            log(f"round {r + 1}: {baseline[2]}: decode {base[-1]['decode_tok_s']:.2f} tok/s, "
+                f"prefill {base[-1]['prefill_tok_s']:.1f} tok/s")
         if llama:
             cmd = [llama[0], os.path.join(ROOT, "bench", "llama_bench.py"), llama[1], str(args.threads),
                    str(args.prompt_tokens), str(args.tokens)]
@@ -209,6 +231,12 @@ def main() -> int:
           f"decode {best['decode_tok_s']:6.2f} tok/s   {best['weight_bytes_per_token'] / 1e6:.0f} MB/token   "
           f"{best['effective_gb_s']:.1f} GB/s = {100 * best['bandwidth_fraction']:.0f}% of the "
           f"{best['measured_bandwidth_gb_s']:.1f} GB/s measured in that run")
+    if base:
+        bb = max(base, key=lambda o: o["decode_tok_s"])
+        bp = max(o["prefill_tok_s"] for o in base)
+        print(f"{baseline[2]}: prefill {bp:8.1f} tok/s   decode {bb['decode_tok_s']:6.2f} tok/s")
+        print(f"gemma4c / baseline: decode {best['decode_tok_s'] / bb['decode_tok_s']:.2f}, "
+              f"prefill {max(o['prefill_tok_s'] for o in ours) / bp:.2f}")
     if theirs:
         tb = max(theirs, key=lambda o: o["decode_tok_s"])
         fmt = "same GGUF" if args.gguf else f"{args.quant or 'bf16'} GGUF"

@@ -107,6 +107,7 @@ impl<'k> FnPrinter<'k> {
                 self.line(&st);
             }
             Stmt::TileStore { .. } => unreachable!("{}", crate::kernel::TILES_CPU_ONLY),
+            Stmt::DotBf16 { .. } => unreachable!("{}", crate::kernel::DOT_BF16_CPU_ONLY),
             Stmt::For { var, start, end, body } => {
                 self.for_loop(*var, start, end, None, |me| me.stmts(body));
             }

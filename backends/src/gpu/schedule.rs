@@ -96,6 +96,7 @@ impl Cx<'_> {
             match s {
                 Stmt::Set(..) | Stmt::Reduce(..) => out.push(GStmt::All(s.clone())),
                 Stmt::TileStore { .. } => unreachable!("{}", crate::kernel::TILES_CPU_ONLY),
+                Stmt::DotBf16 { .. } => unreachable!("{}", crate::kernel::DOT_BF16_CPU_ONLY),
                 Stmt::Store { .. } => {
                     match out.last_mut() {
                         Some(GStmt::Lane0(v)) => v.push(s.clone()),
@@ -213,6 +214,7 @@ fn walk_writes(body: &[Stmt], assigned: &mut BTreeSet<u32>, reduced: &mut Vec<(V
             }
             Stmt::Reduce(v, op, _) => reduced.push((*v, *op)),
             Stmt::Store { .. } | Stmt::TileStore { .. } => {}
+            Stmt::DotBf16 { accs, .. } => reduced.extend(accs.iter().flatten().map(|&v| (v, ReduceOp::Add))),
             Stmt::For { var, body, .. } => {
                 assigned.insert(var.0);
                 walk_writes(body, assigned, reduced);
@@ -256,7 +258,7 @@ fn collect_stores(body: &[Stmt], out: &mut Vec<(usize, Expr)>) {
                 collect_stores(then, out);
                 collect_stores(els, out);
             }
-            Stmt::Set(..) | Stmt::Reduce(..) | Stmt::TileStore { .. } => {}
+            Stmt::Set(..) | Stmt::Reduce(..) | Stmt::TileStore { .. } | Stmt::DotBf16 { .. } => {}
         }
     }
 }
@@ -280,6 +282,7 @@ fn exprs<'a>(body: &'a [Stmt], out: &mut Vec<&'a Expr>) {
                 exprs(then, out);
                 exprs(els, out);
             }
+            Stmt::DotBf16 { xs, ws, .. } => out.extend(xs.iter().chain(ws)),
         }
     }
 }
@@ -320,6 +323,9 @@ fn reads_outside(body: &[Stmt], skip: &Stmt, v: Var) -> bool {
             }
             Stmt::If { cond, then, els } => {
                 mentions(cond, v) || reads_outside(then, skip, v) || reads_outside(els, skip, v)
+            }
+            Stmt::DotBf16 { xs, ws, accs, .. } => {
+                xs.iter().chain(ws).any(|e| mentions(e, v)) || accs.iter().flatten().any(|a| *a == v)
             }
         }
     })

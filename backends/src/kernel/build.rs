@@ -4,7 +4,8 @@
 use std::ops::{Add, Div, Mul, Rem, Sub};
 
 use super::{
-    Access, BinOp, CmpOp, Elem, Expr, Kernel, Local, Param, ReduceOp, Scalar, Stmt, Table, Tile, UnOp, Var, ROW,
+    Access, BinOp, CmpOp, CpuFeature, Elem, Expr, Kernel, Local, Param, ReduceOp, Scalar, Stmt, Table, Tile, UnOp, Var,
+    ROW,
 };
 
 /// A buffer parameter of the kernel being built.
@@ -67,6 +68,7 @@ impl KernelBuilder {
                 tiles: Vec::new(),
                 rows,
                 body: Vec::new(),
+                variants: Vec::new(),
             },
             stack: vec![Vec::new()],
         }
@@ -186,6 +188,23 @@ impl KernelBuilder {
         els(self);
         let els = self.stack.pop().expect("else");
         self.push(Stmt::If { cond, then, els });
+    }
+
+    /// `Stmt::DotBf16`: `accs[i][j] += Σ_{c < len} bf16(x[xs[i] + c]) · w[ws[j] + c]`.
+    pub fn dot_bf16(&mut self, x: Buf, xs: Vec<Expr>, w: Buf, ws: Vec<Expr>, len: usize, accs: Vec<Vec<Var>>) {
+        self.push(Stmt::DotBf16 {
+            x: x.0,
+            xs,
+            w: w.0,
+            ws,
+            len,
+            accs,
+        });
+    }
+
+    /// Attaches a variant of this kernel for CPUs with `feature`.
+    pub fn variant(&mut self, feature: CpuFeature, k: Kernel) {
+        self.kernel.variants.push((feature, k));
     }
 
     /// The finished kernel; panics if it does not type-check (a bug in an op

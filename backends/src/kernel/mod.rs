@@ -271,6 +271,49 @@ pub enum Stmt {
         then: Vec<Stmt>,
         els: Vec<Stmt>,
     },
+    /// `accs[i][j] += Σ_{c < len} bf16(x[xs[i] + c]) · w[ws[j] + c]`: `x` an
+    /// f32 parameter whose values are rounded to bf16 (to nearest, ties to
+    /// even) first, `w` a bf16 parameter, products exact in f32, sums in any
+    /// order; `len` a multiple of 32. The dot-product block of a CPU's bf16
+    /// pair instructions (AVX-512 BF16 `vdpbf16ps`): only `CpuFeature::Avx512Bf16`
+    /// variants use it, and only the LLVM printer prints it.
+    DotBf16 {
+        x: usize,
+        xs: Vec<Expr>,
+        w: usize,
+        ws: Vec<Expr>,
+        len: usize,
+        accs: Vec<Vec<Var>>,
+    },
+}
+
+/// Why GPU printers never meet `Stmt::DotBf16`: it is built only in CPU
+/// kernel variants.
+pub const DOT_BF16_CPU_ONLY: &str = "DotBf16 is built only in CPU kernel variants";
+
+/// A CPU instruction-set extension a kernel variant needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CpuFeature {
+    /// AVX-512 BF16 (`vdpbf16ps`, `vcvtne2ps2bf16`).
+    Avx512Bf16,
+}
+
+impl CpuFeature {
+    /// The suffix of a variant's name: `{kernel}__{suffix}`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            CpuFeature::Avx512Bf16 => "avx512bf16",
+        }
+    }
+
+    /// LLVM's name of the feature (as in `get_host_cpu_features`).
+    pub fn llvm_feature(self) -> &'static str {
+        match self {
+            CpuFeature::Avx512Bf16 => "+avx512bf16",
+        }
+    }
+
+    pub const ALL: [CpuFeature; 1] = [CpuFeature::Avx512Bf16];
 }
 
 /// One kernel: the body runs for each `row in 0..rows`.
@@ -285,6 +328,12 @@ pub struct Kernel {
     pub tiles: Vec<Tile>,
     pub rows: usize,
     pub body: Vec<Stmt>,
+    /// The same computation for CPUs with an extension, named
+    /// `{name}__{feature suffix}`, same parameters and grid: the CPU printer
+    /// prints it next to the kernel and the JIT runs it instead where the
+    /// host has the feature. Its numerics may differ within what its
+    /// statements say (`Stmt::DotBf16` rounds activations to bf16).
+    pub variants: Vec<(CpuFeature, Kernel)>,
 }
 
 impl Kernel {
@@ -351,6 +400,11 @@ impl Kernel {
                         expr(cond, out);
                         stmts(then, out);
                         stmts(els, out);
+                    }
+                    Stmt::DotBf16 { xs, ws, .. } => {
+                        for e in xs.iter().chain(ws) {
+                            expr(e, out);
+                        }
                     }
                 }
             }

@@ -9,7 +9,23 @@ pub fn verify(k: &Kernel) -> Result<(), String> {
     if k.locals.first().map(|l| l.ty) != Some(Scalar::I64) {
         return Err("local 0 must be the i64 row index".into());
     }
-    stmts(k, &k.body)
+    stmts(k, &k.body)?;
+    for (feature, v) in &k.variants {
+        if v.name != format!("{}__{}", k.name, feature.suffix()) || v.rows != k.rows || v.params != k.params {
+            return Err(format!(
+                "variant `{}` of `{}` must be named `{}__{}` with the same grid and parameters",
+                v.name,
+                k.name,
+                k.name,
+                feature.suffix()
+            ));
+        }
+        if !v.variants.is_empty() {
+            return Err(format!("variant `{}` has variants of its own", v.name));
+        }
+        verify(v).map_err(|e| format!("variant `{}`: {e}", v.name))?;
+    }
+    Ok(())
 }
 
 fn stmts(k: &Kernel, body: &[Stmt]) -> Result<(), String> {
@@ -62,6 +78,33 @@ fn stmts(k: &Kernel, body: &[Stmt]) -> Result<(), String> {
                 expect(k, cond, Scalar::Bool, "condition")?;
                 stmts(k, then)?;
                 stmts(k, els)?;
+            }
+            Stmt::DotBf16 {
+                x,
+                xs,
+                w,
+                ws,
+                len,
+                accs,
+            } => {
+                let elem = |p: usize| k.params.get(p).map(|p| (p.elem, p.access));
+                if !matches!(elem(*x), Some((Elem::F32, Access::Read | Access::ReadWrite)))
+                    || !matches!(elem(*w), Some((Elem::BF16, Access::Read | Access::ReadWrite)))
+                {
+                    return Err("DotBf16 reads an f32 x and a bf16 w".into());
+                }
+                if *len == 0 || !len.is_multiple_of(32) {
+                    return Err(format!("DotBf16 over {len} columns (a multiple of 32)"));
+                }
+                if accs.len() != xs.len() || accs.iter().any(|r| r.len() != ws.len()) {
+                    return Err("DotBf16 needs one accumulator per (x row, w row)".into());
+                }
+                for e in xs.iter().chain(ws) {
+                    expect(k, e, Scalar::I64, "DotBf16 offset")?;
+                }
+                if accs.iter().flatten().any(|v| k.local(*v).ty != Scalar::F32) {
+                    return Err("DotBf16 accumulators are f32".into());
+                }
             }
         }
     }

@@ -20,6 +20,8 @@ use inkwell::passes::PassBuilderOptions;
 use inkwell::targets::{CodeModel, InitializationConfig, RelocMode, Target, TargetMachine};
 use inkwell::OptimizationLevel;
 
+use gemma4c_backends::kernel::CpuFeature;
+
 /// Kernels compiled for this process.
 pub struct JitModule {
     /// Address and buffer-parameter count of each kernel.
@@ -31,6 +33,8 @@ pub struct JitModule {
     pub compile_ms: f64,
     /// The CPU the code was specialized for.
     pub cpu: String,
+    /// `(kernel, variant)`: the kernels that run a variant for a CPU extension.
+    pub variants: Vec<(String, String)>,
 }
 
 static INIT: Once = Once::new();
@@ -57,10 +61,74 @@ fn kernel_names(ll: &str) -> Vec<String> {
         .collect()
 }
 
+/// Which kernel variants for CPU extensions (`Kernel::variants`, functions
+/// named `{kernel}__{feature}`) the JIT may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variants {
+    /// Those whose feature the host reports (the default; `GEMMA4C_JIT_VARIANTS=0`
+    /// in the environment turns them off, to compare both on one machine).
+    Host,
+    /// None: every kernel runs its portable body.
+    Off,
+}
+
+impl Variants {
+    fn from_env() -> Variants {
+        match std::env::var("GEMMA4C_JIT_VARIANTS") {
+            Ok(v) if v.trim() == "0" => Variants::Off,
+            _ => Variants::Host,
+        }
+    }
+}
+
+/// Splits the kernel names into those to compile and `(kernel, variant)`
+/// pairs: where the host has a variant's feature the variant is compiled and
+/// runs under the kernel's name (the portable body is not compiled); elsewhere
+/// the variant is dropped before code generation (its instructions would not
+/// exist there).
+fn choose_variants(names: Vec<String>, features: &str, variants: Variants) -> (Vec<String>, Vec<(String, String)>) {
+    let has = |f: CpuFeature| variants == Variants::Host && features.split(',').any(|h| h == f.llvm_feature());
+    let mut chosen = Vec::new();
+    for n in &names {
+        for f in CpuFeature::ALL {
+            if let Some(base) = n.strip_suffix(&format!("__{}", f.suffix())) {
+                if has(f) && names.iter().any(|b| b == base) {
+                    chosen.push((base.to_string(), n.clone()));
+                }
+            }
+        }
+    }
+    let is_variant = |n: &str| {
+        CpuFeature::ALL
+            .iter()
+            .any(|f| n.ends_with(&format!("__{}", f.suffix())))
+    };
+    let compiled = names
+        .into_iter()
+        .filter(|n| {
+            let replaced = chosen.iter().any(|(b, _)| b == n);
+            let used = chosen.iter().any(|(_, v)| v == n);
+            used || (!replaced && !is_variant(n))
+        })
+        .collect();
+    (compiled, chosen)
+}
+
 impl JitModule {
     /// Compiles LLVM IR text on up to `threads` threads. `cpu_override`
-    /// replaces the host CPU name (its default features are then used).
+    /// replaces the host CPU name (its default features are then used, and no
+    /// variant for a CPU extension runs).
     pub fn compile(ll: &str, cpu_override: Option<&str>, threads: usize) -> Result<JitModule, String> {
+        Self::compile_variants(ll, cpu_override, threads, Variants::from_env())
+    }
+
+    /// `compile`, choosing the kernel variants for CPU extensions explicitly.
+    pub fn compile_variants(
+        ll: &str,
+        cpu_override: Option<&str>,
+        threads: usize,
+        variants: Variants,
+    ) -> Result<JitModule, String> {
         init()?;
         let start = Instant::now();
         let (cpu, features) = match cpu_override {
@@ -70,7 +138,7 @@ impl JitModule {
                 TargetMachine::get_host_cpu_features().to_string(),
             ),
         };
-        let names = kernel_names(ll);
+        let (names, chosen) = choose_variants(kernel_names(ll), &features, variants);
         let parts = threads.clamp(1, names.len().max(1));
         let mut shares = vec![BTreeSet::new(); parts];
         for (i, n) in names.into_iter().enumerate() {
@@ -109,14 +177,25 @@ impl JitModule {
             keepers,
             compile_ms: 0.0,
             cpu,
+            variants: Vec::new(),
         };
         for rx in results {
             let addrs = rx.recv().map_err(|_| "an LLVM compile thread died".to_string())??;
             functions.extend(addrs);
         }
+        for (base, variant) in &chosen {
+            let f = functions[variant];
+            functions.insert(base.clone(), f);
+        }
+        jit.variants = chosen;
         jit.functions = functions;
         jit.compile_ms = start.elapsed().as_secs_f64() * 1e3;
         Ok(jit)
+    }
+
+    /// The variant `kernel` runs, if it runs one.
+    pub fn variant(&self, kernel: &str) -> Option<&str> {
+        self.variants.iter().find(|(b, _)| b == kernel).map(|(_, v)| v.as_str())
     }
 
     /// Address of a kernel.

@@ -14,7 +14,7 @@ pub mod pool;
 mod session;
 
 pub use bandwidth::measure_bandwidth;
-pub use engine::JitModule;
+pub use engine::{JitModule, Variants};
 pub use session::{check_threads, JitOptions, JitSession, StepProfile, MAX_THREADS, PARALLEL_BYTES};
 
 /// Most buffer parameters a kernel takes.

@@ -155,12 +155,13 @@ impl SubBlock {
 
 /// What a kernel does with the values of one or more quantized rows: per
 /// sub-block, `begin` (e.g. zero partial sums), `value` for each column with
-/// each row's dequantized value, then `end` (fold the partial sums). Partial
-/// sums per sub-block keep the vectorized inner loop's horizontal add off the
+/// its position `lane` in the sub-block (`0..sub_elems`) and each row's
+/// dequantized value, then `end` (fold the partial sums). Partial sums per
+/// sub-block keep the vectorized inner loop's horizontal add off the
 /// dependency chain between sub-blocks.
 pub(crate) trait RowVisitor {
     fn begin(&mut self, _b: &mut KernelBuilder) {}
-    fn value(&mut self, b: &mut KernelBuilder, col: &Expr, values: &[Expr]);
+    fn value(&mut self, b: &mut KernelBuilder, col: &Expr, lane: &Expr, values: &[Expr]);
     fn end(&mut self, _b: &mut KernelBuilder) {}
 }
 
@@ -186,7 +187,7 @@ pub(crate) fn for_row_values(
             b.for_range("l", 0usize, se, |b, l| {
                 let col = Expr::Var(b.let_i64("col", &blk * be + sub * se + &l));
                 let values: Vec<Expr> = subs.iter().map(|s| s.value(&l)).collect();
-                visit.value(b, &col, &values);
+                visit.value(b, &col, &l, &values);
             });
             visit.end(b);
         }

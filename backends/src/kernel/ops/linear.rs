@@ -10,7 +10,7 @@ use super::gelu;
 use crate::kernel::build::KernelBuilder;
 use crate::kernel::launches::{LaunchArg, StepCx};
 use crate::kernel::ops::{self, UnaryKind};
-use crate::kernel::{name_f32, Access, Elem, Expr, Kernel, Scalar, Tiles};
+use crate::kernel::{name_f32, Access, CpuFeature, Elem, Expr, Kernel, Scalar, Tiles};
 
 /// `out[m, n] = sum_k x[m, k] * w[n, k]` (`MatMul`), optionally soft-capped
 /// (`cap * tanh(y / cap)`, the tail of `LogitsHead`). Params: `x, w, out`.
@@ -35,11 +35,17 @@ pub fn matmul(m: usize, n: usize, k: usize, w: Elem, cap: Option<f32>) -> Kernel
 }
 
 /// `matmul` for a target: with `Tiles::Local`, prefill (`m > 1`) converts
-/// each weight once per tile of input rows (`tiled.rs`).
+/// each weight once per tile of input rows (`tiled.rs`); a long bf16 prefill
+/// also gets the variant for CPUs with AVX-512 BF16 (`dot_bf16.rs`).
 pub fn matmul_for(tiles: Tiles, m: usize, n: usize, k: usize, w: Elem, cap: Option<f32>) -> Kernel {
     if tiles == Tiles::Local && m > 1 {
         let r_block = [4, 2, 1].into_iter().find(|&r| n.is_multiple_of(r)).unwrap_or(1);
-        return ops::matmul_tiled(m, n, k, w, cap, r_block);
+        let mut kern = ops::matmul_tiled(m, n, k, w, cap, r_block);
+        if ops::has_dot_bf16(m, k, w) {
+            let v = ops::matmul_dot_bf16(&kern.name, m, n, k, cap, r_block);
+            kern.variants.push((CpuFeature::Avx512Bf16, v));
+        }
+        return kern;
     }
     matmul(m, n, k, w, cap)
 }

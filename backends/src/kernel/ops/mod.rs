@@ -10,6 +10,7 @@
 
 pub(crate) mod attention;
 pub(crate) mod dequant;
+pub(crate) mod dot_bf16;
 pub(crate) mod elementwise;
 pub(crate) mod linear;
 pub(crate) mod norm;
@@ -18,6 +19,7 @@ pub(crate) mod qmoe;
 pub(crate) mod tiled;
 
 pub use attention::{attention, moe_route};
+pub use dot_bf16::{has_dot_bf16, matmul_dot_bf16};
 pub use elementwise::{binary, embedding, replace_ids, slice, unary, BinaryKind, UnaryKind};
 pub use linear::{matmul, matmul_blocked, matmul_for, moe_down, moe_gate_up};
 pub use norm::{add_rms_norm, head_rows, norm_add, norm_add_norm, rms_norm, HeadDest, HeadNorm};

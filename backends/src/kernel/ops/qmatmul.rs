@@ -2,12 +2,13 @@
 //! weight rows are read as stored and dequantized in the inner loop
 //! (`dequant.rs`), activations stay f32 and products accumulate in f32, as in
 //! the bf16 kernel of `linear.rs`, whose grid this follows: a grid row computes
-//! `r_block` output features; prefill blocks 8 input rows.
+//! `r_block` output features; decode keeps per-lane sums in a tile
+//! (`matvec_quant`), blocked prefill (targets without tiles) 8 input rows.
 
 use gemma4c_ir::{math, QuantFormat};
 
-use super::dequant::{for_row_values, row_bytes, RowVisitor};
-use crate::kernel::build::{f16_bits, sext8, to_f32, Buf, KernelBuilder};
+use super::dequant::{for_row_values, row_bytes, sub_elems, RowVisitor};
+use crate::kernel::build::{Buf, KernelBuilder, TileRef};
 use crate::kernel::{name_f32, Access, Elem, Expr, Kernel, Var};
 
 /// Dot products of `mb` input rows with the weight rows, summed per
@@ -34,7 +35,7 @@ impl RowVisitor for Dot<'_> {
             .collect();
     }
 
-    fn value(&mut self, b: &mut KernelBuilder, col: &Expr, values: &[Expr]) {
+    fn value(&mut self, b: &mut KernelBuilder, col: &Expr, _lane: &Expr, values: &[Expr]) {
         let xs: Vec<_> = (0..self.accs.len())
             .map(|i| b.let_f32(&format!("x{i}"), self.x.at((&self.m0 + i) * self.k + col)))
             .collect();
@@ -75,13 +76,14 @@ pub fn matmul_quant(
         "{n} x {k} does not split into blocks of {r_block} rows and {q} blocks"
     );
     let cap_name = cap.map_or(String::new(), |c| format!("_cap{}", name_f32(c)));
-    if q == QuantFormat::Q8_0 && m == 1 {
-        return matvec_q8_0(
+    if m == 1 {
+        return matvec_quant(
             n,
             k,
+            q,
             cap,
             r_block,
-            &format!("matmul{tag}_q8_0_scaled_m1_n{n}_k{k}{cap_name}"),
+            &format!("matmul{tag}_{}_lanes_m1_n{n}_k{k}{cap_name}", q.name()),
         );
     }
     let mut b = KernelBuilder::new(
@@ -135,56 +137,52 @@ pub fn matmul_quant(
     b.finish()
 }
 
-/// Decode against Q8_0 (Gemma 3's tied LM head is Q8_0 in the common GGUFs:
-/// about half of a 270M decode step): per 32-value block `d · Σ x·q` instead
-/// of `Σ x·(d·q)`, one multiply per weight fewer in the inner loop (byte load,
-/// sign extension, conversion, multiply-add). Activations stay f32: only the
-/// rounding of the products moves (`x·q` is exact to f32 precision, then one
-/// scaling per block), well inside f32 summation error (the dot-product test
-/// in runtime/tests/quant_kernels.rs).
-fn matvec_q8_0(n: usize, k: usize, cap: Option<f32>, r_block: usize, name: &str) -> Kernel {
-    const BLOCK: usize = 32;
-    const BYTES: usize = 34;
+/// Accumulates `x · value` of each weight row into lane `lane` of that row's
+/// slice of `lanes` (`sub_elems` f32 per row).
+struct LaneDot {
+    x: Buf,
+    lanes: TileRef,
+    se: usize,
+}
+
+impl RowVisitor for LaneDot {
+    fn value(&mut self, b: &mut KernelBuilder, col: &Expr, lane: &Expr, values: &[Expr]) {
+        let xv = b.let_f32("xv", self.x.at(col));
+        for (j, v) in values.iter().enumerate() {
+            let at = lane + j * self.se;
+            b.tile_store(self.lanes, at.clone(), self.lanes.at(at) + Expr::Var(xv) * v.clone());
+        }
+    }
+}
+
+/// Decode (`m = 1`): each weight row keeps one f32 accumulator per position
+/// of a sub-block (a tile of `sub_elems` lanes, 16 or 32: one or two vector
+/// registers once LLVM promotes the tile) and adds `x · value` to it for
+/// every sub-block of the row; the lanes are summed once, at the end of the
+/// row. Summing each sub-block on its own (`Dot`) costs a horizontal vector
+/// reduction per 16 or 32 weights, which made the quantized matvecs
+/// compute-bound far below memory bandwidth. Tiles are CPU-only, as block
+/// formats are. The values are `dequant.rs`'s (bit-exact), the products
+/// fused multiply-adds: only the summation order differs from the reference.
+fn matvec_quant(n: usize, k: usize, q: QuantFormat, cap: Option<f32>, r_block: usize, name: &str) -> Kernel {
+    let se = sub_elems(q);
     let mut b = KernelBuilder::new(name, n / r_block);
     let x = b.param("x", Elem::F32, Access::Read);
-    let w = b.param("w", Elem::Block(QuantFormat::Q8_0), Access::Read);
+    let w = b.param("w", Elem::Block(q), Access::Read);
     let out = b.param("out", Elem::F32, Access::Write);
+    let lanes = b.tile("lanes", r_block * se);
     let n0 = Expr::Var(b.let_i64("n0", b.row() * r_block));
     let rows: Vec<Expr> = (0..r_block)
-        .map(|j| Expr::Var(b.let_i64(&format!("row{j}"), (&n0 + j) * row_bytes(QuantFormat::Q8_0, k))))
+        .map(|j| Expr::Var(b.let_i64(&format!("row{j}"), (&n0 + j) * row_bytes(q, k))))
         .collect();
-    let accs: Vec<Var> = (0..r_block).map(|j| b.let_f32(&format!("acc{j}"), 0.0f32)).collect();
-    b.for_range("blk", 0usize, k / BLOCK, |b, blk| {
-        let bases: Vec<Expr> = rows
-            .iter()
-            .enumerate()
-            .map(|(j, r)| Expr::Var(b.let_i64(&format!("base{j}"), r + &blk * BYTES)))
-            .collect();
-        let ds: Vec<Var> = bases
-            .iter()
-            .enumerate()
-            .map(|(j, at)| {
-                b.let_f32(
-                    &format!("d{j}"),
-                    f16_bits(w.at(at.clone()) + w.at(at + 1usize) * 256usize),
-                )
-            })
-            .collect();
-        let parts: Vec<Var> = (0..r_block).map(|j| b.let_f32(&format!("part{j}"), 0.0f32)).collect();
-        b.for_range("l", 0usize, BLOCK, |b, l| {
-            let xv = b.let_f32("xv", x.at(&blk * BLOCK + &l));
-            for (j, at) in bases.iter().enumerate() {
-                b.sum(parts[j], Expr::Var(xv) * to_f32(sext8(w.at(at + 2usize + &l))));
-            }
-        });
-        for j in 0..r_block {
-            b.sum(accs[j], Expr::Var(ds[j]) * parts[j]);
-        }
-    });
-    for (j, &a) in accs.iter().enumerate() {
+    b.for_range("a", 0usize, r_block * se, |b, a| b.tile_store(lanes, a, 0.0f32));
+    for_row_values(&mut b, q, w, &rows, k, &mut LaneDot { x, lanes, se });
+    for j in 0..r_block {
+        let acc = b.let_f32(&format!("acc{j}"), 0.0f32);
+        b.for_range("l", 0usize, se, |b, l| b.sum(acc, lanes.at(l + j * se)));
         let v = match cap {
-            Some(c) => math::softcap(Expr::Var(a), c),
-            None => Expr::Var(a),
+            Some(c) => math::softcap(Expr::Var(acc), c),
+            None => Expr::Var(acc),
         };
         b.store(out, &n0 + j, v);
     }
@@ -205,7 +203,7 @@ pub fn embedding_quant(s: usize, h: usize, q: QuantFormat) -> Kernel {
         dst: Expr,
     }
     impl RowVisitor for Gather {
-        fn value(&mut self, b: &mut KernelBuilder, col: &Expr, values: &[Expr]) {
+        fn value(&mut self, b: &mut KernelBuilder, col: &Expr, _lane: &Expr, values: &[Expr]) {
             b.store(self.out, &self.dst + col, values[0].clone());
         }
     }

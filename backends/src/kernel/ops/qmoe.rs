@@ -28,7 +28,7 @@ impl RowVisitor for RowDot {
             .collect();
     }
 
-    fn value(&mut self, b: &mut KernelBuilder, col: &Expr, values: &[Expr]) {
+    fn value(&mut self, b: &mut KernelBuilder, col: &Expr, _lane: &Expr, values: &[Expr]) {
         let xv = b.let_f32("xv", self.x.at(&self.x_row + col));
         for (&p, v) in self.parts.iter().zip(values) {
             b.sum(p, Expr::Var(xv) * v.clone());

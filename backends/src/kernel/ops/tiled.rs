@@ -52,7 +52,7 @@ struct Fill {
 }
 
 impl RowVisitor for Fill {
-    fn value(&mut self, b: &mut KernelBuilder, col: &Expr, values: &[Expr]) {
+    fn value(&mut self, b: &mut KernelBuilder, col: &Expr, _lane: &Expr, values: &[Expr]) {
         for (j, v) in values.iter().enumerate() {
             b.tile_store(self.tile, col + j * self.kc, v.clone());
         }
