@@ -158,7 +158,8 @@ pub fn emit(plan: &Plan, target: &TtTarget) -> Result<Emitted, TtError> {
 
 /// The prefill program's launches per chunk and its modelled speed (null without one). A chunk's
 /// launches cost what decode's do: decode already computes (and the model counts) whole 32-row
-/// tiles, so a chunk streams one decode step's weights for 32 tokens. model.py runs chunks
+/// tiles, so a chunk streams the weights of its cache-filling steps once for 32 tokens (the layers
+/// that write K/V, no LM head: `lower::program::cache_filling`). model.py runs chunks
 /// untraced (`modelled_tok_s`); `modelled_tok_s_traced` is what a captured chunk would give.
 fn prefill_stats(target: &TtTarget, low: &lower::Lowered) -> Value {
     let Some(p) = &low.prefill else {

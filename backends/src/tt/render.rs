@@ -143,7 +143,6 @@ struct PrefillCtx<'a> {
     rows: usize,
     /// Device operations of one chunk.
     launches: usize,
-    logits_slot: usize,
     host_steps: Vec<StepCtx<'a>>,
     steps: Vec<StepCtx<'a>>,
 }
@@ -307,7 +306,6 @@ pub(super) fn files<'a>(
         prefill: low.prefill.as_ref().map(|p| PrefillCtx {
             rows: lower::PREFILL_CHUNK,
             launches: p.launches.iter().filter(|l| l.device).count(),
-            logits_slot: p.logits_slot,
             host_steps: steps(&p.launches, false),
             steps: steps(&p.launches, true),
         }),

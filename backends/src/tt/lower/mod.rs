@@ -144,8 +144,8 @@ pub struct Lowered {
 /// tile row).
 pub struct ProgramLaunches {
     pub launches: Vec<Launch>,
-    /// The device tensor holding the logits (prefill: one row per chunk position).
-    pub logits_slot: usize,
+    /// The device tensor holding the logits (`None` for a prefill chunk, which has none).
+    pub logits_slot: Option<usize>,
     /// Bytes of the tensor of each all-reduce, in launch order.
     pub all_reduce_bytes: Vec<usize>,
     /// Tokens per call.
@@ -169,7 +169,11 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
             p.seq_len
         )));
     }
-    let prefill = plan.program("prefill");
+    // A prefill chunk only fills the KV caches: the last prompt id goes through the decode step,
+    // which makes the first choice, so the chunk's logits and every step that only leads to them
+    // (the LM head, the final norm, the KV-shared layers, each writing layer's tail) are dropped.
+    let pruned = plan.program("prefill").map(program::cache_filling);
+    let prefill = pruned.as_ref();
     if let Some(q) = prefill {
         // A chunk is one tile row starting at a multiple of 32 (the host feeds 32 tokens, padded);
         // a shorter program only where the whole context is shorter than a tile row.
@@ -234,7 +238,9 @@ pub fn lower(plan: &Plan, t: &TtTarget) -> Result<Lowered, TtError> {
         })
         .collect();
     Ok(Lowered {
-        logits_slot: decode.logits_slot,
+        logits_slot: decode
+            .logits_slot
+            .ok_or_else(|| TtError::new("the decode program has no `logits` output"))?,
         kernels: c.kernels,
         prepared: c.prepared,
         masks: c.masks,

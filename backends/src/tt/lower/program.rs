@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use gemma4c_ir::Op;
+use gemma4c_passes::Program;
 
 use super::ctx::Ctx;
 use super::lookup::{self, Lookup};
@@ -209,9 +210,13 @@ pub(super) fn lower_program(c: &mut Ctx, slots: &mut Vec<Slot>) -> Result<Progra
     let items: Vec<Item> = host.into_iter().chain(device).collect();
 
     // ---- device tensors: activations share a tensor when their lifetimes are disjoint
-    let logits = p
-        .output("logits")
-        .ok_or_else(|| TtError::new("the decode program has no `logits` output"))?;
+    // Decode returns the logits; a prefill chunk (`cache_filling`) computes none.
+    let logits = if c.prefill {
+        None
+    } else {
+        let l = p.output("logits");
+        Some(l.ok_or_else(|| TtError::new("the decode program has no `logits` output"))?)
+    };
     let end = items.len();
     let mut life: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
     for (i, it) in items.iter().enumerate() {
@@ -226,7 +231,7 @@ pub(super) fn lower_program(c: &mut Ctx, slots: &mut Vec<Slot>) -> Result<Progra
             }
         }
     }
-    if let Some(l) = life.get_mut(&root(logits)) {
+    if let Some(l) = logits.and_then(|l| life.get_mut(&root(l))) {
         l.1 = end;
     }
     let mut slot_of: BTreeMap<usize, usize> = BTreeMap::new();
@@ -260,7 +265,7 @@ pub(super) fn lower_program(c: &mut Ctx, slots: &mut Vec<Slot>) -> Result<Progra
             };
             // The logits get a tensor of their own: model.py allocates it with its logical shape
             // [1, vocabulary], which the on-device token selection reads.
-            let shareable = r != root(logits);
+            let shareable = logits.is_none_or(|l| r != root(l));
             let s = match free.iter().position(|&s| {
                 shareable && slots[s].rows == rows && slots[s].cols == cols && slots[s].per_chip == per_chip
             }) {
@@ -358,9 +363,47 @@ pub(super) fn lower_program(c: &mut Ctx, slots: &mut Vec<Slot>) -> Result<Progra
         })
         .collect();
     Ok(ProgramLaunches {
-        logits_slot: slot_of[&root(logits)],
+        logits_slot: logits.and_then(|l| slot_of.get(&root(l)).copied()),
         launches,
         all_reduce_bytes,
         rows: p.seq_len,
     })
+}
+
+/// The part of a prefill program that fills the KV caches: the steps that update a cache and
+/// every step they read from, in program order; buffers are kept as they are (ids unchanged).
+/// Everything else only leads to the chunk's logits, which nothing reads (`Model.generate` runs
+/// the prompt's last id through the decode step, which chooses the first new token).
+pub(super) fn cache_filling(p: &Program) -> Program {
+    let root = |id: usize| lookup::storage(p, id);
+    let mut producer: BTreeMap<usize, usize> = BTreeMap::new();
+    for (i, s) in p.steps.iter().enumerate() {
+        for &o in &s.outputs {
+            producer.insert(root(o), i);
+        }
+    }
+    let mut live = vec![false; p.steps.len()];
+    let mut todo: Vec<usize> = (0..p.steps.len()).filter(|&i| p.steps[i].op.updates_cache()).collect();
+    while let Some(i) = todo.pop() {
+        if std::mem::replace(&mut live[i], true) {
+            continue;
+        }
+        for &b in &p.steps[i].inputs {
+            if let Some(&j) = producer.get(&root(b)) {
+                if !live[j] && j != i {
+                    todo.push(j);
+                }
+            }
+        }
+    }
+    Program {
+        steps: p
+            .steps
+            .iter()
+            .zip(&live)
+            .filter(|(_, &l)| l)
+            .map(|(s, _)| s.clone())
+            .collect(),
+        ..p.clone()
+    }
 }
