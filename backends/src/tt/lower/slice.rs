@@ -1,5 +1,6 @@
-//! Slices: a tile-aligned column range (the per-layer-input slice), and the prefill program's
-//! last-position slice over tokens.
+//! Slices: a tile-aligned column range (the per-layer-input slice). A slice over tokens (the
+//! prefill program's `last_position`, before the LM head) never reaches the TT lowering: a
+//! prefill chunk keeps only the steps that fill the KV caches (`program::cache_filling`).
 
 use gemma4c_passes::plan::Step;
 
@@ -23,7 +24,10 @@ pub(super) fn lower(
     let (lx, lo) = (c.lay(x)?, c.lay(out)?);
     let shape = c.shape(x).to_vec();
     if axis == 0 {
-        return last_position(c, s, comment, items, start, end);
+        return Err(c.err(
+            s,
+            "a slice over tokens has no TT lowering (a prefill chunk computes no logits)",
+        ));
     }
     let inner: usize = shape[axis + 1..].iter().product();
     let (c0, len) = (start * inner, (end - start) * inner);
@@ -44,36 +48,6 @@ pub(super) fn lower(
         Source::Index { value: offset },
     )?;
     let k = kernels::copy(t, "tile-aligned slice", lo.row_tiles(), lo.col_tiles())?;
-    let k = c.kernel(k);
-    items.push(Item::kernel(
-        comment,
-        k,
-        vec![Arg::Buf(x), Arg::W(off), Arg::Buf(out)],
-        vec![x],
-        vec![out],
-    ));
-    Ok(())
-}
-
-/// The prefill program's `last_position` slice (the last token's row, before the LM head): the
-/// chunk's last real row is only known at run time (a last chunk is padded), so the whole tile
-/// is copied and the LM head computes every row (one tile row costs the tile engine the same as
-/// one); the host reads the row it needs.
-fn last_position(
-    c: &mut Ctx,
-    s: &Step,
-    comment: String,
-    items: &mut Vec<Item>,
-    start: usize,
-    end: usize,
-) -> Result<(), TtError> {
-    let (x, out) = (s.inputs[0], s.outputs[0]);
-    let (lx, lo) = (c.lay(x)?, c.lay(out)?);
-    if !c.prefill || end != c.p.seq_len || start + 1 != end || lx.dev_shape() != lo.dev_shape() {
-        return Err(c.err(s, "only the prefill chunk's last row can be sliced out of the tokens"));
-    }
-    let off = c.prep("slice.offset0".into(), 1, 32, false, Source::Index { value: 0 })?;
-    let k = kernels::copy(c.t, "tile-aligned slice", lo.row_tiles(), lo.col_tiles())?;
     let k = c.kernel(k);
     items.push(Item::kernel(
         comment,
